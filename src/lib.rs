@@ -1,0 +1,9 @@
+//! Flotilla: a datacenter operating system in the spirit of DC/OS, built as a supervised
+//! actor system modelled on Erlang/OTP.
+//!
+//! This crate is the composition root: it knows node roles, the CLI and process signals,
+//! and it assembles the supervision tree of a node from the components in
+//! `flotilla-actors`, `flotilla-transport` and `flotilla-supervisors`. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod node;

@@ -1,0 +1,53 @@
+//! The first command of the README: `flotilla dev` starts, prints its tree, and stops
+//! cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+#[test]
+fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("dev")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("flotilla runs");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.recv_timeout(BOUND).expect("flotilla dev reports ready within the bound");
+        let ready = line.starts_with("flotilla dev: ready");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert_eq!(seen[0], "node dev (rest_for_one)");
+    for subtree in ["transport", "control-plane", "agent", "discovery", "api"] {
+        assert!(
+            seen.iter().any(|l| l.trim_start().starts_with(&format!("{subtree} (supervisor, running)"))),
+            "{seen:?}"
+        );
+    }
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = done.recv_timeout(BOUND).expect("flotilla dev exits within the bound").unwrap();
+    assert!(status.success(), "exit status {status}");
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(rest, ["flotilla dev: stopping", "flotilla dev: stopped"]);
+}
