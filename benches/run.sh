@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the benchmark peers (Debian packages), then runs every benchmark unpinned and
+# pinned to one core (`taskset -c 0`), as BENCHMARKS.md records them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+benches/peers/install.sh
+for bench in restart_latency actor_overhead; do
+    echo "== $bench (unpinned)"
+    cargo bench -q --bench "$bench"
+    echo "== $bench (pinned: taskset -c 0)"
+    taskset -c 0 cargo bench -q --bench "$bench"
+done
