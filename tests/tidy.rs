@@ -154,6 +154,25 @@ fn check_manifest(layer: &Layer, manifest_path: &str, manifest: &str) -> Vec<Vio
         .collect()
 }
 
+/// A member that does not inherit the workspace lints could allow `unsafe_code` in its own
+/// `[lints]` table and escape rule 4, so every manifest must say `[lints] workspace = true`.
+fn check_inherits_workspace_lints(manifest_path: &str, manifest: &str) -> Vec<Violation> {
+    let mut in_lints = false;
+    for line in manifest.lines().map(strip_toml_comment) {
+        if let Some(header) = table_header(line) {
+            in_lints = header == ["lints"];
+        } else if in_lints
+            && let Some((key, value)) = split_key_value(line)
+            && key == ["workspace"]
+            && value.trim() == "true"
+        {
+            return Vec::new();
+        }
+    }
+    let message = "must contain `[lints] workspace = true`, or it can lift the workspace's deny of unsafe_code".into();
+    vec![Violation::in_file(manifest_path, RULE_UNSAFE_ISOLATION, message)]
+}
+
 /// Workspace members missing from [`LAYERS`]: the other rules would silently skip them.
 fn check_workspace_members(root_manifest: &str) -> Vec<Violation> {
     workspace_members(root_manifest)
@@ -695,8 +714,11 @@ fn workspace_obeys_architecture_rules() {
     let mut violations = check_workspace_members(&read_text(&root, "Cargo.toml"));
     for layer in LAYERS {
         let manifest_path = format!("{}/Cargo.toml", layer.dir);
-        violations.extend(check_manifest(layer, &manifest_path, &read_text(&root, &manifest_path)));
+        let manifest = read_text(&root, &manifest_path);
+        violations.extend(check_manifest(layer, &manifest_path, &manifest));
+        violations.extend(check_inherits_workspace_lints(&manifest_path, &manifest));
     }
+    violations.extend(check_inherits_workspace_lints("Cargo.toml", &read_text(&root, "Cargo.toml")));
     for path in files.iter().filter(|path| path.ends_with(".rs")) {
         violations.extend(check_source_file(path, &read_text(&root, path)));
     }
@@ -713,6 +735,22 @@ fn workspace_obeys_architecture_rules() {
 
 fn layer(dir: &str) -> &'static Layer {
     LAYERS.iter().find(|layer| layer.dir == dir).unwrap_or_else(|| panic!("no layer {dir} in LAYERS"))
+}
+
+mod workspace_lints {
+    use super::*;
+
+    #[test]
+    fn a_manifest_without_inherited_lints_is_reported() {
+        let manifest = "[package]\nname = \"flotilla-x\"\n\n[lints.rust]\nunsafe_code = \"allow\"\n";
+        assert_eq!(check_inherits_workspace_lints("x/Cargo.toml", manifest).len(), 1);
+    }
+
+    #[test]
+    fn a_manifest_inheriting_the_lints_is_clean() {
+        let manifest = "[package]\nname = \"flotilla-x\"\n\n[lints]\nworkspace = true # shared\n";
+        assert!(check_inherits_workspace_lints("x/Cargo.toml", manifest).is_empty());
+    }
 }
 
 mod crate_layering {
