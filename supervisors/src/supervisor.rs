@@ -351,17 +351,19 @@ impl Actor for Supervisor {
         } else {
             state.specs = spec.children.into_iter().map(|c| (c.id.clone(), c)).collect();
         }
+        // Like OTP, the name is taken before any child starts, so a child (or anyone who saw
+        // a child start) can already find its supervisor by name.
+        if let Some(name) = &state.name {
+            state.node.register(name.clone(), myself.get_cell())?;
+        }
         for id in state.core.start_order() {
             if let Err(err) = state.start_now(&myself, &id).await {
                 state.shut_down_all().await;
+                if let Some(name) = &state.name {
+                    state.node.unregister(name, &myself.get_cell());
+                }
                 return Err(format!("failed to start child {id}: {err}").into());
             }
-        }
-        if let Some(name) = &state.name
-            && let Err(err) = state.node.register(name.clone(), myself.get_cell())
-        {
-            state.shut_down_all().await;
-            return Err(err.into());
         }
         Ok(state)
     }
