@@ -358,10 +358,8 @@ impl Actor for Supervisor {
         }
         for id in state.core.start_order() {
             if let Err(err) = state.start_now(&myself, &id).await {
-                state.shut_down_all().await;
-                if let Some(name) = &state.name {
-                    state.node.unregister(name, &myself.get_cell());
-                }
+                // ractor runs no post_stop after a failed pre_start: release here.
+                state.release(&myself).await;
                 return Err(format!("failed to start child {id}: {err}").into());
             }
         }
@@ -373,10 +371,7 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.shut_down_all().await;
-        if let Some(name) = &state.name {
-            state.node.unregister(name, &myself.get_cell());
-        }
+        state.release(&myself).await;
         Ok(())
     }
 
@@ -627,6 +622,14 @@ impl SupervisorState {
             for id in ids {
                 self.shut_down(id).await;
             }
+        }
+    }
+
+    /// What a stopping supervisor gives up: its children (reverse start order), then its name.
+    async fn release(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        self.shut_down_all().await;
+        if let Some(name) = &self.name {
+            self.node.unregister(name, &myself.get_cell());
         }
     }
 
