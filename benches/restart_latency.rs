@@ -87,31 +87,26 @@ async fn measure(restarts: usize) -> Vec<Duration> {
 
 fn main() {
     let restarts = if quick() { 200 } else { 2_000 };
-    let mut flotilla_p50 = None;
-    for (name, runtime) in runtimes() {
-        let samples = runtime.block_on(measure(restarts));
-        let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-        println!(
-            "flotilla restart_latency runtime={name} n={restarts} p50_us={:.1} p99_us={:.1} min_us={:.1} max_us={:.1}",
-            micros(p50),
-            micros(p99),
-            micros(samples[0]),
-            micros(samples[samples.len() - 1]),
-        );
-        flotilla_p50.get_or_insert((micros(p50), micros(p99)));
-    }
-    match run_peer("escript", &["benches/peers/restart_latency.erl", &restarts.to_string()]) {
+    // The peer runs first so that every runtime's line can carry its ratio to OTP.
+    let erlang = match run_peer("escript", &["benches/peers/restart_latency.erl", &restarts.to_string()]) {
         Ok(line) => {
             println!("{line}");
-            let (ours_p50, ours_p99) = flotilla_p50.unwrap();
-            if let (Some(p50), Some(p99)) = (field(&line, "p50_us"), field(&line, "p99_us")) {
-                println!(
-                    "ratio flotilla(current_thread)/erlang: p50 {:.2}x, p99 {:.2}x (below 1 is faster than OTP)",
-                    ours_p50 / p50,
-                    ours_p99 / p99
-                );
-            }
+            field(&line, "p50_us").zip(field(&line, "p99_us"))
         }
-        Err(why) => println!("erlang peer skipped: {why}"),
+        Err(why) => {
+            println!("erlang peer skipped: {why}");
+            None
+        }
+    };
+    for (name, runtime) in runtimes() {
+        let samples = runtime.block_on(measure(restarts));
+        let (p50, p99) = (micros(percentile(&samples, 0.50)), micros(percentile(&samples, 0.99)));
+        let (min, max) = (micros(samples[0]), micros(samples[samples.len() - 1]));
+        let ratio = erlang
+            .map(|(erl_p50, erl_p99)| format!(" ratio_to_erlang p50={:.2}x p99={:.2}x", p50 / erl_p50, p99 / erl_p99))
+            .unwrap_or_default();
+        println!(
+            "flotilla restart_latency runtime={name} n={restarts} p50_us={p50:.1} p99_us={p99:.1} min_us={min:.1} max_us={max:.1}{ratio}"
+        );
     }
 }
