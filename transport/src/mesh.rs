@@ -1,0 +1,1380 @@
+//! A node's transport: its sessions with peers, the actors it exports, remote calls and
+//! monitors. The same code runs over QUIC and over SimNet; only [`crate::link`] differs.
+//!
+//! Concurrency, in one paragraph: the hot path — casting, calling, replying, dispatching an
+//! inbound message to an actor — touches only shared tables and the per-peer send queue,
+//! never an actor's mailbox in between. Everything that changes which sessions exist
+//! (installing a handshaken connection, losing one, dialing, monitors held for peers) is
+//! serialised through one actor, the *endpoint*, so the session rules of
+//! [`crate::core::session`] are applied one event at a time. Each session owns four tasks
+//! (writer, reader, datagrams, heartbeat) that end with it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla_supervisors::exit::exit_reason;
+use flotilla_supervisors::{Backoff, ExitReason, Node, Rng};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::core::detector::{DetectorConfig, FailureDetector};
+use crate::core::identity::{PeerIdentity, Refusal};
+use crate::core::session::{self, Origin, Replaces, Verdict, View};
+use crate::core::wire::{self, DEFAULT_MAX_BODY, Envelope, RemoteError};
+use crate::link::{Conn, FrameReader, Tx, close_code};
+use crate::queue::{Class, PushError, QueueDepth, QueueLimits, SendQueue};
+use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
+use crate::{quic, sim};
+
+/// How a transport behaves; every limit is named here.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// How often each side sends a heartbeat datagram.
+    pub heartbeat_interval: Duration,
+    /// When a silent peer is declared lost.
+    pub detector: DetectorConfig,
+    /// Delay between reconnection attempts to a persistent peer.
+    pub reconnect: Backoff,
+    /// How long a dial or an accepted connection may take to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// How long a graceful shutdown waits for queued frames to be written.
+    pub drain_timeout: Duration,
+    pub queue: QueueLimits,
+    /// The largest frame body accepted from a peer.
+    pub max_frame_body: u32,
+    /// The largest bulk transfer accepted from a peer.
+    pub max_bulk_bytes: u64,
+    /// Outstanding calls this node waits on at once.
+    pub max_pending_calls: usize,
+    /// Monitors this node holds on remote actors and nodes at once.
+    pub max_monitors: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        let heartbeat_interval = Duration::from_millis(500);
+        TransportConfig {
+            heartbeat_interval,
+            detector: DetectorConfig::phi_accrual(heartbeat_interval),
+            reconnect: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                reset_after: Duration::from_secs(10),
+            },
+            handshake_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(2),
+            queue: QueueLimits::default(),
+            max_frame_body: DEFAULT_MAX_BODY,
+            max_bulk_bytes: 1 << 30,
+            max_pending_calls: 100_000,
+            max_monitors: 100_000,
+        }
+    }
+}
+
+/// Where a peer is dialed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Udp(SocketAddr),
+    /// On SimNet a node is reached by its id.
+    Sim,
+}
+
+/// Why a cast was not queued.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no session with node {0} and no address to dial it")]
+    UnknownPeer(String),
+    #[error(transparent)]
+    QueueFull(#[from] crate::queue::QueueFull),
+    #[error("the message does not encode: {0}")]
+    Encode(String),
+    #[error("the transport is shut down")]
+    Closed,
+}
+
+/// Why a call got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The session carrying the call was lost; the request may or may not have run.
+    #[error("the connection to the node was lost")]
+    NoConnection,
+    #[error("the remote side refused the call: {0}")]
+    Remote(RemoteError),
+    #[error("the answer does not decode: {0}")]
+    Decode(String),
+    #[error("too many calls in flight ({0})")]
+    Overloaded(usize),
+}
+
+/// A bulk transfer received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkTransfer {
+    pub from: String,
+    pub channel: String,
+    pub data: Bytes,
+}
+
+/// Why a bulk transfer failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BulkError {
+    #[error("no session with node {0}")]
+    NotConnected(String),
+    #[error("bulk stream failed: {0}")]
+    Stream(String),
+    #[error("transfer of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: u64, max: u64 },
+}
+
+/// What a monitor watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteTarget {
+    Actor { node: String, name: String },
+    Node(String),
+}
+
+/// A monitor on a remote actor or node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteMonitor(u64);
+
+/// A monitor fired. `NoConnection` means the session was lost: the peer may still be alive
+/// (a partition looks exactly like a crash from this side), so it is a statement about the
+/// connection, not about the remote actor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDown {
+    pub monitor: RemoteMonitor,
+    pub target: RemoteTarget,
+    pub reason: ExitReason,
+}
+
+/// The state of a session with one peer, for observation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStats {
+    pub node: String,
+    pub connected: bool,
+    pub boot_id: Option<u64>,
+    pub sessions: u64,
+    pub queue: QueueDepth,
+    pub frames_received: u64,
+    /// Last heartbeat round trip.
+    pub rtt: Option<Duration>,
+}
+
+/// Counters over the whole transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Connections refused at admission (each logged once).
+    pub refused: u64,
+    /// Casts this node could not deliver to a local actor (each answered `Undeliverable`).
+    pub dead_letters: u64,
+    /// `Undeliverable` answers received for casts this node sent.
+    pub undeliverable: u64,
+    /// Messages and calls handed to local actors.
+    pub dispatched: u64,
+}
+
+type Notifier = Arc<dyn Fn(RemoteDown) + Send + Sync>;
+
+type Handler = Arc<dyn Fn(Delivery<'_>) -> Result<(), RemoteError> + Send + Sync>;
+
+/// An inbound message for an exported actor.
+pub(crate) enum Delivery<'a> {
+    Cast(&'a [u8]),
+    Call { payload: &'a [u8], reply: ReplyTo },
+}
+
+pub(crate) struct ReplyTo {
+    shared: Weak<Shared>,
+    node: String,
+    id: u64,
+}
+
+impl ReplyTo {
+    fn port<R: serde::Serialize + Send + 'static>(self) -> ReplyPort<R> {
+        ReplyPort::remote(self.shared, self.node, self.id)
+    }
+}
+
+struct Export {
+    cell: ActorCell,
+    handlers: BTreeMap<u32, Handler>,
+}
+
+struct Pending {
+    node: String,
+    answer: oneshot::Sender<Result<Vec<u8>, RemoteError>>,
+}
+
+struct OutMonitor {
+    target: RemoteTarget,
+    notify: Notifier,
+}
+
+impl OutMonitor {
+    fn node(&self) -> &str {
+        match &self.target {
+            RemoteTarget::Actor { node, .. } | RemoteTarget::Node(node) => node,
+        }
+    }
+}
+
+/// One established connection with a peer.
+pub(crate) struct Session {
+    id: u64,
+    boot_id: u64,
+    origin: Origin,
+    conn: Conn,
+    detector: Mutex<FailureDetector>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    rtt_nanos: AtomicU64,
+    drained: Notify,
+}
+
+impl Session {
+    fn end(&self, code: u32, reason: &str) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        self.conn.close(code, reason);
+    }
+}
+
+#[derive(Default)]
+struct PeerState {
+    session: Option<Arc<Session>>,
+    dialing: bool,
+    address: Option<Address>,
+    /// Redial when the session is lost.
+    persistent: bool,
+    attempts: u32,
+    sessions: u64,
+}
+
+/// Everything this node knows about one peer. The send queue outlives sessions: frames
+/// queued while a session is being replaced go out on the next one.
+pub(crate) struct Peer {
+    node: String,
+    pub(crate) queue: SendQueue,
+    state: Mutex<PeerState>,
+    received: AtomicU64,
+}
+
+impl Peer {
+    fn view(&self) -> View {
+        let state = lock(&self.state);
+        match &state.session {
+            Some(session) => View::Up { boot_id: session.boot_id, origin: session.origin },
+            None if state.dialing => View::Dialing,
+            None => View::Idle,
+        }
+    }
+
+    fn session(&self) -> Option<Arc<Session>> {
+        lock(&self.state).session.clone()
+    }
+}
+
+/// The network a transport runs on.
+pub enum Network {
+    Quic(Box<quic::QuicSetup>),
+    Sim(sim::SimNet),
+}
+
+pub(crate) enum NetHandle {
+    Quic(quic::QuicNet),
+    Sim(sim::SimEndpoint),
+}
+
+#[derive(Default)]
+struct Counters {
+    refused: AtomicU64,
+    dead_letters: AtomicU64,
+    undeliverable: AtomicU64,
+    dispatched: AtomicU64,
+}
+
+/// State shared by the transport handle, the endpoint actor and the session tasks.
+pub(crate) struct Shared {
+    pub(crate) node: Node,
+    pub(crate) local: PeerIdentity,
+    pub(crate) boot_id: u64,
+    pub(crate) config: TransportConfig,
+    net: OnceLock<NetHandle>,
+    peers: RwLock<BTreeMap<String, Arc<Peer>>>,
+    exports: RwLock<BTreeMap<String, Export>>,
+    bulk: RwLock<BTreeMap<String, mpsc::Sender<BulkTransfer>>>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    monitors: Mutex<BTreeMap<u64, OutMonitor>>,
+    next_id: AtomicU64,
+    endpoint: OnceLock<ActorRef<EndpointMsg>>,
+    counters: Counters,
+    tasks: Mutex<Vec<AbortHandle>>,
+    closing: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn peer(&self, node: &str) -> Option<Arc<Peer>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
+    }
+
+    fn peer_or_insert(&self, node: &str) -> Arc<Peer> {
+        if let Some(peer) = self.peer(node) {
+            return peer;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(peers.entry(node.to_owned()).or_insert_with(|| {
+            Arc::new(Peer {
+                node: node.to_owned(),
+                queue: SendQueue::new(self.config.queue),
+                state: Mutex::new(PeerState::default()),
+                received: AtomicU64::new(0),
+            })
+        }))
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn endpoint(&self) -> Option<&ActorRef<EndpointMsg>> {
+        self.endpoint.get()
+    }
+
+    pub(crate) fn net(&self) -> Option<&NetHandle> {
+        self.net.get()
+    }
+
+    pub(crate) fn count_refusal(&self, who: &str, refusal: &Refusal) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %self.local.node, peer = who, %refusal, "connection refused");
+    }
+
+    /// Hands a connection whose handshake completed to the endpoint actor.
+    pub(crate) fn handshaken(&self, link: Handshaken) {
+        match self.endpoint() {
+            Some(endpoint) => {
+                if let Err(ractor::MessagingErr::SendErr(EndpointMsg::Install(link))) =
+                    endpoint.send_message(EndpointMsg::Install(Box::new(link)))
+                {
+                    link.conn.close(close_code::GOODBYE, "shutting down");
+                }
+            }
+            None => link.conn.close(close_code::GOODBYE, "shutting down"),
+        }
+    }
+
+    /// Keeps a network task until the transport ends.
+    pub(crate) fn own_task(&self, task: AbortHandle) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    fn send_endpoint(&self, msg: EndpointMsg) {
+        if let Some(endpoint) = self.endpoint() {
+            let _ = endpoint.send_message(msg);
+        }
+    }
+
+    /// Dispatches one inbound envelope from `peer` on `session`.
+    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, session: u64, envelope: Envelope) {
+        match envelope {
+            Envelope::Cast { to, type_tag, payload } => {
+                if let Err(error) = self.deliver(&to, type_tag, Delivery::Cast(&payload)) {
+                    self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(node = %self.local.node, from = %peer.node, to, %error, "undeliverable cast");
+                    let _ = peer.queue.push(Class::Control, |buf| {
+                        wire::encode(&Envelope::Undeliverable { to, type_tag, error }, buf)
+                    });
+                }
+            }
+            Envelope::Call { id, to, type_tag, payload, .. } => {
+                let reply = ReplyTo { shared: Arc::downgrade(self), node: peer.node.clone(), id };
+                if let Err(error) = self.deliver(&to, type_tag, Delivery::Call { payload: &payload, reply }) {
+                    let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Fail { id, error }, buf));
+                }
+            }
+            Envelope::Reply { id, payload } => self.answer(id, Ok(payload)),
+            Envelope::Fail { id, error } => self.answer(id, Err(error)),
+            Envelope::Undeliverable { to, error, .. } => {
+                self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.local.node, peer = %peer.node, to, %error, "cast was undeliverable");
+            }
+            envelope @ (Envelope::Monitor { .. }
+            | Envelope::Demonitor { .. }
+            | Envelope::Down { .. }
+            | Envelope::Goodbye { .. }) => {
+                self.send_endpoint(EndpointMsg::Control { node: peer.node.clone(), session, envelope });
+            }
+            other => {
+                let reason = format!("unexpected {} on the message stream", wire::kind_name(other.kind()));
+                self.send_endpoint(EndpointMsg::Lost { node: peer.node.clone(), session, reason });
+            }
+        }
+    }
+
+    fn deliver(&self, to: &str, tag: u32, delivery: Delivery<'_>) -> Result<(), RemoteError> {
+        let handler = {
+            let exports = self.exports.read().unwrap_or_else(|e| e.into_inner());
+            let export = exports.get(to).ok_or_else(|| RemoteError::UnknownActor { name: to.to_owned() })?;
+            if matches!(export.cell.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
+                return Err(RemoteError::UnknownActor { name: to.to_owned() });
+            }
+            let expected = export.handlers.keys().next().copied().unwrap_or_default();
+            Arc::clone(export.handlers.get(&tag).ok_or(RemoteError::WrongType { expected, got: tag })?)
+        };
+        handler(delivery)?;
+        self.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn answer(&self, id: u64, outcome: Result<Vec<u8>, RemoteError>) {
+        if let Some(pending) = lock(&self.pending).remove(&id) {
+            let _ = pending.answer.send(outcome);
+        }
+    }
+
+    fn fail_calls_to(&self, node: &str) {
+        let failed: Vec<Pending> = {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<u64> = pending.iter().filter(|(_, p)| p.node == node).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
+        };
+        // Dropping the senders wakes the callers with `NoConnection`.
+        drop(failed);
+    }
+
+    fn fire_monitors_of(&self, node: &str, reason: &ExitReason) {
+        let fired: Vec<(u64, OutMonitor)> = {
+            let mut monitors = lock(&self.monitors);
+            let ids: Vec<u64> = monitors.iter().filter(|(_, m)| m.node() == node).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| monitors.remove(&id).map(|m| (id, m))).collect()
+        };
+        for (id, monitor) in fired {
+            (monitor.notify)(RemoteDown { monitor: RemoteMonitor(id), target: monitor.target, reason: reason.clone() });
+        }
+    }
+}
+
+/// A connection that completed its handshake, waiting to be installed as a session.
+pub(crate) struct Handshaken {
+    pub(crate) identity: PeerIdentity,
+    pub(crate) boot_id: u64,
+    pub(crate) origin: Origin,
+    pub(crate) conn: Conn,
+    pub(crate) tx: Tx,
+    pub(crate) reader: FrameReader,
+    pub(crate) address: Option<Address>,
+}
+
+/// A node's transport. Cheap to clone; every clone is the same transport.
+#[derive(Clone)]
+pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Transport({})", self.shared.local)
+    }
+}
+
+impl Transport {
+    /// Starts the transport of `node`: binds the network, starts the endpoint actor (linked
+    /// to `supervisor` when given) and begins accepting peers.
+    pub async fn start(
+        node: &Node,
+        identity: PeerIdentity,
+        config: TransportConfig,
+        network: Network,
+        supervisor: Option<ActorCell>,
+    ) -> Result<Transport, TransportError> {
+        if identity.node != node.id().as_str() {
+            return Err(TransportError::Config(format!(
+                "identity names node {} but the node is {}",
+                identity.node,
+                node.id()
+            )));
+        }
+        let boot_id = boot_id(node);
+        let shared = Arc::new(Shared {
+            node: node.clone(),
+            local: identity,
+            boot_id,
+            config,
+            net: OnceLock::new(),
+            peers: RwLock::new(BTreeMap::new()),
+            exports: RwLock::new(BTreeMap::new()),
+            bulk: RwLock::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            monitors: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            endpoint: OnceLock::new(),
+            counters: Counters::default(),
+            tasks: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+        });
+        let endpoint = Endpoint { shared: Arc::clone(&shared) };
+        let (actor, _) = match supervisor {
+            Some(parent) => Actor::spawn_linked(None, endpoint, (), parent).await,
+            None => Actor::spawn(None, endpoint, ()).await,
+        }
+        .map_err(|e| TransportError::Config(e.to_string()))?;
+        let _ = shared.endpoint.set(actor.clone());
+        let started = match network {
+            Network::Quic(setup) => quic::start(&shared, *setup).map(NetHandle::Quic),
+            Network::Sim(net) => sim::start(&shared, &net).map(NetHandle::Sim),
+        };
+        let handle = match started {
+            Ok(handle) => handle,
+            Err(err) => {
+                actor.stop(None);
+                return Err(err);
+            }
+        };
+        let _ = shared.net.set(handle);
+        Ok(Transport { shared })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.shared.local.node
+    }
+
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.shared.local
+    }
+
+    /// This incarnation's boot id: peers use it to tell a restarted node from a stale session.
+    pub fn boot_id(&self) -> u64 {
+        self.shared.boot_id
+    }
+
+    /// The UDP address the QUIC endpoint listens on (`None` on SimNet).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self.shared.net()? {
+            NetHandle::Quic(net) => net.endpoint.local_addr().ok(),
+            NetHandle::Sim(_) => None,
+        }
+    }
+
+    /// The endpoint actor, for supervision.
+    pub fn actor(&self) -> Option<ActorCell> {
+        self.shared.endpoint().map(|a| a.get_cell())
+    }
+
+    /// Connects to `node` at `address` and keeps the session up: when it is lost, the
+    /// transport redials with jittered exponential backoff until [`Transport::forget`].
+    pub fn connect(&self, node: &str, address: Address) {
+        let peer = self.shared.peer_or_insert(node);
+        {
+            let mut state = lock(&peer.state);
+            state.address = Some(address);
+            state.persistent = true;
+        }
+        self.shared.send_endpoint(EndpointMsg::Dial { node: node.to_owned() });
+    }
+
+    /// Stops redialing `node`; an open session stays until it is lost.
+    pub fn forget(&self, node: &str) {
+        if let Some(peer) = self.shared.peer(node) {
+            lock(&peer.state).persistent = false;
+        }
+    }
+
+    /// Whether a session with `node` is up.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.shared.peer(node).is_some_and(|p| p.session().is_some())
+    }
+
+    /// The nodes with a session up.
+    pub fn connected(&self) -> Vec<String> {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.values().filter(|p| p.session().is_some()).map(|p| p.node.clone()).collect()
+    }
+
+    pub fn peer_stats(&self, node: &str) -> Option<PeerStats> {
+        let peer = self.shared.peer(node)?;
+        let state = lock(&peer.state);
+        let session = state.session.as_ref();
+        let rtt = session.map(|s| s.rtt_nanos.load(Ordering::Relaxed)).filter(|n| *n > 0).map(Duration::from_nanos);
+        Some(PeerStats {
+            node: peer.node.clone(),
+            connected: session.is_some(),
+            boot_id: session.map(|s| s.boot_id),
+            sessions: state.sessions,
+            queue: peer.queue.depth(),
+            frames_received: peer.received.load(Ordering::Relaxed),
+            rtt,
+        })
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        let c = &self.shared.counters;
+        TransportStats {
+            refused: c.refused.load(Ordering::Relaxed),
+            dead_letters: c.dead_letters.load(Ordering::Relaxed),
+            undeliverable: c.undeliverable.load(Ordering::Relaxed),
+            dispatched: c.dispatched.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Lets peers cast messages of type `T` to `actor` under `name`; `wrap` turns each into
+    /// the actor's own message type. A name may accept several message types.
+    pub fn export<T, M>(&self, name: &str, actor: &ActorRef<M>, wrap: fn(T) -> M)
+    where
+        T: RemoteMessage,
+        M: ractor::Message,
+    {
+        let target = actor.clone();
+        let handler: Handler = Arc::new(move |delivery| {
+            let payload = match delivery {
+                Delivery::Cast(payload) => payload,
+                // A call to a cast-only type: there is no one to answer; the port reports it.
+                Delivery::Call { payload, reply } => {
+                    drop(reply.port::<()>());
+                    payload
+                }
+            };
+            let message: T = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
+            target.send_message(wrap(message)).map_err(|_| RemoteError::NoReply)
+        });
+        self.add_handler(name, actor.get_cell(), T::TAG, handler);
+    }
+
+    /// Lets peers call `actor` under `name` with requests of type `Q`; `wrap` builds the
+    /// actor's message from the request and the port its answer goes to.
+    pub fn export_call<Q, M>(&self, name: &str, actor: &ActorRef<M>, wrap: fn(Q, ReplyPort<Q::Reply>) -> M)
+    where
+        Q: RemoteCall,
+        M: ractor::Message,
+    {
+        let target = actor.clone();
+        let handler: Handler = Arc::new(move |delivery| {
+            let (payload, port) = match delivery {
+                Delivery::Call { payload, reply } => (payload, reply.port::<Q::Reply>()),
+                Delivery::Cast(payload) => (payload, ReplyPort::local().0),
+            };
+            let request: Q = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
+            target.send_message(wrap(request, port)).map_err(|_| RemoteError::NoReply)
+        });
+        self.add_handler(name, actor.get_cell(), Q::TAG, handler);
+    }
+
+    fn add_handler(&self, name: &str, cell: ActorCell, tag: u32, handler: Handler) {
+        let mut exports = self.shared.exports.write().unwrap_or_else(|e| e.into_inner());
+        let export =
+            exports.entry(name.to_owned()).or_insert_with(|| Export { cell: cell.clone(), handlers: BTreeMap::new() });
+        if export.cell.get_id() != cell.get_id() {
+            // A restarted actor takes its name back with a clean set of handlers.
+            *export = Export { cell, handlers: BTreeMap::new() };
+        }
+        export.handlers.insert(tag, handler);
+    }
+
+    /// Withdraws `name`: later messages to it are answered `UnknownActor`.
+    pub fn unexport(&self, name: &str) {
+        self.shared.exports.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
+    /// A typed reference to actor `name` on `node`.
+    pub fn remote<T: RemoteMessage>(&self, node: &str, name: &str) -> RemoteRef<T> {
+        RemoteRef::new(self.clone(), node, name)
+    }
+
+    fn known_peer(&self, node: &str) -> Result<Arc<Peer>, SendError> {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return Err(SendError::Closed);
+        }
+        let peer = self.shared.peer(node).ok_or_else(|| SendError::UnknownPeer(node.to_owned()))?;
+        let reachable = {
+            let state = lock(&peer.state);
+            state.session.is_some() || state.address.is_some()
+        };
+        if reachable { Ok(peer) } else { Err(SendError::UnknownPeer(node.to_owned())) }
+    }
+
+    /// Casts `message` to actor `name` on `node`.
+    pub fn cast<T: RemoteMessage>(&self, node: &str, name: &str, message: &T) -> Result<(), SendError> {
+        let peer = self.known_peer(node)?;
+        let payload = postcard::to_stdvec(message).map_err(|e| SendError::Encode(e.to_string()))?;
+        peer.queue.push(Class::Bounded, |buf| wire::encode_cast(name, T::TAG, &payload, buf)).map_err(push_error)
+    }
+
+    /// Calls actor `name` on `node` and waits at most `timeout` for the answer.
+    pub async fn call<Q: RemoteCall>(
+        &self,
+        node: &str,
+        name: &str,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<Q::Reply, CallError> {
+        let peer = self.known_peer(node)?;
+        let payload = postcard::to_stdvec(request).map_err(|e| SendError::Encode(e.to_string()))?;
+        let id = self.shared.next_id();
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if pending.len() >= self.shared.config.max_pending_calls {
+                return Err(CallError::Overloaded(pending.len()));
+            }
+            pending.insert(id, Pending { node: node.to_owned(), answer });
+        }
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let queued = peer
+            .queue
+            .push(Class::Bounded, |buf| wire::encode_call(id, name, Q::TAG, timeout_ms, &payload, buf))
+            .map_err(push_error);
+        if let Err(err) = queued {
+            lock(&self.shared.pending).remove(&id);
+            return Err(err.into());
+        }
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(Ok(bytes))) => postcard::from_bytes(&bytes).map_err(|e| CallError::Decode(e.to_string())),
+            Ok(Ok(Err(remote))) => Err(CallError::Remote(remote)),
+            Ok(Err(_)) => Err(CallError::NoConnection),
+            Err(_) => {
+                lock(&self.shared.pending).remove(&id);
+                Err(CallError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Monitors actor `name` on `node`. `notify` runs once, when the actor exits (with its
+    /// reason), when it does not exist (`NoProc`), or when the session is lost
+    /// (`NoConnection`, which does not prove the actor dead). It must not block.
+    pub fn monitor(
+        &self,
+        node: &str,
+        name: &str,
+        notify: impl Fn(RemoteDown) + Send + Sync + 'static,
+    ) -> RemoteMonitor {
+        let target = RemoteTarget::Actor { node: node.to_owned(), name: name.to_owned() };
+        let (id, registered) = self.register_monitor(target.clone(), Arc::new(notify));
+        if registered && let Some(peer) = self.shared.peer(node) {
+            let target = name.to_owned();
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Monitor { id, target }, buf));
+        }
+        RemoteMonitor(id)
+    }
+
+    /// Monitors the session with `node`: `notify` runs once, with `NoConnection`, when the
+    /// session is lost (or at once if there is none).
+    pub fn monitor_node(&self, node: &str, notify: impl Fn(RemoteDown) + Send + Sync + 'static) -> RemoteMonitor {
+        let (id, _) = self.register_monitor(RemoteTarget::Node(node.to_owned()), Arc::new(notify));
+        RemoteMonitor(id)
+    }
+
+    /// Registers a monitor if a session is up; otherwise fires it at once with
+    /// `NoConnection`. Returns the id and whether it was registered.
+    fn register_monitor(&self, target: RemoteTarget, notify: Notifier) -> (u64, bool) {
+        let id = self.shared.next_id();
+        let monitor = OutMonitor { target, notify };
+        let node = monitor.node().to_owned();
+        let fire_now = {
+            let mut monitors = lock(&self.shared.monitors);
+            // Checked under the monitors lock: a session lost after this point fires it.
+            if !self.is_connected(&node) || monitors.len() >= self.shared.config.max_monitors {
+                Some(monitor)
+            } else {
+                monitors.insert(id, monitor);
+                None
+            }
+        };
+        match fire_now {
+            Some(monitor) => {
+                let down =
+                    RemoteDown { monitor: RemoteMonitor(id), target: monitor.target, reason: ExitReason::NoConnection };
+                (monitor.notify)(down);
+                (id, false)
+            }
+            None => (id, true),
+        }
+    }
+
+    /// Removes a monitor; it does not fire afterwards.
+    pub fn demonitor(&self, monitor: RemoteMonitor) {
+        let removed = lock(&self.shared.monitors).remove(&monitor.0);
+        if let Some(OutMonitor { target: RemoteTarget::Actor { node, .. }, .. }) = removed
+            && let Some(peer) = self.shared.peer(&node)
+        {
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Demonitor { id: monitor.0 }, buf));
+        }
+    }
+
+    /// Receives bulk transfers sent to `channel`; at most `depth` wait unread.
+    pub fn bulk_channel(&self, channel: &str, depth: usize) -> mpsc::Receiver<BulkTransfer> {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        self.shared.bulk.write().unwrap_or_else(|e| e.into_inner()).insert(channel.to_owned(), tx);
+        rx
+    }
+
+    /// Sends `data` to `channel` on `node` over a stream of its own, so that it never delays
+    /// the pair's messages. Completes when the data has been handed to the network.
+    pub async fn send_bulk(&self, node: &str, channel: &str, data: Bytes) -> Result<(), BulkError> {
+        let len = data.len() as u64;
+        if len > self.shared.config.max_bulk_bytes {
+            return Err(BulkError::TooLarge { len, max: self.shared.config.max_bulk_bytes });
+        }
+        let session =
+            self.shared.peer(node).and_then(|p| p.session()).ok_or_else(|| BulkError::NotConnected(node.to_owned()))?;
+        let mut tx = session.conn.open_bulk().await.map_err(|e| BulkError::Stream(e.to_string()))?;
+        let mut header = Vec::new();
+        wire::encode(&Envelope::BulkOpen { channel: channel.to_owned(), len }, &mut header)
+            .map_err(|e| BulkError::Stream(e.to_string()))?;
+        tx.write_all(&header).await.map_err(|e| BulkError::Stream(e.to_string()))?;
+        tx.write_all(&data).await.map_err(|e| BulkError::Stream(e.to_string()))?;
+        tx.finish();
+        Ok(())
+    }
+
+    /// Closes every session gracefully: queued frames are written (for at most the drain
+    /// timeout), peers are told goodbye, and the endpoint stops.
+    pub async fn shutdown(&self) {
+        if self.shared.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let sessions: Vec<(Arc<Peer>, Arc<Session>)> = {
+            let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers.values().filter_map(|p| p.session().map(|s| (Arc::clone(p), s))).collect()
+        };
+        for (peer, session) in &sessions {
+            let drained = session.drained.notified();
+            let goodbye = Envelope::Goodbye { reason: "shutdown".into() };
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&goodbye, buf));
+            let _ = tokio::time::timeout(self.shared.config.drain_timeout, drained).await;
+        }
+        if let Some(endpoint) = self.shared.endpoint() {
+            let _ = endpoint.stop_and_wait(Some("shutdown".into()), Some(self.shared.config.drain_timeout)).await;
+        }
+        for (_, session) in &sessions {
+            session.end(close_code::GOODBYE, "shutdown");
+        }
+        for task in lock(&self.shared.tasks).drain(..) {
+            task.abort();
+        }
+        match self.shared.net() {
+            Some(NetHandle::Quic(net)) => {
+                net.endpoint.close(quinn::VarInt::from_u32(close_code::GOODBYE), b"shutdown");
+                let _ = tokio::time::timeout(self.shared.config.drain_timeout, net.endpoint.wait_idle()).await;
+            }
+            Some(NetHandle::Sim(endpoint)) => endpoint.close(),
+            None => {}
+        }
+    }
+
+    /// Ends the transport abruptly, as a crash would: no goodbye, no close, nothing drained.
+    /// Peers find out through their failure detectors (on SimNet, the links go silent).
+    pub fn abort(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        // Silence the simulated links first, so that nothing torn down below reads as a close.
+        if let Some(NetHandle::Sim(endpoint)) = self.shared.net() {
+            endpoint.crash();
+        }
+        if let Some(endpoint) = self.shared.endpoint() {
+            endpoint.kill();
+        }
+        let peers: Vec<Arc<Peer>> =
+            self.shared.peers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for peer in peers {
+            if let Some(session) = lock(&peer.state).session.take() {
+                for task in lock(&session.tasks).drain(..) {
+                    task.abort();
+                }
+            }
+        }
+        for task in lock(&self.shared.tasks).drain(..) {
+            task.abort();
+        }
+        if let Some(NetHandle::Quic(net)) = self.shared.net() {
+            // Dropping the socket without a close: peers hear nothing, as after a crash.
+            net.endpoint.set_server_config(None);
+        }
+    }
+}
+
+fn push_error<E: std::fmt::Display>(err: PushError<E>) -> SendError {
+    match err {
+        PushError::Full(full) => SendError::QueueFull(full),
+        PushError::Encode(err) => SendError::Encode(err.to_string()),
+    }
+}
+
+/// A boot id unique to this incarnation: the wall clock in nanoseconds mixed with the node's
+/// seeded RNG, so that two incarnations started within the same clock tick still differ.
+fn boot_id(node: &Node) -> u64 {
+    let wall = node.clock().wall_millis().wrapping_mul(1_000_003);
+    wall ^ node.random_u64() | 1
+}
+
+/// Errors starting a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("node {0} is already on this simulated network")]
+    DuplicateNode(String),
+}
+
+/// Messages of the endpoint actor.
+pub(crate) enum EndpointMsg {
+    Install(Box<Handshaken>),
+    Dial { node: String },
+    DialFailed { node: String, error: String },
+    Lost { node: String, session: u64, reason: String },
+    Control { node: String, session: u64, envelope: Envelope },
+}
+
+/// The endpoint actor: the one place where sessions begin and end.
+struct Endpoint {
+    shared: Arc<Shared>,
+}
+
+/// Monitors peers hold on this node's actors.
+#[derive(Default)]
+struct EndpointState {
+    rng: Option<Rng>,
+    /// Watched local actor → the peers' monitors on it: (node, monitor id).
+    watched: BTreeMap<ActorId, Vec<(String, u64)>>,
+    /// (node, monitor id) → the watched actor.
+    by_monitor: BTreeMap<(String, u64), ActorId>,
+}
+
+impl Actor for Endpoint {
+    type Msg = EndpointMsg;
+    type State = EndpointState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+        Ok(EndpointState { rng: Some(self.shared.node.fork_rng()), ..EndpointState::default() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EndpointMsg::Install(link) => self.install(&myself, state, *link),
+            EndpointMsg::Dial { node } => self.dial(&node),
+            EndpointMsg::DialFailed { node, error } => {
+                tracing::debug!(node = %self.shared.local.node, peer = node, error, "dial failed");
+                if let Some(peer) = self.shared.peer(&node) {
+                    lock(&peer.state).dialing = false;
+                    self.schedule_redial(&myself, state, &peer);
+                }
+            }
+            EndpointMsg::Lost { node, session, reason } => self.lost(&myself, state, &node, session, &reason),
+            EndpointMsg::Control { node, session, envelope } => {
+                self.control(&myself, state, &node, session, envelope);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((cell, reason)) = exit_reason(&event) {
+            let id = cell.get_id();
+            for (node, monitor) in state.watched.remove(&id).unwrap_or_default() {
+                state.by_monitor.remove(&(node.clone(), monitor));
+                self.send_down(&node, monitor, &reason);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint {
+    fn me(&self) -> &str {
+        &self.shared.local.node
+    }
+
+    fn install(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, link: Handshaken) {
+        let node = link.identity.node.clone();
+        let peer = self.shared.peer_or_insert(&node);
+        let view = peer.view();
+        let verdict = match link.origin {
+            Origin::Accepted => session::judge_incoming(self.me(), &node, view, link.boot_id),
+            Origin::Dialed => Verdict::Accept { replaces: session::replaced_by_dial(view, link.boot_id) },
+        };
+        let replaces = match verdict {
+            Verdict::Refuse(reason) => {
+                tracing::debug!(node = %self.me(), peer = node, reason = reason.as_str(), "duplicate connection refused");
+                link.conn.close(close_code::REFUSED, reason.as_str());
+                return;
+            }
+            Verdict::Accept { replaces } => replaces,
+        };
+        if let Some(old) = lock(&peer.state).session.take() {
+            let why = match replaces {
+                Replaces::StaleIncarnation => "the peer restarted",
+                _ => "replaced by a newer connection",
+            };
+            old.end(close_code::REPLACED, why);
+            self.session_ended(state, &peer, why);
+        }
+        let dialed_address = link.address.clone();
+        let session = self.open_session(myself, &peer, link);
+        let mut peer_state = lock(&peer.state);
+        if session.origin == Origin::Dialed {
+            peer_state.dialing = false;
+        }
+        if let Some(address) = dialed_address.or_else(|| session_address(&session)) {
+            peer_state.address.get_or_insert(address);
+        }
+        peer_state.attempts = 0;
+        peer_state.sessions += 1;
+        peer_state.session = Some(session);
+        tracing::debug!(node = %self.me(), peer = node, "session up");
+    }
+
+    fn open_session(&self, myself: &ActorRef<EndpointMsg>, peer: &Arc<Peer>, link: Handshaken) -> Arc<Session> {
+        let now = self.shared.node.now();
+        let session = Arc::new(Session {
+            id: self.shared.next_id(),
+            boot_id: link.boot_id,
+            origin: link.origin,
+            conn: link.conn,
+            detector: Mutex::new(FailureDetector::new(self.shared.config.detector.clone(), now)),
+            tasks: Mutex::new(Vec::new()),
+            rtt_nanos: AtomicU64::new(0),
+            drained: Notify::new(),
+        });
+        let welcome = (link.origin == Origin::Accepted).then(|| Envelope::Welcome {
+            cluster: self.shared.local.cluster.as_str().to_owned(),
+            node: self.shared.local.node.clone(),
+            role: self.shared.local.role,
+            boot_id: self.shared.boot_id,
+        });
+        let tasks = vec![
+            tokio::spawn(write_loop(
+                Arc::clone(&self.shared),
+                Arc::clone(peer),
+                Arc::clone(&session),
+                link.tx,
+                welcome,
+            ))
+            .abort_handle(),
+            tokio::spawn(read_loop(Arc::clone(&self.shared), Arc::clone(peer), Arc::clone(&session), link.reader))
+                .abort_handle(),
+            tokio::spawn(datagram_loop(Arc::clone(&self.shared), Arc::clone(peer), Arc::clone(&session)))
+                .abort_handle(),
+            tokio::spawn(heartbeat_loop(Arc::clone(&self.shared), Arc::clone(peer), Arc::clone(&session)))
+                .abort_handle(),
+            tokio::spawn(bulk_loop(Arc::clone(&self.shared), Arc::clone(peer), Arc::clone(&session))).abort_handle(),
+        ];
+        *lock(&session.tasks) = tasks;
+        let _ = myself;
+        session
+    }
+
+    /// Everything tied to a session that ended: monitors fire, calls fail, peers' monitors
+    /// on local actors are dropped.
+    fn session_ended(&self, state: &mut EndpointState, peer: &Peer, why: &str) {
+        tracing::info!(node = %self.me(), peer = %peer.node, why, "session ended");
+        self.shared.fire_monitors_of(&peer.node, &ExitReason::NoConnection);
+        self.shared.fail_calls_to(&peer.node);
+        let held: Vec<(String, u64)> = state.by_monitor.keys().filter(|(n, _)| *n == peer.node).cloned().collect();
+        for key in held {
+            if let Some(actor) = state.by_monitor.remove(&key)
+                && let Some(watchers) = state.watched.get_mut(&actor)
+            {
+                watchers.retain(|w| *w != key);
+            }
+        }
+    }
+
+    fn lost(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, node: &str, session: u64, why: &str) {
+        let Some(peer) = self.shared.peer(node) else { return };
+        let ended = {
+            let mut peer_state = lock(&peer.state);
+            match &peer_state.session {
+                Some(current) if current.id == session => peer_state.session.take(),
+                _ => None,
+            }
+        };
+        let Some(ended) = ended else { return };
+        ended.end(close_code::LOST, why);
+        self.session_ended(state, &peer, why);
+        self.schedule_redial(myself, state, &peer);
+    }
+
+    fn schedule_redial(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, peer: &Peer) {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let delay = {
+            let mut peer_state = lock(&peer.state);
+            if !peer_state.persistent || peer_state.session.is_some() || peer_state.dialing {
+                return;
+            }
+            let random = state.rng.as_mut().map(Rng::next_u64).unwrap_or_default();
+            let delay = self.shared.config.reconnect.delay(peer_state.attempts, random);
+            peer_state.attempts = peer_state.attempts.saturating_add(1);
+            delay
+        };
+        let node = peer.node.clone();
+        myself.send_after(delay, move || EndpointMsg::Dial { node });
+    }
+
+    fn dial(&self, node: &str) {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(peer) = self.shared.peer(node) else { return };
+        let address = {
+            let mut peer_state = lock(&peer.state);
+            if peer_state.session.is_some() || peer_state.dialing {
+                return;
+            }
+            let Some(address) = peer_state.address.clone() else { return };
+            peer_state.dialing = true;
+            address
+        };
+        let shared = Arc::clone(&self.shared);
+        let node = node.to_owned();
+        let task = tokio::spawn(async move {
+            let outcome = match shared.net() {
+                Some(NetHandle::Quic(endpoint)) => quic::dial(&shared, endpoint, &node, &address).await,
+                Some(NetHandle::Sim(endpoint)) => sim::dial(&shared, endpoint, &node).await,
+                None => Err("the network is not started".to_owned()),
+            };
+            match outcome {
+                Ok(link) => shared.handshaken(link),
+                Err(error) => shared.send_endpoint(EndpointMsg::DialFailed { node, error }),
+            }
+        });
+        lock(&self.shared.tasks).push(task.abort_handle());
+        self.reap_finished_tasks();
+    }
+
+    fn reap_finished_tasks(&self) {
+        lock(&self.shared.tasks).retain(|task| !task.is_finished());
+    }
+
+    fn control(
+        &self,
+        myself: &ActorRef<EndpointMsg>,
+        state: &mut EndpointState,
+        node: &str,
+        session: u64,
+        envelope: Envelope,
+    ) {
+        match envelope {
+            Envelope::Monitor { id, target } => self.watch(myself, state, node, id, &target),
+            Envelope::Demonitor { id } => {
+                if let Some(actor) = state.by_monitor.remove(&(node.to_owned(), id))
+                    && let Some(watchers) = state.watched.get_mut(&actor)
+                {
+                    watchers.retain(|(n, m)| !(n == node && *m == id));
+                }
+            }
+            Envelope::Down { id, reason } => {
+                let monitor = lock(&self.shared.monitors).remove(&id);
+                if let Some(monitor) = monitor {
+                    let reason = ExitReason::from_stop_reason(Some(&reason));
+                    (monitor.notify)(RemoteDown { monitor: RemoteMonitor(id), target: monitor.target, reason });
+                }
+            }
+            Envelope::Goodbye { reason } => {
+                let why = format!("the peer said goodbye ({reason})");
+                let keep_dialing = self.shared.peer(node).map(|p| lock(&p.state).persistent).unwrap_or(false);
+                self.lost(myself, state, node, session, &why);
+                let _ = keep_dialing;
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer monitors local actor `target`.
+    fn watch(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, node: &str, id: u64, target: &str) {
+        let cell = {
+            let exports = self.shared.exports.read().unwrap_or_else(|e| e.into_inner());
+            exports.get(target).map(|e| e.cell.clone())
+        }
+        .or_else(|| self.shared.node.whereis(target));
+        let Some(cell) = cell.filter(|c| !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped))
+        else {
+            self.send_down(node, id, &ExitReason::NoProc);
+            return;
+        };
+        myself.get_cell().monitor(cell.clone());
+        state.watched.entry(cell.get_id()).or_default().push((node.to_owned(), id));
+        state.by_monitor.insert((node.to_owned(), id), cell.get_id());
+        // The actor may have stopped before the monitor was in place.
+        if matches!(cell.get_status(), ActorStatus::Stopped) {
+            state.watched.remove(&cell.get_id());
+            state.by_monitor.remove(&(node.to_owned(), id));
+            self.send_down(node, id, &ExitReason::NoProc);
+        }
+    }
+
+    fn send_down(&self, node: &str, id: u64, reason: &ExitReason) {
+        if let Some(peer) = self.shared.peer(node) {
+            let reason = reason.to_stop_reason();
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Down { id, reason }, buf));
+        }
+    }
+}
+
+fn session_address(session: &Session) -> Option<Address> {
+    match &session.conn {
+        // An endpoint uses one socket to dial and to listen, so a peer's source address is
+        // where it listens.
+        Conn::Quic(conn) => Some(Address::Udp(conn.remote_address())),
+        Conn::Sim(_) => Some(Address::Sim),
+    }
+}
+
+/// Writes the peer's queue to the session's ordered stream, one batch per write.
+async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, mut tx: Tx, first: Option<Envelope>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    if let Some(welcome) = first
+        && (wire::encode(&welcome, &mut batch).is_err() || tx.write_all(&batch).await.is_err())
+    {
+        return lost(&shared, &peer, &session, "could not send welcome");
+    }
+    loop {
+        batch = peer.queue.take(batch).await;
+        if let Err(err) = tx.write_all(&batch).await {
+            return lost(&shared, &peer, &session, &format!("write failed: {err}"));
+        }
+        if shared.closing.load(Ordering::Relaxed) && peer.queue.depth().frames == 0 {
+            tx.finish();
+            session.drained.notify_waiters();
+        }
+    }
+}
+
+/// Reads frames from the session's ordered stream and dispatches them.
+async fn read_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, mut reader: FrameReader) {
+    loop {
+        let mut frames = 0u64;
+        loop {
+            match reader.buffered() {
+                Ok(Some(envelope)) => {
+                    frames += 1;
+                    shared.dispatch(&peer, session.id, envelope);
+                }
+                Ok(None) => break,
+                Err(err) => return lost(&shared, &peer, &session, &format!("corrupt frame: {err}")),
+            }
+        }
+        if frames > 0 {
+            peer.received.fetch_add(frames, Ordering::Relaxed);
+            lock(&session.detector).heartbeat(shared.node.now());
+        }
+        if let Err(err) = reader.fill().await {
+            return lost(&shared, &peer, &session, &err.to_string());
+        }
+    }
+}
+
+/// Answers heartbeats and measures round trips.
+async fn datagram_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) {
+    while let Some(datagram) = session.conn.read_datagram().await {
+        match wire::decode_datagram(&datagram, shared.config.max_frame_body) {
+            Ok(Envelope::Ping { seq, sent_nanos }) => {
+                lock(&session.detector).heartbeat(shared.node.now());
+                let mut pong = Vec::with_capacity(32);
+                if wire::encode(&Envelope::Pong { seq, sent_nanos }, &mut pong).is_ok() {
+                    session.conn.send_datagram(Bytes::from(pong));
+                }
+            }
+            Ok(Envelope::Pong { sent_nanos, .. }) => {
+                let now = shared.node.now().since_origin().as_nanos() as u64;
+                session.rtt_nanos.store(now.saturating_sub(sent_nanos).max(1), Ordering::Relaxed);
+                lock(&session.detector).heartbeat(shared.node.now());
+            }
+            Ok(other) => {
+                tracing::debug!(peer = %peer.node, kind = wire::kind_name(other.kind()), "unexpected datagram ignored");
+            }
+            Err(err) => tracing::debug!(peer = %peer.node, %err, "corrupt datagram ignored"),
+        }
+    }
+}
+
+/// Sends heartbeats and asks the failure detector about the peer.
+async fn heartbeat_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) {
+    let mut seq = 0u64;
+    loop {
+        tokio::time::sleep(shared.config.heartbeat_interval).await;
+        let now = shared.node.now();
+        let (available, phi) = {
+            let detector = lock(&session.detector);
+            (detector.is_available(now), detector.phi(now))
+        };
+        if !available {
+            return lost(&shared, &peer, &session, &format!("failure detector: no heartbeat (phi {phi:.1})"));
+        }
+        seq += 1;
+        let mut ping = Vec::with_capacity(32);
+        let sent_nanos = now.since_origin().as_nanos() as u64;
+        if wire::encode(&Envelope::Ping { seq, sent_nanos }, &mut ping).is_ok() {
+            session.conn.send_datagram(Bytes::from(ping));
+        }
+    }
+}
+
+/// Accepts the peer's bulk streams and hands each transfer to its channel.
+async fn bulk_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) {
+    while let Some(rx) = session.conn.accept_bulk().await {
+        let mut reader = FrameReader::new(rx, shared.config.max_frame_body);
+        let (channel, len) = match reader.next().await {
+            Ok(Envelope::BulkOpen { channel, len }) => (channel, len),
+            Ok(other) => {
+                tracing::warn!(peer = %peer.node, kind = wire::kind_name(other.kind()), "bulk stream without preamble");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(peer = %peer.node, %err, "bulk stream failed");
+                continue;
+            }
+        };
+        if len > shared.config.max_bulk_bytes {
+            tracing::warn!(peer = %peer.node, len, "bulk transfer over the limit refused");
+            continue;
+        }
+        let Some(sink) = shared.bulk.read().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned() else {
+            tracing::warn!(peer = %peer.node, channel, "bulk transfer to an unknown channel dropped");
+            continue;
+        };
+        // Read concurrently so one slow transfer does not hold up the next.
+        let from = peer.node.clone();
+        let task = tokio::spawn(async move {
+            match reader.read_body(len as usize).await {
+                Ok(data) => {
+                    let _ = sink.send(BulkTransfer { from, channel, data: Bytes::from(data) }).await;
+                }
+                Err(err) => tracing::warn!(peer = from, %err, "bulk transfer cut short"),
+            }
+        });
+        lock(&session.tasks).push(task.abort_handle());
+    }
+}
+
+fn lost(shared: &Shared, peer: &Peer, session: &Session, reason: &str) {
+    shared.send_endpoint(EndpointMsg::Lost { node: peer.node.clone(), session: session.id, reason: reason.to_owned() });
+}

@@ -1,0 +1,290 @@
+//! Three nodes talking through the transport, with the same test code over real QUIC on
+//! loopback and over SimNet on virtual time.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Ask, Ignore, Net, Note, cluster, fast_detection, run, wait_for};
+use flotilla_supervisors::ExitReason;
+use flotilla_transport::core::wire::RemoteError;
+use flotilla_transport::{
+    CallError, Fault, NodeSet, QueueLimits, RemoteDown, RemoteTarget, SendError, TransportConfig,
+};
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+const NOTES: u64 = 2_000;
+
+/// Every node casts to every other; each receiver sees each sender's notes in order, and
+/// calls are answered.
+async fn casts_arrive_in_order_and_calls_are_answered(net: Net) {
+    let members = cluster(&net, &NODES, TransportConfig::default()).await;
+    for sender in &members {
+        for receiver in &members {
+            if sender.transport.node() == receiver.transport.node() {
+                continue;
+            }
+            let echo = sender.transport.remote::<Note>(receiver.transport.node(), "echo");
+            for seq in 0..NOTES {
+                echo.cast(&Note { from: sender.transport.node().into(), seq }).unwrap();
+            }
+        }
+    }
+    for member in &members {
+        let echo = member.echo.clone();
+        wait_for("all notes delivered", || echo.notes().len() as u64 == NOTES * 2).await;
+        for from in NODES.iter().filter(|n| **n != member.transport.node()) {
+            let seqs: Vec<u64> = echo.notes().iter().filter(|n| n.from == *from).map(|n| n.seq).collect();
+            assert_eq!(seqs, (0..NOTES).collect::<Vec<_>>(), "notes from {from} at {}", member.transport.node());
+        }
+    }
+    let a = &members[0].transport;
+    for peer in ["b", "c"] {
+        let answer = a.remote::<Ask>(peer, "echo").call(&Ask(41), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer, 42);
+    }
+    // One session per pair, whatever order the simultaneous dials arrived in.
+    for member in &members {
+        for peer in NODES.iter().filter(|n| **n != member.transport.node()) {
+            let stats = member.transport.peer_stats(peer).unwrap();
+            assert_eq!(
+                stats.sessions,
+                1,
+                "{} has had {} sessions with {peer}",
+                member.transport.node(),
+                stats.sessions
+            );
+        }
+    }
+    for member in &members {
+        member.transport.shutdown().await;
+    }
+}
+
+#[test]
+fn quic_casts_arrive_in_order_and_calls_are_answered() {
+    run(Net::quic, false, casts_arrive_in_order_and_calls_are_answered);
+}
+
+#[test]
+fn sim_casts_arrive_in_order_and_calls_are_answered() {
+    run(|| Net::sim(1), true, casts_arrive_in_order_and_calls_are_answered);
+}
+
+/// Unknown actors, wrong message types and unanswered calls come back as typed errors.
+async fn bad_addresses_get_typed_errors(net: Net) {
+    let members = cluster(&net, &NODES[..2], TransportConfig::default()).await;
+    let a = &members[0].transport;
+    let timeout = Duration::from_secs(5);
+    let unknown = a.remote::<Ask>("b", "nobody").call(&Ask(1), timeout).await;
+    assert_eq!(unknown, Err(CallError::Remote(RemoteError::UnknownActor { name: "nobody".into() })));
+    let unanswered = a.remote::<Ignore>("b", "echo").call(&Ignore, timeout).await;
+    assert_eq!(unanswered, Err(CallError::Remote(RemoteError::NoReply)));
+    a.remote::<Note>("b", "nobody").cast(&Note { from: "a".into(), seq: 0 }).unwrap();
+    let transport = a.clone();
+    wait_for("the cast comes back undeliverable", || transport.stats().undeliverable == 1).await;
+    assert_eq!(members[1].transport.stats().dead_letters, 1);
+    assert_eq!(
+        a.remote::<Note>("nowhere", "echo").cast(&Note { from: "a".into(), seq: 0 }),
+        Err(SendError::UnknownPeer("nowhere".into()))
+    );
+    for member in &members {
+        member.transport.shutdown().await;
+    }
+}
+
+#[test]
+fn quic_bad_addresses_get_typed_errors() {
+    run(Net::quic, false, bad_addresses_get_typed_errors);
+}
+
+#[test]
+fn sim_bad_addresses_get_typed_errors() {
+    run(|| Net::sim(2), true, bad_addresses_get_typed_errors);
+}
+
+type Downs = Arc<Mutex<Vec<RemoteDown>>>;
+
+fn collect(downs: &Downs) -> impl Fn(RemoteDown) + Send + Sync + 'static {
+    let downs = Arc::clone(downs);
+    move |down| downs.lock().unwrap().push(down)
+}
+
+/// Monitors fire with the actor's exit reason, with `noproc` for a name nobody holds, and with
+/// `noconnection` when the peer leaves.
+async fn monitors_fire_across_nodes(net: Net) {
+    let members = cluster(&net, &NODES, fast_detection()).await;
+    let a = &members[0].transport;
+    let downs: Downs = Arc::default();
+    let on_echo = a.monitor("b", "echo", collect(&downs));
+    let on_nobody = a.monitor("b", "nobody", collect(&downs));
+    let on_c = a.monitor_node("c", collect(&downs));
+    let on_c_echo = a.monitor("c", "echo", collect(&downs));
+    let check = Arc::clone(&downs);
+    wait_for("noproc for the unknown name", || check.lock().unwrap().len() == 1).await;
+    assert_eq!(downs.lock().unwrap()[0].monitor, on_nobody);
+    assert_eq!(downs.lock().unwrap()[0].reason, ExitReason::NoProc);
+
+    members[1].echo.actor.stop(Some("shutdown".into()));
+    wait_for("down for b's echo", || check.lock().unwrap().len() == 2).await;
+    let down = downs.lock().unwrap()[1].clone();
+    assert_eq!(down.monitor, on_echo);
+    assert_eq!(down.target, RemoteTarget::Actor { node: "b".into(), name: "echo".into() });
+    assert_eq!(down.reason, ExitReason::Shutdown);
+
+    members[2].transport.shutdown().await;
+    wait_for("c's monitors fire", || check.lock().unwrap().len() == 4).await;
+    let fired: Vec<_> = downs.lock().unwrap()[2..].iter().map(|d| (d.monitor, d.reason.clone())).collect();
+    assert!(fired.contains(&(on_c, ExitReason::NoConnection)), "{fired:?}");
+    // c stopped its transport, not its echo actor: the monitor says the connection died.
+    assert!(fired.contains(&(on_c_echo, ExitReason::NoConnection)), "{fired:?}");
+    for member in &members[..2] {
+        member.transport.shutdown().await;
+    }
+}
+
+#[test]
+fn quic_monitors_fire_across_nodes() {
+    run(Net::quic, false, monitors_fire_across_nodes);
+}
+
+#[test]
+fn sim_monitors_fire_across_nodes() {
+    run(|| Net::sim(3), true, monitors_fire_across_nodes);
+}
+
+/// A bulk transfer runs on its own stream: messages sent while it is in flight are not
+/// queued behind it.
+async fn bulk_transfers_do_not_delay_messages(net: Net) {
+    let members = cluster(&net, &NODES[..2], TransportConfig::default()).await;
+    let (a, b) = (&members[0].transport, &members[1].transport);
+    let mut snapshots = b.bulk_channel("snapshots", 4);
+    let data = Bytes::from(vec![7u8; 32 << 20]);
+    let sender = a.clone();
+    let bulk = tokio::spawn({
+        let data = data.clone();
+        async move { sender.send_bulk("b", "snapshots", data).await }
+    });
+    tokio::task::yield_now().await;
+    a.remote::<Note>("b", "echo").cast(&Note { from: "a".into(), seq: 1 }).unwrap();
+    let echo = members[1].echo.clone();
+    let received = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            transfer = snapshots.recv() => { panic!("the bulk transfer arrived first: {:?}", transfer.map(|t| t.data.len())) }
+            () = wait_for("the note", || echo.notes().len() == 1) => {}
+        }
+        snapshots.recv().await.unwrap()
+    })
+    .await
+    .unwrap();
+    bulk.await.unwrap().unwrap();
+    assert_eq!(received.from, "a");
+    assert_eq!(received.channel, "snapshots");
+    assert_eq!(received.data, data);
+    for member in &members {
+        member.transport.shutdown().await;
+    }
+}
+
+#[test]
+fn quic_bulk_transfers_do_not_delay_messages() {
+    run(Net::quic, false, bulk_transfers_do_not_delay_messages);
+}
+
+/// A partition ends the session on both sides (the failure detector fires), monitors report
+/// `noconnection`, and the nodes reconnect after the heal.
+#[test]
+fn sim_partition_fires_monitors_and_heal_reconnects() {
+    run(
+        || Net::sim(4),
+        true,
+        |net| async move {
+            let members = cluster(&net, &NODES, fast_detection()).await;
+            let (a, b) = (&members[0].transport, &members[1].transport);
+            let downs: Downs = Arc::default();
+            a.monitor("b", "echo", collect(&downs));
+            b.monitor_node("a", collect(&downs));
+            let simnet = net.simnet().unwrap();
+            let cut = simnet
+                .inject(Fault::Partition { a: NodeSet::of(["a"]), b: NodeSet::of(["b"]), one_way: false })
+                .unwrap();
+            let check = Arc::clone(&downs);
+            wait_for("both sides notice the partition", || check.lock().unwrap().len() == 2).await;
+            assert!(downs.lock().unwrap().iter().all(|d| d.reason == ExitReason::NoConnection));
+            assert!(!a.is_connected("b") && !b.is_connected("a"));
+            assert!(a.is_connected("c") && b.is_connected("c"), "the partition cuts only a and b");
+            simnet.heal(cut);
+            let (a2, b2) = (a.clone(), b.clone());
+            wait_for("reconnected after the heal", || a2.is_connected("b") && b2.is_connected("a")).await;
+            let answer = a.remote::<Ask>("b", "echo").call(&Ask(1), Duration::from_secs(5)).await.unwrap();
+            assert_eq!(answer, 2);
+        },
+    );
+}
+
+/// Casts to a peer that cannot be reached queue up to the bound; the next is refused and the
+/// depth is visible.
+#[test]
+fn sim_queue_is_bounded_and_observable() {
+    run(
+        || Net::sim(5),
+        true,
+        |net| async move {
+            let config =
+                TransportConfig { queue: QueueLimits { max_bytes: 1 << 20, max_frames: 100 }, ..fast_detection() };
+            let a = common::start_member(&net, "a", config).await;
+            a.transport.connect("ghost", flotilla_transport::Address::Sim);
+            let ghost = a.transport.remote::<Note>("ghost", "echo");
+            for seq in 0..100 {
+                ghost.cast(&Note { from: "a".into(), seq }).unwrap();
+            }
+            let refused = ghost.cast(&Note { from: "a".into(), seq: 100 });
+            assert!(matches!(refused, Err(SendError::QueueFull(_))), "{refused:?}");
+            let depth = a.transport.peer_stats("ghost").unwrap().queue;
+            assert_eq!((depth.frames, depth.rejected), (100, 1));
+        },
+    );
+}
+
+/// With latency, jitter and 5% message loss, the same seed delivers the same notes in the same
+/// order.
+#[test]
+fn sim_same_seed_same_outcome() {
+    let outcome = |seed: u64| {
+        let result = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&result);
+        run(
+            move || {
+                Net::Sim(flotilla_transport::SimNet::with_latency(
+                    seed,
+                    Duration::from_micros(200),
+                    Duration::from_micros(300),
+                ))
+            },
+            true,
+            move |net| async move {
+                let members = cluster(&net, &NODES, fast_detection()).await;
+                net.simnet()
+                    .unwrap()
+                    .inject(Fault::Drop {
+                        links: flotilla_transport::core::fault::Links { from: NodeSet::All, to: NodeSet::All },
+                        probability: 0.05,
+                    })
+                    .unwrap();
+                for seq in 0..200 {
+                    let _ = members[0].transport.remote::<Note>("b", "echo").cast(&Note { from: "a".into(), seq });
+                    let _ = members[2].transport.remote::<Note>("b", "echo").cast(&Note { from: "c".into(), seq });
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let seen: Vec<(String, u64)> = members[1].echo.notes().into_iter().map(|n| (n.from, n.seq)).collect();
+                *out.lock().unwrap() = seen;
+            },
+        );
+        result.lock().unwrap().clone()
+    };
+    let first = outcome(9);
+    assert!(first.len() < 400 && first.len() > 300, "5% drops: {} of 400 arrived", first.len());
+    assert_eq!(first, outcome(9), "the same seed gives the same delivery");
+}
