@@ -841,37 +841,15 @@ impl Transport {
     }
 
     /// Closes every session gracefully: queued frames are written (for at most the drain
-    /// timeout), peers are told goodbye, and the endpoint stops.
+    /// timeout), peers are told goodbye, and the endpoint stops. The same happens when the
+    /// endpoint actor is stopped by its supervisor.
     pub async fn shutdown(&self) {
-        if self.shared.closing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let sessions: Vec<(Arc<Peer>, Arc<Session>)> = {
-            let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
-            peers.values().filter_map(|p| p.session().map(|s| (Arc::clone(p), s))).collect()
-        };
-        for (peer, session) in &sessions {
-            let drained = session.drained.notified();
-            let goodbye = Envelope::Goodbye { reason: "shutdown".into() };
-            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&goodbye, buf));
-            let _ = tokio::time::timeout(self.shared.config.drain_timeout, drained).await;
-        }
-        if let Some(endpoint) = self.shared.endpoint() {
-            let _ = endpoint.stop_and_wait(Some("shutdown".into()), Some(self.shared.config.drain_timeout)).await;
-        }
-        for (_, session) in &sessions {
-            session.end(close_code::GOODBYE, "shutdown");
-        }
-        for task in lock(&self.shared.tasks).drain(..) {
-            task.abort();
-        }
-        match self.shared.net() {
-            Some(NetHandle::Quic(net)) => {
-                net.endpoint.close(quinn::VarInt::from_u32(close_code::GOODBYE), b"shutdown");
-                let _ = tokio::time::timeout(self.shared.config.drain_timeout, net.endpoint.wait_idle()).await;
+        match self.shared.endpoint() {
+            Some(endpoint) => {
+                let bound = self.shared.config.drain_timeout * 2;
+                let _ = endpoint.stop_and_wait(Some("shutdown".into()), Some(bound)).await;
             }
-            Some(NetHandle::Sim(endpoint)) => endpoint.close(),
-            None => {}
+            None => close_gracefully(&self.shared).await,
         }
     }
 
@@ -902,6 +880,41 @@ impl Transport {
             // Dropping the socket without a close: peers hear nothing, as after a crash.
             net.endpoint.set_server_config(None);
         }
+    }
+}
+
+/// Says goodbye on every session, waits (bounded) for the queues to drain, then closes the
+/// sessions and the network.
+async fn close_gracefully(shared: &Shared) {
+    if shared.closing.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let sessions: Vec<(Arc<Peer>, Arc<Session>)> = {
+        let peers = shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.values().filter_map(|p| p.session().map(|s| (Arc::clone(p), s))).collect()
+    };
+    let drained = futures::future::join_all(sessions.iter().map(|(peer, session)| {
+        // Registered before the goodbye is queued, so the writer's wake-up cannot be missed.
+        let mut drained = Box::pin(session.drained.notified());
+        drained.as_mut().enable();
+        let goodbye = Envelope::Goodbye { reason: "shutdown".into() };
+        let _ = peer.queue.push(Class::Control, |buf| wire::encode(&goodbye, buf));
+        drained
+    }));
+    let _ = tokio::time::timeout(shared.config.drain_timeout, drained).await;
+    for (_, session) in &sessions {
+        session.end(close_code::GOODBYE, "shutdown");
+    }
+    for task in lock(&shared.tasks).drain(..) {
+        task.abort();
+    }
+    match shared.net() {
+        Some(NetHandle::Quic(net)) => {
+            net.endpoint.close(quinn::VarInt::from_u32(close_code::GOODBYE), b"shutdown");
+            let _ = tokio::time::timeout(shared.config.drain_timeout, net.endpoint.wait_idle()).await;
+        }
+        Some(NetHandle::Sim(endpoint)) => endpoint.close(),
+        None => {}
     }
 }
 
@@ -986,6 +999,11 @@ impl Actor for Endpoint {
                 self.control(&myself, state, &node, session, envelope);
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<Self::Msg>, _: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        close_gracefully(&self.shared).await;
         Ok(())
     }
 

@@ -224,7 +224,8 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// Header plus body, in bytes.
     pub fn frame_len(&self) -> usize {
-        // Saturates only on a 16-bit target, where such a frame could never be buffered anyway.
+        // Saturates only where usize is 32 bits and the body is within 8 bytes of 4 GiB: a frame
+        // that could never be buffered there anyway, so it simply never completes.
         usize::try_from(self.body_len).unwrap_or(usize::MAX).saturating_add(HEADER_LEN)
     }
 }

@@ -54,6 +54,11 @@ pub struct Member {
 }
 
 pub async fn start_member(net: &Net, id: &str, config: TransportConfig) -> Member {
+    start_member_with(net, id, config, AdmissionPolicy::cluster(cluster_id())).await
+}
+
+/// A member whose QUIC endpoint admits peers by `policy`.
+pub async fn start_member_with(net: &Net, id: &str, config: TransportConfig, policy: AdmissionPolicy) -> Member {
     let node = Node::builder(NodeId::new(id).unwrap()).seed(id.len() as u64 * 7919).start().await.unwrap();
     let (network, identity) = match net {
         Net::Quic(ca) => {
@@ -63,7 +68,7 @@ pub async fn start_member(net: &Net, id: &str, config: TransportConfig) -> Membe
                 bind: "127.0.0.1:0".parse().unwrap(),
                 credentials,
                 ca: ca.cert_der().clone(),
-                policy: AdmissionPolicy::cluster(cluster_id()),
+                policy,
                 tuning: QuicTuning::default(),
             };
             (Network::Quic(Box::new(setup)), identity)
