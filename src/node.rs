@@ -5,12 +5,15 @@
 //! `rest_for_one`, so when the transport restarts, everything started after it restarts too
 //! and never runs against a stale transport.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_supervisors::tree;
 use flotilla_supervisors::{
-    ChildSpec, Node, NodeId, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec,
+    ChildKind, ChildSpec, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags, SupervisorRef,
+    SupervisorSpec,
 };
+use flotilla_transport::{Network, PeerIdentity, Transport, TransportConfig};
 
 /// What a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,36 +34,80 @@ impl Role {
     }
 }
 
-/// An empty one_for_one subtree that later components fill.
-fn subtree(name: &str) -> ChildSpec {
-    let flags = SupervisorFlags::strategy(Strategy::OneForOne).with_intensity(10, Duration::from_secs(10));
-    ChildSpec::supervisor(name, SupervisorSpec::new(flags))
+/// How a node joins the network: its identity, and a fresh network for every (re)start of
+/// its transport endpoint.
+#[derive(Clone)]
+pub struct TransportPlan {
+    pub identity: PeerIdentity,
+    pub config: TransportConfig,
+    pub network: Arc<dyn Fn() -> anyhow::Result<Network> + Send + Sync>,
 }
 
-/// The root supervision tree of a node with this role.
-pub fn root_spec(role: Role) -> SupervisorSpec {
+/// The running transport, once its endpoint has started (replaced on every restart).
+pub type TransportSlot = Arc<Mutex<Option<Transport>>>;
+
+/// A one_for_one subtree with these children (later components fill the empty ones).
+fn subtree(name: &str, children: Vec<ChildSpec>) -> ChildSpec {
+    let flags = SupervisorFlags::strategy(Strategy::OneForOne).with_intensity(10, Duration::from_secs(10));
+    let spec = children.into_iter().fold(SupervisorSpec::new(flags), SupervisorSpec::child);
+    ChildSpec::supervisor(name, spec)
+}
+
+/// The transport's endpoint as a supervised worker.
+fn endpoint_child(plan: TransportPlan, slot: TransportSlot) -> ChildSpec {
+    ChildSpec::new("endpoint", ChildKind::Worker, move |ctx| {
+        let (plan, slot) = (plan.clone(), Arc::clone(&slot));
+        async move {
+            let network = (plan.network)().map_err(|e| StartError(format!("{e:#}")))?;
+            let transport = Transport::start(&ctx.node, plan.identity, plan.config, network, Some(ctx.supervisor))
+                .await
+                .map_err(|e| StartError(e.to_string()))?;
+            let cell = transport.actor().ok_or_else(|| StartError("the endpoint did not start".into()))?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport);
+            Ok(Started::Running(cell))
+        }
+    })
+}
+
+/// The root supervision tree of a node with this role; the transport subtree runs the
+/// endpoint when a plan is given.
+pub fn root_spec(role: Role, transport: Option<(TransportPlan, TransportSlot)>) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
-    let mut spec = SupervisorSpec::new(flags).named("node").child(subtree("transport"));
+    let endpoint = transport.map(|(plan, slot)| endpoint_child(plan, slot)).into_iter().collect();
+    let mut spec = SupervisorSpec::new(flags).named("node").child(subtree("transport", endpoint));
     if role.runs_master() {
-        spec = spec.child(subtree("control-plane"));
+        spec = spec.child(subtree("control-plane", Vec::new()));
     }
     if role.runs_agent() {
-        spec = spec.child(subtree("agent"));
+        spec = spec.child(subtree("agent", Vec::new()));
     }
-    spec.child(subtree("discovery")).child(subtree("api"))
+    spec.child(subtree("discovery", Vec::new())).child(subtree("api", Vec::new()))
 }
 
 /// A started node: its context and root supervisor.
 pub struct RunningNode {
     pub node: Node,
     pub root: SupervisorRef,
+    transport: TransportSlot,
 }
 
 impl RunningNode {
+    /// A node without a network (its transport subtree is empty).
     pub async fn start(id: NodeId, role: Role) -> anyhow::Result<Self> {
+        Self::start_with(id, role, None).await
+    }
+
+    pub async fn start_with(id: NodeId, role: Role, transport: Option<TransportPlan>) -> anyhow::Result<Self> {
         let node = Node::builder(id).start().await?;
-        let root = Supervisor::spawn(node.clone(), root_spec(role), None).await?;
-        Ok(RunningNode { node, root })
+        let slot = TransportSlot::default();
+        let spec = root_spec(role, transport.map(|plan| (plan, Arc::clone(&slot))));
+        let root = Supervisor::spawn(node.clone(), spec, None).await?;
+        Ok(RunningNode { node, root, transport: slot })
+    }
+
+    /// The node's transport, if it runs one.
+    pub fn transport(&self) -> Option<Transport> {
+        self.transport.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The live tree, one child per line.
@@ -81,7 +128,7 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None).children.iter().map(|c| c.id.to_string()).collect()
     }
 
     #[test]

@@ -10,8 +10,10 @@ const BOUND: Duration = Duration::from_secs(30);
 
 #[test]
 fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
+    let data_dir = std::env::temp_dir().join(format!("flotilla-dev-mode-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .arg("dev")
+        .env("FLOTILLA_DATA_DIR", &data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -40,6 +42,10 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
         );
     }
 
+    assert!(seen.iter().any(|l| l.trim_start() == "endpoint (worker, running)"), "{seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("transport: quic://127.0.0.1:")), "{seen:?}");
+    assert!(data_dir.join("pki/ca.crt").exists() && data_dir.join("pki/dev.key").exists(), "dev made its certificates");
+
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let (done_tx, done) = mpsc::channel();
@@ -50,4 +56,5 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     let rest: Vec<String> = lines.try_iter().collect();
     assert_eq!(rest, ["flotilla dev: stopping", "flotilla dev: stopped"]);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

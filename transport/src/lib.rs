@@ -34,3 +34,4 @@ pub use crate::mesh::{
 pub use crate::queue::{QueueDepth, QueueFull, QueueLimits};
 pub use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
 pub use crate::sim::SimNet;
+pub use rustls::pki_types::CertificateDer;
