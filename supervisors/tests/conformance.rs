@@ -647,15 +647,10 @@ async fn case_18_per_pair_ordering_holds_on_the_multi_threaded_runtime() {
     }
 }
 
-#[tokio::test]
-#[ignore = "needs the simulated network (SimNet) of the transport issue #3: remote links are transport monitors"]
-async fn case_19_remote_link_across_a_partition_gives_noconnection() {
-    // Two nodes over SimNet; link a process on each; partition them; the local side must
-    // receive `noconnection` while the remote process is still alive. The reason itself
-    // (`ExitReason::NoConnection`) and its reception rules already exist and are covered by
-    // the unit tests of `core::exit`.
-    unimplemented!("lands with the transport issue");
-}
+// Case 19 (a remote link across a partition gives `noconnection` while the remote process
+// lives) needs two nodes and a network, which this crate cannot depend on: it is
+// `sim_remote_links_carry_exits_and_a_partition_gives_noconnection` in
+// `transport/tests/transport.rs`, over SimNet.
 
 #[tokio::test(start_paused = true)]
 async fn case_20_callers_time_out_while_the_supervisor_shuts_a_child_down() {

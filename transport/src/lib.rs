@@ -28,8 +28,8 @@ pub mod tls;
 pub use crate::core::fault::{Fault, FaultId, NodeSet};
 pub use crate::core::identity::{AdmissionPolicy, ClusterId, PeerIdentity, Refusal, Role};
 pub use crate::mesh::{
-    Address, BulkError, BulkTransfer, CallError, Network, PeerStats, RemoteDown, RemoteMonitor, RemoteTarget,
-    SendError, Transport, TransportConfig, TransportError, TransportStats,
+    Address, BulkError, BulkTransfer, CallError, Network, PeerStats, RemoteDown, RemoteLink, RemoteMonitor,
+    RemoteTarget, SendError, Transport, TransportConfig, TransportError, TransportStats,
 };
 pub use crate::queue::{QueueDepth, QueueFull, QueueLimits};
 pub use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};

@@ -146,6 +146,10 @@ pub enum RemoteTarget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RemoteMonitor(u64);
 
+/// A link between a local actor and a remote one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteLink(u64);
+
 /// A monitor fired. `NoConnection` means the session was lost: the peer may still be alive
 /// (a partition looks exactly like a crash from this side), so it is a statement about the
 /// connection, not about the remote actor.
@@ -180,6 +184,12 @@ pub struct TransportStats {
     pub undeliverable: u64,
     /// Messages and calls handed to local actors.
     pub dispatched: u64,
+    /// Links from local actors to remote ones, now.
+    pub links_out: u64,
+    /// Links peers hold on local actors, now.
+    pub links_in: u64,
+    /// Monitors peers hold on local actors, now (links included).
+    pub watched: u64,
 }
 
 type Notifier = Arc<dyn Fn(RemoteDown) + Send + Sync>;
@@ -300,6 +310,9 @@ struct Counters {
     dead_letters: AtomicU64,
     undeliverable: AtomicU64,
     dispatched: AtomicU64,
+    links_out: AtomicU64,
+    links_in: AtomicU64,
+    watched: AtomicU64,
 }
 
 /// State shared by the transport handle, the endpoint actor and the session tasks.
@@ -416,6 +429,8 @@ impl Shared {
             envelope @ (Envelope::Monitor { .. }
             | Envelope::Demonitor { .. }
             | Envelope::Down { .. }
+            | Envelope::Link { .. }
+            | Envelope::Exit { .. }
             | Envelope::Goodbye { .. }) => {
                 self.send_endpoint(EndpointMsg::Control { node: peer.node.clone(), session, envelope });
             }
@@ -628,6 +643,9 @@ impl Transport {
             dead_letters: c.dead_letters.load(Ordering::Relaxed),
             undeliverable: c.undeliverable.load(Ordering::Relaxed),
             dispatched: c.dispatched.load(Ordering::Relaxed),
+            links_out: c.links_out.load(Ordering::Relaxed),
+            links_in: c.links_in.load(Ordering::Relaxed),
+            watched: c.watched.load(Ordering::Relaxed),
         }
     }
 
@@ -814,6 +832,24 @@ impl Transport {
         }
     }
 
+    /// Links `local` to actor `name` on `node`, as Erlang's `link/1` across nodes: when either
+    /// exits, the other receives an exit signal with its reason (delivered by the node's
+    /// process table, so `local` must be enrolled with its node, and trapping exits turns the
+    /// signal into a message); when the session is lost — or there is none — both sides
+    /// receive `noconnection`, though the other actor may well be alive. The signal's sender
+    /// is this transport's endpoint actor.
+    pub fn link(&self, local: &ActorCell, node: &str, name: &str) -> RemoteLink {
+        let id = self.shared.next_id();
+        let request = LinkRequest { id, local: local.clone(), node: node.to_owned(), name: name.to_owned() };
+        self.shared.send_endpoint(EndpointMsg::Link(request));
+        RemoteLink(id)
+    }
+
+    /// Removes a link; neither side is signalled through it afterwards.
+    pub fn unlink(&self, link: RemoteLink) {
+        self.shared.send_endpoint(EndpointMsg::Unlink { id: link.0 });
+    }
+
     /// Receives bulk transfers sent to `channel`; at most `depth` wait unread.
     pub fn bulk_channel(&self, channel: &str, depth: usize) -> mpsc::Receiver<BulkTransfer> {
         let (tx, rx) = mpsc::channel(depth.max(1));
@@ -948,10 +984,25 @@ pub enum TransportError {
 /// Messages of the endpoint actor.
 pub(crate) enum EndpointMsg {
     Install(Box<Handshaken>),
+    Link(LinkRequest),
+    Unlink { id: u64 },
     Dial { node: String },
     DialFailed { node: String, error: String },
     Lost { node: String, session: u64, reason: String },
     Control { node: String, session: u64, envelope: Envelope },
+}
+
+pub(crate) struct LinkRequest {
+    id: u64,
+    local: ActorCell,
+    node: String,
+    name: String,
+}
+
+/// A local actor linked to a remote one.
+struct OutLink {
+    node: String,
+    local: ActorCell,
 }
 
 /// The endpoint actor: the one place where sessions begin and end.
@@ -967,6 +1018,12 @@ struct EndpointState {
     watched: BTreeMap<ActorId, Vec<(String, u64)>>,
     /// (node, monitor id) → the watched actor.
     by_monitor: BTreeMap<(String, u64), ActorId>,
+    /// Links from local actors to remote ones, by link id.
+    out_links: BTreeMap<u64, OutLink>,
+    /// Local actor → its links to remote actors.
+    links_by_actor: BTreeMap<ActorId, Vec<u64>>,
+    /// Local actors that peers linked to: (node, link id) → the actor.
+    in_links: BTreeMap<(String, u64), ActorCell>,
 }
 
 impl Actor for Endpoint {
@@ -986,6 +1043,12 @@ impl Actor for Endpoint {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EndpointMsg::Install(link) => self.install(&myself, state, *link),
+            EndpointMsg::Link(request) => self.link_out(&myself, state, request),
+            EndpointMsg::Unlink { id } => {
+                if let Some(link) = self.forget_out_link(state, id) {
+                    self.push_control(&link.node, Envelope::Demonitor { id });
+                }
+            }
             EndpointMsg::Dial { node } => self.dial(&node),
             EndpointMsg::DialFailed { node, error } => {
                 tracing::debug!(node = %self.shared.local.node, peer = node, error, "dial failed");
@@ -999,6 +1062,7 @@ impl Actor for Endpoint {
                 self.control(&myself, state, &node, session, envelope);
             }
         }
+        self.publish_gauges(state);
         Ok(())
     }
 
@@ -1017,9 +1081,16 @@ impl Actor for Endpoint {
             let id = cell.get_id();
             for (node, monitor) in state.watched.remove(&id).unwrap_or_default() {
                 state.by_monitor.remove(&(node.clone(), monitor));
+                state.in_links.remove(&(node.clone(), monitor));
                 self.send_down(&node, monitor, &reason);
             }
+            for link in state.links_by_actor.remove(&id).unwrap_or_default() {
+                if let Some(out) = state.out_links.remove(&link) {
+                    self.push_control(&out.node, Envelope::Exit { id: link, reason: reason.to_stop_reason() });
+                }
+            }
         }
+        self.publish_gauges(state);
         Ok(())
     }
 }
@@ -1051,10 +1122,10 @@ impl Endpoint {
                 _ => "replaced by a newer connection",
             };
             old.end(close_code::REPLACED, why);
-            self.session_ended(state, &peer, why);
+            self.session_ended(myself, state, &peer, why);
         }
         let dialed_address = link.address.clone();
-        let session = self.open_session(myself, &peer, link);
+        let session = self.open_session(&peer, link);
         let mut peer_state = lock(&peer.state);
         if session.origin == Origin::Dialed {
             peer_state.dialing = false;
@@ -1068,7 +1139,7 @@ impl Endpoint {
         tracing::debug!(node = %self.me(), peer = node, "session up");
     }
 
-    fn open_session(&self, myself: &ActorRef<EndpointMsg>, peer: &Arc<Peer>, link: Handshaken) -> Arc<Session> {
+    fn open_session(&self, peer: &Arc<Peer>, link: Handshaken) -> Arc<Session> {
         let now = self.shared.node.now();
         let session = Arc::new(Session {
             id: self.shared.next_id(),
@@ -1104,16 +1175,27 @@ impl Endpoint {
             tokio::spawn(bulk_loop(Arc::clone(&self.shared), Arc::clone(peer), Arc::clone(&session))).abort_handle(),
         ];
         *lock(&session.tasks) = tasks;
-        let _ = myself;
         session
     }
 
     /// Everything tied to a session that ended: monitors fire, calls fail, peers' monitors
     /// on local actors are dropped.
-    fn session_ended(&self, state: &mut EndpointState, peer: &Peer, why: &str) {
+    fn session_ended(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, peer: &Peer, why: &str) {
         tracing::info!(node = %self.me(), peer = %peer.node, why, "session ended");
         self.shared.fire_monitors_of(&peer.node, &ExitReason::NoConnection);
         self.shared.fail_calls_to(&peer.node);
+        let broken: Vec<u64> = state.out_links.iter().filter(|(_, l)| l.node == peer.node).map(|(id, _)| *id).collect();
+        for id in broken {
+            if let Some(link) = self.forget_out_link(state, id) {
+                self.exit_local(myself, &link.local, ExitReason::NoConnection);
+            }
+        }
+        let linked: Vec<(String, u64)> = state.in_links.keys().filter(|(n, _)| *n == peer.node).cloned().collect();
+        for key in linked {
+            if let Some(target) = state.in_links.remove(&key) {
+                self.exit_local(myself, &target, ExitReason::NoConnection);
+            }
+        }
         let held: Vec<(String, u64)> = state.by_monitor.keys().filter(|(n, _)| *n == peer.node).cloned().collect();
         for key in held {
             if let Some(actor) = state.by_monitor.remove(&key)
@@ -1135,7 +1217,7 @@ impl Endpoint {
         };
         let Some(ended) = ended else { return };
         ended.end(close_code::LOST, why);
-        self.session_ended(state, &peer, why);
+        self.session_ended(myself, state, &peer, why);
         self.schedule_redial(myself, state, &peer);
     }
 
@@ -1201,12 +1283,27 @@ impl Endpoint {
         envelope: Envelope,
     ) {
         match envelope {
-            Envelope::Monitor { id, target } => self.watch(myself, state, node, id, &target),
+            Envelope::Monitor { id, target } => {
+                self.watch(myself, state, node, id, &target);
+            }
+            Envelope::Link { id, target } => {
+                if let Some(cell) = self.watch(myself, state, node, id, &target) {
+                    state.in_links.insert((node.to_owned(), id), cell);
+                }
+            }
             Envelope::Demonitor { id } => {
-                if let Some(actor) = state.by_monitor.remove(&(node.to_owned(), id))
-                    && let Some(watchers) = state.watched.get_mut(&actor)
-                {
-                    watchers.retain(|(n, m)| !(n == node && *m == id));
+                state.in_links.remove(&(node.to_owned(), id));
+                self.unwatch(state, node, id);
+            }
+            Envelope::Exit { id, reason } => {
+                if let Some(target) = state.in_links.remove(&(node.to_owned(), id)) {
+                    self.unwatch(state, node, id);
+                    self.exit_local(myself, &target, ExitReason::from_stop_reason(Some(&reason)));
+                }
+            }
+            Envelope::Down { id, reason } if state.out_links.contains_key(&id) => {
+                if let Some(link) = self.forget_out_link(state, id) {
+                    self.exit_local(myself, &link.local, ExitReason::from_stop_reason(Some(&reason)));
                 }
             }
             Envelope::Down { id, reason } => {
@@ -1217,17 +1314,70 @@ impl Endpoint {
                 }
             }
             Envelope::Goodbye { reason } => {
-                let why = format!("the peer said goodbye ({reason})");
-                let keep_dialing = self.shared.peer(node).map(|p| lock(&p.state).persistent).unwrap_or(false);
-                self.lost(myself, state, node, session, &why);
-                let _ = keep_dialing;
+                self.lost(myself, state, node, session, &format!("the peer said goodbye ({reason})"));
             }
             _ => {}
         }
     }
 
-    /// A peer monitors local actor `target`.
-    fn watch(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, node: &str, id: u64, target: &str) {
+    fn publish_gauges(&self, state: &EndpointState) {
+        let c = &self.shared.counters;
+        c.links_out.store(state.out_links.len() as u64, Ordering::Relaxed);
+        c.links_in.store(state.in_links.len() as u64, Ordering::Relaxed);
+        c.watched.store(state.by_monitor.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A local actor links to a remote one.
+    fn link_out(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, request: LinkRequest) {
+        let LinkRequest { id, local, node, name } = request;
+        let connected = self.shared.peer(&node).is_some_and(|p| p.session().is_some());
+        if !connected {
+            return self.exit_local(myself, &local, ExitReason::NoConnection);
+        }
+        myself.get_cell().monitor(local.clone());
+        state.links_by_actor.entry(local.get_id()).or_default().push(id);
+        state.out_links.insert(id, OutLink { node: node.clone(), local });
+        self.push_control(&node, Envelope::Link { id, target: name });
+    }
+
+    fn forget_out_link(&self, state: &mut EndpointState, id: u64) -> Option<OutLink> {
+        let link = state.out_links.remove(&id)?;
+        if let Some(ids) = state.links_by_actor.get_mut(&link.local.get_id()) {
+            ids.retain(|l| *l != id);
+        }
+        Some(link)
+    }
+
+    /// Delivers an exit signal that came through a link. As over a local link, `kill` arrives
+    /// as the trappable `killed`.
+    fn exit_local(&self, myself: &ActorRef<EndpointMsg>, target: &ActorCell, reason: ExitReason) {
+        let reason = if reason == ExitReason::Kill { ExitReason::Killed } else { reason };
+        self.shared.node.exit(&myself.get_cell(), target, reason);
+    }
+
+    fn push_control(&self, node: &str, envelope: Envelope) {
+        if let Some(peer) = self.shared.peer(node) {
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&envelope, buf));
+        }
+    }
+
+    fn unwatch(&self, state: &mut EndpointState, node: &str, id: u64) {
+        if let Some(actor) = state.by_monitor.remove(&(node.to_owned(), id))
+            && let Some(watchers) = state.watched.get_mut(&actor)
+        {
+            watchers.retain(|(n, m)| !(n == node && *m == id));
+        }
+    }
+
+    /// A peer monitors local actor `target`; returns the actor if it is alive.
+    fn watch(
+        &self,
+        myself: &ActorRef<EndpointMsg>,
+        state: &mut EndpointState,
+        node: &str,
+        id: u64,
+        target: &str,
+    ) -> Option<ActorCell> {
         let cell = {
             let exports = self.shared.exports.read().unwrap_or_else(|e| e.into_inner());
             exports.get(target).map(|e| e.cell.clone())
@@ -1236,24 +1386,22 @@ impl Endpoint {
         let Some(cell) = cell.filter(|c| !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped))
         else {
             self.send_down(node, id, &ExitReason::NoProc);
-            return;
+            return None;
         };
         myself.get_cell().monitor(cell.clone());
         state.watched.entry(cell.get_id()).or_default().push((node.to_owned(), id));
         state.by_monitor.insert((node.to_owned(), id), cell.get_id());
         // The actor may have stopped before the monitor was in place.
         if matches!(cell.get_status(), ActorStatus::Stopped) {
-            state.watched.remove(&cell.get_id());
-            state.by_monitor.remove(&(node.to_owned(), id));
+            self.unwatch(state, node, id);
             self.send_down(node, id, &ExitReason::NoProc);
+            return None;
         }
+        Some(cell)
     }
 
     fn send_down(&self, node: &str, id: u64, reason: &ExitReason) {
-        if let Some(peer) = self.shared.peer(node) {
-            let reason = reason.to_stop_reason();
-            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Down { id, reason }, buf));
-        }
+        self.push_control(node, Envelope::Down { id, reason: reason.to_stop_reason() });
     }
 }
 

@@ -288,3 +288,128 @@ fn sim_same_seed_same_outcome() {
     assert!(first.len() < 400 && first.len() > 300, "5% drops: {} of 400 arrived", first.len());
     assert_eq!(first, outcome(9), "the same seed gives the same delivery");
 }
+
+/// An enrolled actor that traps exits and records the signals it gets.
+mod linked {
+    use std::sync::{Arc, Mutex};
+
+    use flotilla_supervisors::{Node, Signal};
+    use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+
+    pub struct Msg(Signal);
+
+    impl From<Signal> for Msg {
+        fn from(signal: Signal) -> Self {
+            Msg(signal)
+        }
+    }
+
+    struct Recorder;
+
+    impl Actor for Recorder {
+        type Msg = Msg;
+        type State = Arc<Mutex<Vec<Signal>>>;
+        type Arguments = Arc<Mutex<Vec<Signal>>>;
+
+        async fn pre_start(&self, _: ActorRef<Msg>, seen: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+            Ok(seen)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<Msg>,
+            Msg(signal): Msg,
+            seen: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            seen.lock().unwrap().push(signal);
+            Ok(())
+        }
+    }
+
+    /// Starts a recorder on `node` (registered as `name`), trapping exits if asked.
+    pub async fn start(node: &Node, name: &str, trap: bool) -> (ActorCell, Arc<Mutex<Vec<Signal>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (actor, _) = Actor::spawn(None, Recorder, Arc::clone(&seen)).await.unwrap();
+        node.enroll(&actor);
+        node.trap_exit(&actor.get_cell(), trap);
+        node.register(name, actor.get_cell()).unwrap();
+        (actor.get_cell(), seen)
+    }
+
+    pub fn exits(seen: &Arc<Mutex<Vec<Signal>>>) -> Vec<flotilla_supervisors::ExitReason> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Signal::Exit { reason, .. } => Some(reason.clone()),
+                Signal::Down { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// Links across nodes carry exit signals both ways; a partition sends `noconnection` to both
+/// sides while both actors are alive (OTP conformance case 19).
+#[test]
+fn sim_remote_links_carry_exits_and_a_partition_gives_noconnection() {
+    use flotilla_supervisors::stop_with;
+    use ractor::ActorStatus;
+
+    run(
+        || Net::sim(6),
+        true,
+        |net| async move {
+            let members = cluster(&net, &NODES[..2], fast_detection()).await;
+            let (a, b) = (&members[0], &members[1]);
+            let links_up = |count: u64| {
+                let (ta, tb) = (a.transport.clone(), b.transport.clone());
+                move || ta.stats().links_out == count && tb.stats().links_in == count
+            };
+
+            // The remote actor exits: the local one gets its reason.
+            let (local, local_seen) = linked::start(&a.node, "local-1", true).await;
+            let (remote, _) = linked::start(&b.node, "remote-1", true).await;
+            a.transport.link(&local, "b", "remote-1");
+            wait_for("the first link", links_up(1)).await;
+            stop_with(&remote, &ExitReason::ShutdownWith("bye".into()));
+            wait_for("the exit reaches a", || linked::exits(&local_seen).len() == 1).await;
+            assert_eq!(linked::exits(&local_seen), [ExitReason::ShutdownWith("bye".into())]);
+
+            // The local actor exits: the remote one gets its reason.
+            let (local, _) = linked::start(&a.node, "local-2", true).await;
+            let (_, remote_seen) = linked::start(&b.node, "remote-2", true).await;
+            a.transport.link(&local, "b", "remote-2");
+            wait_for("the second link", links_up(1)).await;
+            stop_with(&local, &ExitReason::Failed("boom".into()));
+            wait_for("the exit reaches b", || linked::exits(&remote_seen).len() == 1).await;
+            assert_eq!(linked::exits(&remote_seen), [ExitReason::Failed("boom".into())]);
+
+            // An actor that does not trap exits dies with its remote partner.
+            let (doomed, _) = linked::start(&a.node, "local-3", false).await;
+            let (remote, _) = linked::start(&b.node, "remote-3", true).await;
+            a.transport.link(&doomed, "b", "remote-3");
+            wait_for("the third link", links_up(1)).await;
+            stop_with(&remote, &ExitReason::Failed("crash".into()));
+            wait_for("the unlinked side dies too", || doomed.get_status() == ActorStatus::Stopped).await;
+
+            // Case 19: a partition gives both sides `noconnection`; both actors are alive.
+            let (local, local_seen) = linked::start(&a.node, "local-4", true).await;
+            let (remote, remote_seen) = linked::start(&b.node, "remote-4", true).await;
+            a.transport.link(&local, "b", "remote-4");
+            wait_for("the fourth link", links_up(1)).await;
+            net.simnet()
+                .unwrap()
+                .inject(Fault::Partition { a: NodeSet::of(["a"]), b: NodeSet::of(["b"]), one_way: false })
+                .unwrap();
+            wait_for("noconnection on both sides", || {
+                linked::exits(&local_seen).len() == 1 && linked::exits(&remote_seen).len() == 1
+            })
+            .await;
+            assert_eq!(linked::exits(&local_seen), [ExitReason::NoConnection]);
+            assert_eq!(linked::exits(&remote_seen), [ExitReason::NoConnection]);
+            assert_eq!(remote.get_status(), ActorStatus::Running, "the remote actor is alive");
+            assert_eq!(local.get_status(), ActorStatus::Running);
+            assert_eq!((a.transport.stats().links_out, b.transport.stats().links_in), (0, 0));
+        },
+    );
+}

@@ -31,6 +31,8 @@
 //! | 20   | `Monitor`       | id: u64, target: string                                               |
 //! | 21   | `Demonitor`     | id: u64                                                               |
 //! | 22   | `Down`          | id: u64, reason: string                                               |
+//! | 23   | `Link`          | id: u64, target: string                                               |
+//! | 24   | `Exit`          | id: u64, reason: string                                               |
 //! | 30   | `Ping`          | seq: u64, sent_nanos: u64                                             |
 //! | 31   | `Pong`          | seq: u64, sent_nanos: u64                                             |
 //! | 40   | `BulkOpen`      | channel: string, len: u64                                             |
@@ -89,13 +91,15 @@ pub mod kind {
     pub const MONITOR: u8 = 20;
     pub const DEMONITOR: u8 = 21;
     pub const DOWN: u8 = 22;
+    pub const LINK: u8 = 23;
+    pub const EXIT: u8 = 24;
     pub const PING: u8 = 30;
     pub const PONG: u8 = 31;
     pub const BULK_OPEN: u8 = 40;
     pub const GOODBYE: u8 = 50;
 
     /// Every kind this version knows, in wire order.
-    pub const ALL: [u8; 14] = [
+    pub const ALL: [u8; 16] = [
         HELLO,
         WELCOME,
         CAST,
@@ -106,6 +110,8 @@ pub mod kind {
         MONITOR,
         DEMONITOR,
         DOWN,
+        LINK,
+        EXIT,
         PING,
         PONG,
         BULK_OPEN,
@@ -136,6 +142,12 @@ pub enum Envelope {
     Demonitor { id: u64 },
     /// The actor watched by `id` stopped, or never existed.
     Down { id: u64, reason: String },
+    /// Link the actor registered as `target` to the sender's actor behind link `id`: the
+    /// receiver watches `target` (reporting its end with `Down`) and delivers the sender's
+    /// `Exit` for `id` to it as an exit signal. `Demonitor` undoes it.
+    Link { id: u64, target: String },
+    /// The sender's actor behind link `id` exited with `reason`.
+    Exit { id: u64, reason: String },
     /// A heartbeat, sent as a datagram; `sent_nanos` is the sender's clock, echoed in `Pong`.
     Ping { seq: u64, sent_nanos: u64 },
     /// The answer to the `Ping` numbered `seq`.
@@ -160,6 +172,8 @@ impl Envelope {
             Envelope::Monitor { .. } => kind::MONITOR,
             Envelope::Demonitor { .. } => kind::DEMONITOR,
             Envelope::Down { .. } => kind::DOWN,
+            Envelope::Link { .. } => kind::LINK,
+            Envelope::Exit { .. } => kind::EXIT,
             Envelope::Ping { .. } => kind::PING,
             Envelope::Pong { .. } => kind::PONG,
             Envelope::BulkOpen { .. } => kind::BULK_OPEN,
@@ -247,6 +261,8 @@ fn known_kind_name(kind: u8) -> Option<&'static str> {
         kind::MONITOR => "monitor",
         kind::DEMONITOR => "demonitor",
         kind::DOWN => "down",
+        kind::LINK => "link",
+        kind::EXIT => "exit",
         kind::PING => "ping",
         kind::PONG => "pong",
         kind::BULK_OPEN => "bulk-open",
@@ -274,9 +290,9 @@ pub fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), WireError> {
         Envelope::Reply { id, payload } => encode_reply(*id, payload, out),
         Envelope::Fail { id, error } => encode_frame(kind, &(id, error), out),
         Envelope::Undeliverable { to, type_tag, error } => encode_frame(kind, &(to, type_tag, error), out),
-        Envelope::Monitor { id, target } => encode_frame(kind, &(id, target), out),
+        Envelope::Monitor { id, target } | Envelope::Link { id, target } => encode_frame(kind, &(id, target), out),
         Envelope::Demonitor { id } => encode_frame(kind, &(id,), out),
-        Envelope::Down { id, reason } => encode_frame(kind, &(id, reason), out),
+        Envelope::Down { id, reason } | Envelope::Exit { id, reason } => encode_frame(kind, &(id, reason), out),
         Envelope::Ping { seq, sent_nanos } | Envelope::Pong { seq, sent_nanos } => {
             encode_frame(kind, &(seq, sent_nanos), out)
         }
@@ -427,6 +443,8 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Envelope, WireError> {
         kind::MONITOR => fields(kind, body).map(|(id, target)| Envelope::Monitor { id, target }),
         kind::DEMONITOR => fields(kind, body).map(|(id,)| Envelope::Demonitor { id }),
         kind::DOWN => fields(kind, body).map(|(id, reason)| Envelope::Down { id, reason }),
+        kind::LINK => fields(kind, body).map(|(id, target)| Envelope::Link { id, target }),
+        kind::EXIT => fields(kind, body).map(|(id, reason)| Envelope::Exit { id, reason }),
         kind::PING => fields(kind, body).map(|(seq, sent_nanos)| Envelope::Ping { seq, sent_nanos }),
         kind::PONG => fields(kind, body).map(|(seq, sent_nanos)| Envelope::Pong { seq, sent_nanos }),
         kind::BULK_OPEN => fields(kind, body).map(|(channel, len)| Envelope::BulkOpen { channel, len }),
@@ -512,6 +530,8 @@ mod tests {
             Envelope::Monitor { id: 1, target: "lb".into() },
             Envelope::Demonitor { id: 1 },
             Envelope::Down { id: 1, reason: "killed".into() },
+            Envelope::Link { id: 2, target: "scheduler".into() },
+            Envelope::Exit { id: 2, reason: "noconnection".into() },
             Envelope::Ping { seq: 1, sent_nanos: 1_000_000_007 },
             Envelope::Pong { seq: 1, sent_nanos: 1_000_000_007 },
             Envelope::BulkOpen { channel: "artifact/app.tar".into(), len: 1 << 40 },
@@ -583,6 +603,8 @@ mod tests {
             (Envelope::Monitor { id: 1, target: "t".into() }, vec![1, 1, b't']),
             (Envelope::Demonitor { id: 2 }, vec![2]),
             (Envelope::Down { id: 3, reason: "r".into() }, vec![3, 1, b'r']),
+            (Envelope::Link { id: 4, target: "t".into() }, vec![4, 1, b't']),
+            (Envelope::Exit { id: 5, reason: "r".into() }, vec![5, 1, b'r']),
             (Envelope::Ping { seq: 1, sent_nanos: 2 }, vec![1, 2]),
             (Envelope::Pong { seq: 3, sent_nanos: 4 }, vec![3, 4]),
             (Envelope::BulkOpen { channel: "b".into(), len: 10 }, vec![1, b'b', 10]),
@@ -793,6 +815,8 @@ mod tests {
             (any::<u64>(), text()).prop_map(|(id, target)| Envelope::Monitor { id, target }),
             any::<u64>().prop_map(|id| Envelope::Demonitor { id }),
             (any::<u64>(), text()).prop_map(|(id, reason)| Envelope::Down { id, reason }),
+            (any::<u64>(), text()).prop_map(|(id, target)| Envelope::Link { id, target }),
+            (any::<u64>(), text()).prop_map(|(id, reason)| Envelope::Exit { id, reason }),
             (any::<u64>(), any::<u64>()).prop_map(|(seq, sent_nanos)| Envelope::Ping { seq, sent_nanos }),
             (any::<u64>(), any::<u64>()).prop_map(|(seq, sent_nanos)| Envelope::Pong { seq, sent_nanos }),
             (text(), any::<u64>()).prop_map(|(channel, len)| Envelope::BulkOpen { channel, len }),
