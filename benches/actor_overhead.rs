@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_supervisors::{ChildSpec, Node, NodeId, Strategy, Supervisor, SupervisorFlags, SupervisorSpec};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
-use support::{median, quick, runtimes};
+use support::{Sink, median, quick, runtimes};
 use tokio::sync::oneshot;
 
 /// Answers every ping with a pong to the sender named in it.
@@ -82,37 +82,7 @@ impl Actor for Pinger {
     }
 }
 
-enum SinkMsg {
-    Expect(u64, oneshot::Sender<Instant>),
-    Item,
-}
-
-struct Sink;
-
-impl Actor for Sink {
-    type Msg = SinkMsg;
-    type State = (u64, Option<oneshot::Sender<Instant>>);
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<SinkMsg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
-        Ok((0, None))
-    }
-
-    async fn handle(&self, _: ActorRef<SinkMsg>, msg: SinkMsg, s: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        match msg {
-            SinkMsg::Expect(n, done) => *s = (n, Some(done)),
-            SinkMsg::Item => {
-                s.0 -= 1;
-                if s.0 == 0
-                    && let Some(done) = s.1.take()
-                {
-                    let _ = done.send(Instant::now());
-                }
-            }
-        }
-        Ok(())
-    }
-}
+type SinkMsg = support::SinkMsg<()>;
 
 /// Casts `n` items to the sink when asked.
 struct Source;
@@ -128,7 +98,7 @@ impl Actor for Source {
 
     async fn handle(&self, _: ActorRef<Self::Msg>, (n, sink): Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         for _ in 0..n {
-            sink.send_message(SinkMsg::Item)?;
+            sink.send_message(SinkMsg::Item(()))?;
         }
         Ok(())
     }
@@ -147,7 +117,7 @@ async fn bare() -> Actors {
     let (pinger, _) = Actor::spawn(None, Pinger, ()).await.unwrap();
     let (ponger, _) = Actor::spawn(None, Ponger, ()).await.unwrap();
     let (source, _) = Actor::spawn(None, Source, ()).await.unwrap();
-    let (sink, _) = Actor::spawn(None, Sink, ()).await.unwrap();
+    let (sink, _) = Actor::spawn(None, Sink::<()>::new(), ()).await.unwrap();
     let cells: Vec<ActorCell> = vec![pinger.get_cell(), ponger.get_cell(), source.get_cell(), sink.get_cell()];
     Actors { pinger, ponger, source, sink, stop: Box::new(move || cells.iter().for_each(|c| c.stop(None))) }
 }
@@ -157,7 +127,7 @@ async fn supervised(node: &Node) -> Actors {
         .child(ChildSpec::worker("pinger", |_| (Pinger, ())))
         .child(ChildSpec::worker("ponger", |_| (Ponger, ())))
         .child(ChildSpec::worker("source", |_| (Source, ())))
-        .child(ChildSpec::worker("sink", |_| (Sink, ())));
+        .child(ChildSpec::worker("sink", |_| (Sink::<()>::new(), ())));
     let sup = Supervisor::spawn(node.clone(), spec, None).await.unwrap();
     let children = sup.which_children().await.unwrap();
     let cell = |i: usize| children[i].actor.clone().unwrap();

@@ -1,8 +1,104 @@
-//! Shared helpers of the benchmarks: runtimes, percentiles and peer programs.
+//! Shared helpers of the benchmarks: runtimes, percentiles, a counting sink actor and peer
+//! programs.
 #![allow(dead_code)]
 
+use std::hint::black_box;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+/// A message to a [`Sink`]: how many items to expect (and where to report when they have all
+/// arrived), or one item.
+pub enum SinkMsg<T> {
+    Expect(u64, oneshot::Sender<Instant>),
+    Item(T),
+}
+
+/// Counts items and reports the instant the expected number arrived.
+pub struct Sink<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T> Sink<T> {
+    pub fn new() -> Self {
+        Sink(std::marker::PhantomData)
+    }
+}
+
+impl<T: Send + 'static> Actor for Sink<T> {
+    type Msg = SinkMsg<T>;
+    type State = (u64, Option<oneshot::Sender<Instant>>);
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+        Ok((0, None))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SinkMsg::Expect(n, done) => *s = (n, Some(done)),
+            SinkMsg::Item(item) => {
+                black_box(&item);
+                s.0 = s.0.saturating_sub(1);
+                if s.0 == 0
+                    && let Some(done) = s.1.take()
+                {
+                    let _ = done.send(Instant::now());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Times rounds of a request-response loop: `warm` untimed rounds, then `n` timed ones.
+///
+/// `while rounds.start() { ...; rounds.end(); }`, then `rounds.figures()`.
+pub struct Rounds {
+    warm: usize,
+    total: usize,
+    done: usize,
+    started: Instant,
+    round_started: Instant,
+    samples: Vec<Duration>,
+}
+
+impl Rounds {
+    pub fn new(warm: usize, n: usize) -> Self {
+        let now = Instant::now();
+        Rounds { warm, total: warm + n, done: 0, started: now, round_started: now, samples: Vec::with_capacity(n) }
+    }
+
+    /// Starts the next round; false once every round has run.
+    pub fn start(&mut self) -> bool {
+        let now = Instant::now();
+        if self.done == self.warm {
+            self.started = now;
+        }
+        self.round_started = now;
+        self.done < self.total
+    }
+
+    pub fn end(&mut self) {
+        if self.done >= self.warm {
+            self.samples.push(self.round_started.elapsed());
+        }
+        self.done += 1;
+    }
+
+    /// p50 and p99 (µs) and the rate of the timed rounds.
+    pub fn figures(mut self) -> (f64, f64, f64) {
+        let elapsed = self.started.elapsed();
+        self.samples.sort();
+        let rate = self.samples.len() as f64 / elapsed.as_secs_f64();
+        (micros(percentile(&self.samples, 0.50)), micros(percentile(&self.samples, 0.99)), rate)
+    }
+}
 
 /// The runtimes every benchmark runs on: one worker (everything on one core, the cheap
 /// case on this machine) and two workers (wakeups may cross cores, ~44 µs each here).
