@@ -8,7 +8,7 @@ use std::io;
 
 use bytes::Bytes;
 
-use crate::core::wire::{self, Envelope, WireError};
+use crate::core::wire::{self, Borrowed, Envelope, WireError};
 use crate::sim;
 
 /// Application close codes, so a peer can log why a connection ended.
@@ -55,20 +55,15 @@ impl Rx {
     async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
             Rx::Quic(stream) => {
+                // One chunk as quinn holds it, copied once: no zero-filled read buffer.
                 const CHUNK: usize = 64 * 1024;
-                let start = buf.len();
-                buf.resize(start + CHUNK, 0);
-                let read = stream.read(&mut buf[start..]).await.map_err(io::Error::other);
-                let n = match read {
-                    Ok(Some(n)) => n,
-                    Ok(None) => 0,
-                    Err(err) => {
-                        buf.truncate(start);
-                        return Err(err);
+                match stream.read_chunk(CHUNK, true).await.map_err(io::Error::other)? {
+                    Some(chunk) => {
+                        buf.extend_from_slice(&chunk.bytes);
+                        Ok(chunk.bytes.len())
                     }
-                };
-                buf.truncate(start + n);
-                Ok(n)
+                    None => Ok(0),
+                }
             }
             Rx::Sim(pipe) => pipe.read_into(buf).await,
         }
@@ -152,6 +147,18 @@ impl FrameReader {
             Some((envelope, used)) => {
                 self.start += used;
                 Ok(Some(envelope))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame already buffered, borrowed from the buffer where it can be.
+    pub(crate) fn buffered_borrowed(&mut self) -> Result<Option<Borrowed<'_>>, WireError> {
+        let rest = &self.buf[self.start..];
+        match wire::decode_borrowed(rest, self.max_body)? {
+            Some((frame, used)) => {
+                self.start += used;
+                Ok(Some(frame))
             }
             None => Ok(None),
         }

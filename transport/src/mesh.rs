@@ -25,7 +25,7 @@ use tokio::task::AbortHandle;
 use crate::core::detector::{DetectorConfig, FailureDetector};
 use crate::core::identity::{PeerIdentity, Refusal};
 use crate::core::session::{self, Origin, Replaces, Verdict, View};
-use crate::core::wire::{self, DEFAULT_MAX_BODY, Envelope, RemoteError};
+use crate::core::wire::{self, Borrowed, DEFAULT_MAX_BODY, Envelope, RemoteError};
 use crate::link::{Conn, FrameReader, Tx, close_code};
 use crate::queue::{Class, PushError, QueueDepth, QueueLimits, SendQueue};
 use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
@@ -403,38 +403,39 @@ impl Shared {
     }
 
     /// Dispatches one inbound envelope from `peer` on `session`.
-    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, session: u64, envelope: Envelope) {
-        match envelope {
-            Envelope::Cast { to, type_tag, payload } => {
-                if let Err(error) = self.deliver(&to, type_tag, Delivery::Cast(&payload)) {
+    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, session: u64, frame: Borrowed<'_>) {
+        match frame {
+            Borrowed::Cast { to, type_tag, payload } => {
+                if let Err(error) = self.deliver(to, type_tag, Delivery::Cast(payload)) {
                     self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = %self.local.node, from = %peer.node, to, %error, "undeliverable cast");
-                    let _ = peer.queue.push(Class::Control, |buf| {
-                        wire::encode(&Envelope::Undeliverable { to, type_tag, error }, buf)
-                    });
+                    let undeliverable = Envelope::Undeliverable { to: to.to_owned(), type_tag, error };
+                    let _ = peer.queue.push(Class::Control, |buf| wire::encode(&undeliverable, buf));
                 }
             }
-            Envelope::Call { id, to, type_tag, payload, .. } => {
+            Borrowed::Call { id, to, type_tag, payload, .. } => {
                 let reply = ReplyTo { shared: Arc::downgrade(self), node: peer.node.clone(), id };
-                if let Err(error) = self.deliver(&to, type_tag, Delivery::Call { payload: &payload, reply }) {
+                if let Err(error) = self.deliver(to, type_tag, Delivery::Call { payload, reply }) {
                     let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Fail { id, error }, buf));
                 }
             }
-            Envelope::Reply { id, payload } => self.answer(id, Ok(payload)),
-            Envelope::Fail { id, error } => self.answer(id, Err(error)),
-            Envelope::Undeliverable { to, error, .. } => {
+            Borrowed::Reply { id, payload } => self.answer(id, Ok(payload.to_vec())),
+            Borrowed::Other(Envelope::Fail { id, error }) => self.answer(id, Err(error)),
+            Borrowed::Other(Envelope::Undeliverable { to, error, .. }) => {
                 self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(node = %self.local.node, peer = %peer.node, to, %error, "cast was undeliverable");
             }
-            envelope @ (Envelope::Monitor { .. }
-            | Envelope::Demonitor { .. }
-            | Envelope::Down { .. }
-            | Envelope::Link { .. }
-            | Envelope::Exit { .. }
-            | Envelope::Goodbye { .. }) => {
+            Borrowed::Other(
+                envelope @ (Envelope::Monitor { .. }
+                | Envelope::Demonitor { .. }
+                | Envelope::Down { .. }
+                | Envelope::Link { .. }
+                | Envelope::Exit { .. }
+                | Envelope::Goodbye { .. }),
+            ) => {
                 self.send_endpoint(EndpointMsg::Control { node: peer.node.clone(), session, envelope });
             }
-            other => {
+            Borrowed::Other(other) => {
                 let reason = format!("unexpected {} on the message stream", wire::kind_name(other.kind()));
                 self.send_endpoint(EndpointMsg::Lost { node: peer.node.clone(), session, reason });
             }
@@ -727,8 +728,9 @@ impl Transport {
     /// Casts `message` to actor `name` on `node`.
     pub fn cast<T: RemoteMessage>(&self, node: &str, name: &str, message: &T) -> Result<(), SendError> {
         let peer = self.known_peer(node)?;
-        let payload = postcard::to_stdvec(message).map_err(|e| SendError::Encode(e.to_string()))?;
-        peer.queue.push(Class::Bounded, |buf| wire::encode_cast(name, T::TAG, &payload, buf)).map_err(push_error)
+        with_encoded(message, |payload| {
+            peer.queue.push(Class::Bounded, |buf| wire::encode_cast(name, T::TAG, payload, buf)).map_err(push_error)
+        })
     }
 
     /// Calls actor `name` on `node` and waits at most `timeout` for the answer.
@@ -740,7 +742,6 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Q::Reply, CallError> {
         let peer = self.known_peer(node)?;
-        let payload = postcard::to_stdvec(request).map_err(|e| SendError::Encode(e.to_string()))?;
         let id = self.shared.next_id();
         let (answer, answered) = oneshot::channel();
         {
@@ -751,10 +752,10 @@ impl Transport {
             pending.insert(id, Pending { node: node.to_owned(), answer });
         }
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let queued = peer
-            .queue
-            .push(Class::Bounded, |buf| wire::encode_call(id, name, Q::TAG, timeout_ms, &payload, buf))
-            .map_err(push_error);
+        let queued = with_encoded(request, |payload| {
+            let encode = |buf: &mut Vec<u8>| wire::encode_call(id, name, Q::TAG, timeout_ms, payload, buf);
+            peer.queue.push(Class::Bounded, encode).map_err(push_error)
+        });
         if let Err(err) = queued {
             lock(&self.shared.pending).remove(&id);
             return Err(err.into());
@@ -952,6 +953,34 @@ async fn close_gracefully(shared: &Shared) {
         Some(NetHandle::Sim(endpoint)) => endpoint.close(),
         None => {}
     }
+}
+
+thread_local! {
+    /// Where outgoing messages are serialised before they are framed, reused so that a cast
+    /// allocates nothing in the common case.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Serialises `message` into this thread's scratch buffer and hands the bytes to `send`.
+fn with_encoded<T: serde::Serialize>(
+    message: &T,
+    send: impl FnOnce(&[u8]) -> Result<(), SendError>,
+) -> Result<(), SendError> {
+    SCRATCH.with(|scratch| {
+        // A re-entrant use (a `Serialize` impl that casts) gets a fresh buffer instead.
+        let mut owned;
+        let mut borrowed = scratch.try_borrow_mut();
+        let buf: &mut Vec<u8> = match borrowed.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => {
+                owned = Vec::new();
+                &mut owned
+            }
+        };
+        buf.clear();
+        let encoded = postcard::to_io(message, &mut *buf).map(|_| ()).map_err(|e| SendError::Encode(e.to_string()));
+        encoded.and_then(|()| send(buf))
+    })
 }
 
 fn push_error<E: std::fmt::Display>(err: PushError<E>) -> SendError {
@@ -1439,10 +1468,10 @@ async fn read_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, 
     loop {
         let mut frames = 0u64;
         loop {
-            match reader.buffered() {
-                Ok(Some(envelope)) => {
+            match reader.buffered_borrowed() {
+                Ok(Some(frame)) => {
                     frames += 1;
-                    shared.dispatch(&peer, session.id, envelope);
+                    shared.dispatch(&peer, session.id, frame);
                 }
                 Ok(None) => break,
                 Err(err) => return lost(&shared, &peer, &session, &format!("corrupt frame: {err}")),

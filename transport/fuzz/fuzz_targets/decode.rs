@@ -2,7 +2,8 @@
 //!
 //! Besides "never panics", it checks what the stream reader relies on: `frame_len` agrees
 //! with what `decode` consumes, a decode always makes progress, and whatever decodes
-//! re-encodes to a frame that decodes to the same envelope.
+//! re-encodes to a frame that decodes to the same envelope; the borrowing decoder the reader
+//! uses agrees with the owned one on every input.
 
 #![no_main]
 
@@ -12,7 +13,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = wire::frame_len(data, DEFAULT_MAX_BODY);
     let mut rest = data;
-    while let Ok(Some((envelope, used))) = wire::decode(rest, DEFAULT_MAX_BODY) {
+    loop {
+        let owned = wire::decode(rest, DEFAULT_MAX_BODY);
+        let borrowed = wire::decode_borrowed(rest, DEFAULT_MAX_BODY).map(|f| f.map(|(b, used)| (b.into_owned(), used)));
+        assert_eq!(borrowed, owned);
+        let Ok(Some((envelope, used))) = owned else { break };
         assert!((HEADER_LEN..=rest.len()).contains(&used), "consumed {used} of {}", rest.len());
         assert_eq!(wire::frame_len(rest, DEFAULT_MAX_BODY), Ok(Some(used)));
         let mut again = Vec::new();

@@ -453,6 +453,68 @@ pub fn decode_body(kind: u8, body: &[u8]) -> Result<Envelope, WireError> {
     }
 }
 
+/// A frame of actor traffic borrowed from the read buffer: the hot kinds (cast, call, reply)
+/// decoded without allocating; every other kind decoded as an [`Envelope`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Borrowed<'a> {
+    Cast { to: &'a str, type_tag: u32, payload: &'a [u8] },
+    Call { id: u64, to: &'a str, type_tag: u32, timeout_ms: u32, payload: &'a [u8] },
+    Reply { id: u64, payload: &'a [u8] },
+    Other(Envelope),
+}
+
+impl Borrowed<'_> {
+    /// The same frame as an owned envelope.
+    pub fn into_owned(self) -> Envelope {
+        match self {
+            Borrowed::Cast { to, type_tag, payload } => {
+                Envelope::Cast { to: to.to_owned(), type_tag, payload: payload.to_vec() }
+            }
+            Borrowed::Call { id, to, type_tag, timeout_ms, payload } => {
+                Envelope::Call { id, to: to.to_owned(), type_tag, timeout_ms, payload: payload.to_vec() }
+            }
+            Borrowed::Reply { id, payload } => Envelope::Reply { id, payload: payload.to_vec() },
+            Borrowed::Other(envelope) => envelope,
+        }
+    }
+}
+
+/// [`decode`], borrowing the hot kinds' strings and payloads from `buf`.
+pub fn decode_borrowed(buf: &[u8], max_body: u32) -> Result<Option<(Borrowed<'_>, usize)>, WireError> {
+    let Some(header) = read_header(buf, max_body)? else {
+        return Ok(None);
+    };
+    let frame_len = header.frame_len();
+    let Some(body) = buf.get(HEADER_LEN..frame_len) else {
+        return Ok(None);
+    };
+    let kind = header.kind;
+    let frame = match kind {
+        kind::CAST => fields_borrowed(kind, body).map(|(to, type_tag, PayloadSlice(payload))| Borrowed::Cast {
+            to,
+            type_tag,
+            payload,
+        })?,
+        kind::CALL => fields_borrowed(kind, body).map(|(id, to, type_tag, timeout_ms, PayloadSlice(payload))| {
+            Borrowed::Call { id, to, type_tag, timeout_ms, payload }
+        })?,
+        kind::REPLY => {
+            fields_borrowed(kind, body).map(|(id, PayloadSlice(payload))| Borrowed::Reply { id, payload })?
+        }
+        _ => Borrowed::Other(decode_body(kind, body)?),
+    };
+    Ok(Some((frame, frame_len)))
+}
+
+fn fields_borrowed<'a, T: Deserialize<'a>>(kind: u8, body: &'a [u8]) -> Result<T, WireError> {
+    let (value, rest) = postcard::take_from_bytes::<T>(body)
+        .map_err(|error| WireError::Malformed { kind, reason: error.to_string() })?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed { kind, reason: format!("{} bytes left after the fields", rest.len()) });
+    }
+    Ok(value)
+}
+
 /// Reads a kind's fields from `body`, which they must fill exactly: a body with bytes left
 /// over is as malformed as one that ends early, or a peer could smuggle data past the codec.
 fn fields<T: DeserializeOwned>(kind: u8, body: &[u8]) -> Result<T, WireError> {
@@ -485,6 +547,29 @@ struct Payload(Vec<u8>);
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_byte_buf(PayloadVisitor).map(Payload)
+    }
+}
+
+/// A payload borrowed from the frame (see [`PayloadRef`]).
+struct PayloadSlice<'a>(&'a [u8]);
+
+impl<'de> Deserialize<'de> for PayloadSlice<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(SliceVisitor).map(PayloadSlice)
+    }
+}
+
+struct SliceVisitor;
+
+impl<'de> Visitor<'de> for SliceVisitor {
+    type Value = &'de [u8];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a borrowed byte string")
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, bytes: &'de [u8]) -> Result<&'de [u8], E> {
+        Ok(bytes)
     }
 }
 
@@ -537,6 +622,17 @@ mod tests {
             Envelope::BulkOpen { channel: "artifact/app.tar".into(), len: 1 << 40 },
             Envelope::Goodbye { reason: "shutdown".into() },
         ]
+    }
+
+    #[test]
+    fn borrowed_decoding_agrees_with_owned_decoding() {
+        for envelope in samples() {
+            let frame = encoded(&envelope);
+            let (borrowed, used) = decode_borrowed(&frame, MAX).expect("decodes").expect("complete");
+            assert_eq!(used, frame.len());
+            assert_eq!(borrowed.into_owned(), envelope);
+            assert_eq!(decode_borrowed(&frame[..frame.len() - 1], MAX), Ok(None));
+        }
     }
 
     fn encoded(envelope: &Envelope) -> Vec<u8> {
@@ -846,7 +942,9 @@ mod tests {
             let bytes = encoded(&envelope);
             prop_assert_eq!(frame_len(&bytes, MAX), Ok(Some(bytes.len())));
             prop_assert_eq!(decode(&bytes, MAX), Ok(Some((envelope.clone(), bytes.len()))));
-            prop_assert_eq!(decode_datagram(&bytes, MAX), Ok(envelope));
+            prop_assert_eq!(decode_datagram(&bytes, MAX), Ok(envelope.clone()));
+            let borrowed = decode_borrowed(&bytes, MAX).map(|f| f.map(|(b, used)| (b.into_owned(), used)));
+            prop_assert_eq!(borrowed, Ok(Some((envelope, bytes.len()))));
         }
 
         #[test]
@@ -872,12 +970,16 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), max in any::<u32>()) {
             let _ = frame_len(&bytes, max);
             let _ = decode(&bytes, max);
+            let _ = decode_borrowed(&bytes, max);
             let _ = decode_datagram(&bytes, max);
         }
 
         #[test]
         fn plausible_frames_never_panic(bytes in plausible_frame()) {
             let _ = frame_len(&bytes, MAX);
+            // The borrowed decoder accepts exactly what the owned one does.
+            let borrowed = decode_borrowed(&bytes, MAX).map(|f| f.map(|(b, used)| (b.into_owned(), used)));
+            prop_assert_eq!(borrowed, decode(&bytes, MAX));
             if let Ok(Some((envelope, used))) = decode(&bytes, MAX) {
                 // Whatever decodes re-encodes to something that decodes the same.
                 prop_assert!(used <= bytes.len());
