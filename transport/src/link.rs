@@ -34,22 +34,6 @@ impl Tx {
         }
     }
 
-    /// Writes what the stream accepts without waiting: how many bytes, or why none.
-    pub(crate) fn write_now(&mut self, buf: &[u8]) -> WriteNow {
-        match self {
-            Tx::Quic(stream) => match futures::FutureExt::now_or_never(stream.write(buf)) {
-                Some(Ok(written)) => WriteNow::Wrote(written),
-                Some(Err(_)) => WriteNow::Failed,
-                // quinn's write is cancel-safe: dropping it unfinished wrote nothing.
-                None => WriteNow::Blocked,
-            },
-            Tx::Sim(pipe) => match pipe.write_frames(buf) {
-                Ok(()) => WriteNow::Wrote(buf.len()),
-                Err(_) => WriteNow::Failed,
-            },
-        }
-    }
-
     pub(crate) fn finish(&mut self) {
         match self {
             Tx::Quic(stream) => {
@@ -58,15 +42,6 @@ impl Tx {
             Tx::Sim(pipe) => pipe.finish(),
         }
     }
-}
-
-/// The outcome of [`Tx::write_now`].
-pub(crate) enum WriteNow {
-    Wrote(usize),
-    /// Flow control or a full buffer: the writer task must wait for room.
-    Blocked,
-    /// The stream is broken; the writer task will find out and end the session.
-    Failed,
 }
 
 /// The receiving half of an ordered stream.

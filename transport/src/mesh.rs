@@ -26,7 +26,7 @@ use crate::core::detector::{DetectorConfig, FailureDetector};
 use crate::core::identity::{PeerIdentity, Refusal};
 use crate::core::session::{self, Origin, Replaces, Verdict, View};
 use crate::core::wire::{self, Borrowed, DEFAULT_MAX_BODY, Envelope, RemoteError};
-use crate::link::{Conn, FrameReader, Tx, WriteNow, close_code};
+use crate::link::{Conn, FrameReader, Tx, close_code};
 use crate::queue::{Class, PushError, QueueDepth, QueueLimits, SendQueue};
 use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
 use crate::{quic, sim};
@@ -237,24 +237,12 @@ impl OutMonitor {
     }
 }
 
-/// The session's ordered stream, shared by its writer task and by senders that find it idle.
-#[derive(Default)]
-struct TxSlot {
-    /// Empty until the welcome (the first frame of an accepted session) is written.
-    tx: Option<Tx>,
-    /// The buffer last written, reused as the queue's next buffer.
-    spare: Vec<u8>,
-}
-
 /// One established connection with a peer.
 pub(crate) struct Session {
     id: u64,
     boot_id: u64,
     origin: Origin,
     conn: Conn,
-    tx: tokio::sync::Mutex<TxSlot>,
-    /// Set by a graceful shutdown: once the queue is written out, finish the stream.
-    closing: AtomicBool,
     detector: Mutex<FailureDetector>,
     tasks: Mutex<Vec<AbortHandle>>,
     rtt_nanos: AtomicU64,
@@ -262,14 +250,6 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// After a write: on a graceful shutdown, finish the stream once everything is out.
-    fn written(&self, tx: &mut Tx, queue: &SendQueue) {
-        if self.closing.load(Ordering::Relaxed) && queue.depth().frames == 0 {
-            tx.finish();
-            self.drained.notify_waiters();
-        }
-    }
-
     fn end(&self, code: u32, reason: &str) {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
@@ -310,50 +290,6 @@ impl Peer {
 
     fn session(&self) -> Option<Arc<Session>> {
         lock(&self.state).session.clone()
-    }
-
-    /// Queues one frame, then writes the queue from the calling task if the session's stream
-    /// is free and takes it without waiting; otherwise the writer task is woken. Writing
-    /// in place saves a task hop on every message when the stream is idle (the common case
-    /// for requests and replies). Never call it holding the peer's state lock.
-    pub(crate) fn send<E>(
-        &self,
-        class: Class,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), PushError<E>> {
-        self.queue.push(class, encode)?;
-        if !self.write_in_place() {
-            self.queue.notify();
-        }
-        Ok(())
-    }
-
-    /// Returns false when the writer task must take over.
-    fn write_in_place(&self) -> bool {
-        let Some(session) = self.session() else { return false };
-        let Ok(mut slot) = session.tx.try_lock() else { return false };
-        let TxSlot { tx, spare } = &mut *slot;
-        let Some(tx) = tx.as_mut() else { return false };
-        let batch = match self.queue.take_now(std::mem::take(spare)) {
-            Ok(batch) => batch,
-            Err(unused) => {
-                *spare = unused;
-                return true;
-            }
-        };
-        let written = match tx.write_now(&batch) {
-            WriteNow::Wrote(written) => written,
-            WriteNow::Blocked | WriteNow::Failed => 0,
-        };
-        let complete = written == batch.len();
-        // Taken under the stream's lock and put back under it: nothing queued since can
-        // overtake these bytes.
-        self.queue.put_back(batch.get(written..).unwrap_or_default());
-        *spare = batch;
-        if complete {
-            session.written(tx, &self.queue);
-        }
-        complete
     }
 }
 
@@ -474,13 +410,13 @@ impl Shared {
                     self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = %self.local.node, from = %peer.node, to, %error, "undeliverable cast");
                     let undeliverable = Envelope::Undeliverable { to: to.to_owned(), type_tag, error };
-                    let _ = peer.send(Class::Control, |buf| wire::encode(&undeliverable, buf));
+                    let _ = peer.queue.push(Class::Control, |buf| wire::encode(&undeliverable, buf));
                 }
             }
             Borrowed::Call { id, to, type_tag, payload, .. } => {
                 let reply = ReplyTo { shared: Arc::downgrade(self), node: peer.node.clone(), id };
                 if let Err(error) = self.deliver(to, type_tag, Delivery::Call { payload, reply }) {
-                    let _ = peer.send(Class::Control, |buf| wire::encode(&Envelope::Fail { id, error }, buf));
+                    let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Fail { id, error }, buf));
                 }
             }
             Borrowed::Reply { id, payload } => self.answer(id, Ok(payload.to_vec())),
@@ -793,7 +729,7 @@ impl Transport {
     pub fn cast<T: RemoteMessage>(&self, node: &str, name: &str, message: &T) -> Result<(), SendError> {
         let peer = self.known_peer(node)?;
         with_encoded(message, |payload| {
-            peer.send(Class::Bounded, |buf| wire::encode_cast(name, T::TAG, payload, buf)).map_err(push_error)
+            peer.queue.push(Class::Bounded, |buf| wire::encode_cast(name, T::TAG, payload, buf)).map_err(push_error)
         })
     }
 
@@ -818,7 +754,7 @@ impl Transport {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let queued = with_encoded(request, |payload| {
             let encode = |buf: &mut Vec<u8>| wire::encode_call(id, name, Q::TAG, timeout_ms, payload, buf);
-            peer.send(Class::Bounded, encode).map_err(push_error)
+            peer.queue.push(Class::Bounded, encode).map_err(push_error)
         });
         if let Err(err) = queued {
             lock(&self.shared.pending).remove(&id);
@@ -848,7 +784,7 @@ impl Transport {
         let (id, registered) = self.register_monitor(target.clone(), Arc::new(notify));
         if registered && let Some(peer) = self.shared.peer(node) {
             let target = name.to_owned();
-            let _ = peer.send(Class::Control, |buf| wire::encode(&Envelope::Monitor { id, target }, buf));
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Monitor { id, target }, buf));
         }
         RemoteMonitor(id)
     }
@@ -893,7 +829,7 @@ impl Transport {
         if let Some(OutMonitor { target: RemoteTarget::Actor { node, .. }, .. }) = removed
             && let Some(peer) = self.shared.peer(&node)
         {
-            let _ = peer.send(Class::Control, |buf| wire::encode(&Envelope::Demonitor { id: monitor.0 }, buf));
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Demonitor { id: monitor.0 }, buf));
         }
     }
 
@@ -998,9 +934,8 @@ async fn close_gracefully(shared: &Shared) {
         // Registered before the goodbye is queued, so the writer's wake-up cannot be missed.
         let mut drained = Box::pin(session.drained.notified());
         drained.as_mut().enable();
-        session.closing.store(true, Ordering::Relaxed);
         let goodbye = Envelope::Goodbye { reason: "shutdown".into() };
-        let _ = peer.send(Class::Control, |buf| wire::encode(&goodbye, buf));
+        let _ = peer.queue.push(Class::Control, |buf| wire::encode(&goodbye, buf));
         drained
     }));
     let _ = tokio::time::timeout(shared.config.drain_timeout, drained).await;
@@ -1210,8 +1145,8 @@ impl Endpoint {
             }
             Verdict::Accept { replaces } => replaces,
         };
-        // Taken in its own statement: the state lock must be released before the old
-        // session's effects run (they send to this peer, which reads its state).
+        // Taken in its own statement, so the state lock is released before the old session's
+        // effects run.
         let old = lock(&peer.state).session.take();
         if let Some(old) = old {
             let why = match replaces {
@@ -1243,8 +1178,6 @@ impl Endpoint {
             boot_id: link.boot_id,
             origin: link.origin,
             conn: link.conn,
-            tx: tokio::sync::Mutex::new(TxSlot::default()),
-            closing: AtomicBool::new(false),
             detector: Mutex::new(FailureDetector::new(self.shared.config.detector.clone(), now)),
             tasks: Mutex::new(Vec::new()),
             rtt_nanos: AtomicU64::new(0),
@@ -1456,7 +1389,7 @@ impl Endpoint {
 
     fn push_control(&self, node: &str, envelope: Envelope) {
         if let Some(peer) = self.shared.peer(node) {
-            let _ = peer.send(Class::Control, |buf| wire::encode(&envelope, buf));
+            let _ = peer.queue.push(Class::Control, |buf| wire::encode(&envelope, buf));
         }
     }
 
@@ -1513,34 +1446,23 @@ fn session_address(session: &Session) -> Option<Address> {
     }
 }
 
-/// Writes the peer's queue to the session's ordered stream, one batch per write, whenever
-/// senders could not write it in place.
+/// Writes the peer's queue to the session's ordered stream, one batch per write.
 async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, mut tx: Tx, first: Option<Envelope>) {
-    let mut welcome = Vec::new();
-    if let Some(first) = first
-        && (wire::encode(&first, &mut welcome).is_err() || tx.write_all(&welcome).await.is_err())
+    let mut batch = Vec::with_capacity(64 * 1024);
+    if let Some(welcome) = first
+        && (wire::encode(&welcome, &mut batch).is_err() || tx.write_all(&batch).await.is_err())
     {
         return lost(&shared, &peer, &session, "could not send welcome");
     }
-    session.tx.lock().await.tx = Some(tx);
     loop {
-        peer.queue.ready().await;
-        let mut slot = session.tx.lock().await;
-        let TxSlot { tx, spare } = &mut *slot;
-        let Some(tx) = tx.as_mut() else { return };
-        let batch = match peer.queue.take_now(std::mem::take(spare)) {
-            Ok(batch) => batch,
-            // A sender wrote it in place meanwhile.
-            Err(unused) => {
-                *spare = unused;
-                continue;
-            }
-        };
+        batch = peer.queue.take(batch).await;
         if let Err(err) = tx.write_all(&batch).await {
             return lost(&shared, &peer, &session, &format!("write failed: {err}"));
         }
-        *spare = batch;
-        session.written(tx, &peer.queue);
+        if shared.closing.load(Ordering::Relaxed) && peer.queue.depth().frames == 0 {
+            tx.finish();
+            session.drained.notify_waiters();
+        }
     }
 }
 
@@ -1647,9 +1569,7 @@ async fn bulk_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) 
                 Err(err) => tracing::warn!(peer = from, %err, "bulk transfer cut short"),
             }
         });
-        let mut tasks = lock(&session.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task.abort_handle());
+        lock(&session.tasks).push(task.abort_handle());
     }
 }
 

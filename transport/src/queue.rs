@@ -1,9 +1,8 @@
 //! The bounded per-peer send queue.
 //!
-//! Senders encode frames straight into one shared buffer; whoever writes next — the sender
-//! itself when the stream is idle, else the peer's writer task — swaps the whole buffer out
-//! and writes it with one call, so many small messages cost one write (batching falls out of
-//! the design rather than from a timer).
+//! Senders encode frames straight into one shared buffer; the peer's writer task swaps the
+//! whole buffer out and writes it with one call, so many small messages cost one write
+//! (batching falls out of the design rather than from a timer).
 //!
 //! **Overflow policy: reject the newest.** A cast or call that would push the queue past its
 //! bound is refused with [`QueueFull`] and nothing already queued is touched, so the sender
@@ -75,8 +74,7 @@ impl SendQueue {
     }
 
     /// Appends one frame written by `encode` into the shared buffer. `encode` must append
-    /// exactly one frame or nothing (on error, whatever it appended is removed). Nobody is
-    /// woken: the caller writes the queue itself or calls [`SendQueue::notify`].
+    /// exactly one frame or nothing (on error, whatever it appended is removed).
     pub(crate) fn push<E>(
         &self,
         class: Class,
@@ -97,47 +95,27 @@ impl SendQueue {
             }
             pending.frames += 1;
         }
+        self.ready.notify_one();
         Ok(())
     }
 
-    /// Wakes the writer task.
-    pub(crate) fn notify(&self) {
-        self.ready.notify_one();
-    }
-
-    /// Waits until frames are queued.
-    pub(crate) async fn ready(&self) {
+    /// Waits until frames are queued, then takes all of them, leaving `spare` (cleared) in
+    /// their place so the two buffers are reused without allocating.
+    pub(crate) async fn take(&self, spare: Vec<u8>) -> Vec<u8> {
+        let mut spare = Some(spare);
         loop {
             let notified = self.ready.notified();
-            if self.lock().frames > 0 {
-                return;
+            {
+                let mut pending = self.lock();
+                if pending.frames > 0 {
+                    let mut fresh = spare.take().unwrap_or_default();
+                    fresh.clear();
+                    pending.frames = 0;
+                    return std::mem::replace(&mut pending.buf, fresh);
+                }
             }
             notified.await;
         }
-    }
-
-    /// Takes every queued frame, leaving `spare` (cleared) in their place so the two buffers
-    /// are reused without allocating; gives `spare` back if nothing is queued.
-    pub(crate) fn take_now(&self, spare: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
-        let mut pending = self.lock();
-        if pending.frames == 0 {
-            return Err(spare);
-        }
-        let mut fresh = spare;
-        fresh.clear();
-        pending.frames = 0;
-        Ok(std::mem::replace(&mut pending.buf, fresh))
-    }
-
-    /// Puts bytes that were taken but not written back at the front, ahead of anything queued
-    /// since. (They may end mid-frame, so they count as one frame for the bound.)
-    pub(crate) fn put_back(&self, unwritten: &[u8]) {
-        if unwritten.is_empty() {
-            return;
-        }
-        let mut pending = self.lock();
-        pending.buf.splice(0..0, unwritten.iter().copied());
-        pending.frames += 1;
     }
 
     pub(crate) fn depth(&self) -> QueueDepth {
@@ -176,13 +154,10 @@ mod tests {
         assert!(matches!(push_bytes(&queue, Class::Bounded, b"three"), Err(PushError::Full(_))));
         push_bytes(&queue, Class::Control, b"ctl").unwrap();
         assert_eq!(queue.depth(), QueueDepth { frames: 3, bytes: 9, rejected: 1 });
-        queue.ready().await;
-        assert_eq!(queue.take_now(Vec::new()), Ok(b"onetwoctl".to_vec()));
+        assert_eq!(queue.take(Vec::new()).await, b"onetwoctl");
         assert_eq!(queue.depth().frames, 0);
-        assert_eq!(queue.take_now(b"spare".to_vec()), Err(b"spare".to_vec()));
         push_bytes(&queue, Class::Bounded, b"four").unwrap();
-        queue.put_back(b"tail-of-three");
-        assert_eq!(queue.take_now(Vec::new()), Ok(b"tail-of-threefour".to_vec()));
+        assert_eq!(queue.take(Vec::new()).await, b"four");
     }
 
     #[tokio::test]

@@ -90,7 +90,7 @@ fn push_reply(
 ) -> bool {
     let Some(shared) = shared.upgrade() else { return false };
     let Some(peer) = shared.peer(node) else { return false };
-    peer.send(Class::Control, encode).is_ok()
+    peer.queue.push(Class::Control, encode).is_ok()
 }
 
 /// An actor on some node, addressed by (node, node-scoped name), that accepts messages of
