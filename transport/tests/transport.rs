@@ -413,3 +413,29 @@ fn sim_remote_links_carry_exits_and_a_partition_gives_noconnection() {
         },
     );
 }
+
+/// A clog holds messages without losing them; the heal releases them in order.
+#[test]
+fn sim_clog_holds_messages_until_the_heal() {
+    run(
+        || Net::sim(7),
+        true,
+        |net| async move {
+            let members = cluster(&net, &NODES[..2], TransportConfig::default()).await;
+            let simnet = net.simnet().unwrap();
+            let links = flotilla_transport::core::fault::Links { from: NodeSet::of(["a"]), to: NodeSet::of(["b"]) };
+            let clog = simnet.inject(Fault::Clog { links }).unwrap();
+            let echo = members[0].transport.remote::<Note>("b", "echo");
+            for seq in 0..100 {
+                echo.cast(&Note { from: "a".into(), seq }).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(members[1].echo.notes().is_empty(), "a clogged link delivers nothing");
+            simnet.heal(clog);
+            let received = members[1].echo.clone();
+            wait_for("the held notes", || received.notes().len() == 100).await;
+            let seqs: Vec<u64> = received.notes().iter().map(|n| n.seq).collect();
+            assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+        },
+    );
+}
