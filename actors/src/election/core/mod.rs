@@ -1,0 +1,56 @@
+//! Raft as a pure state machine: leader election and log replication with no runtime, no
+//! I/O, no clock reads and no RNG construction.
+//!
+//! A [`Raft`] is fed three kinds of input, each with the current time:
+//!
+//! - [`Raft::tick`]`(now, rng)`: timers. Followers and candidates campaign when their
+//!   randomized election timeout (drawn from the injected [`flotilla_supervisors::Rng`])
+//!   expires; a leader sends heartbeats, retries stalled appends and checks its quorum.
+//! - [`Raft::step`]`(now, from, message)`: a [`Message`] from a peer.
+//! - [`Raft::propose`]`(data)`: a command for the leader to replicate.
+//!
+//! Its effects accumulate in a [`Ready`] taken with [`Raft::poll_ready`], carried out in the
+//! order **persist, then send, then apply** (the contract is on [`Ready`]).
+//!
+//! # What it implements
+//!
+//! - Elections with randomized timeouts, votes granted once per term to an up-to-date log
+//!   (Raft §5.2, §5.4.1), and persisted before the response leaves.
+//! - Pre-vote (thesis §9.6): a node first asks whether it could win, without bumping its term,
+//!   so a partitioned node cannot disrupt the cluster when it returns.
+//! - Leader stickiness: a node that heard from a live leader within the minimum election
+//!   timeout refuses pre-votes and ignores vote requests for a later term.
+//! - Check-quorum (thesis §6.2): a leader that has not heard from a majority within the
+//!   minimum election timeout steps down.
+//! - Replication with batching (`max_entries_per_append`) and pipelining
+//!   (`max_inflight_appends`) per follower, probing after a rejection, fast backtracking by
+//!   term hints, retransmission after `retransmit_timeout`, truncation of conflicting
+//!   suffixes (never of committed entries).
+//! - Commitment by counting replicas of entries of the current term only (§5.4.2); a new
+//!   leader appends a no-op entry so earlier entries commit promptly. A single-node cluster
+//!   elects itself and commits on its own.
+//! - A limit on everything: peers, entries per message, bytes per entry, in-flight appends,
+//!   uncommitted entries (back-pressure), pending messages, entries applied per `Ready`.
+//!   Input from the network is validated; unknown senders, malformed and stale messages never
+//!   panic a node.
+//!
+//! # Not yet
+//!
+//! - Snapshots and log compaction: the whole log stays in memory and on disk.
+//! - Membership changes: the voter set is fixed at construction.
+//! - Linearizable reads (read index, leader leases) and leadership transfer.
+
+mod log;
+mod raft;
+mod types;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use raft::{
+    InitError, MAX_APPLY_PER_READY, MAX_ENTRIES_PER_MESSAGE, MAX_ENTRY_BYTES, MAX_INFLIGHT_LIMIT, MAX_PEERS,
+    MAX_PENDING_MESSAGES, ProposeError, Raft, RaftConfig, Role, StepError,
+};
+pub use types::{AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, Ready, Term};

@@ -1,0 +1,895 @@
+//! The Raft state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::mem;
+use std::time::Duration;
+
+use flotilla_supervisors::Rng;
+use flotilla_supervisors::core::time::Time;
+
+use super::log::RaftLog;
+use super::types::{
+    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, Ready, Term,
+};
+
+/// The most peers (voters other than this node) a cluster may have.
+pub const MAX_PEERS: usize = 64;
+/// The most entries one `AppendEntries` may carry; larger messages are refused as malformed.
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 4096;
+/// The most bytes one command may carry.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+/// The most in-flight appends per follower a config may ask for.
+pub const MAX_INFLIGHT_LIMIT: usize = 256;
+/// The most messages held between two polls; beyond it new messages are dropped (Raft treats
+/// them as lost and retransmits).
+pub const MAX_PENDING_MESSAGES: usize = 16 * 1024;
+/// The most committed entries handed out by one `Ready`; the rest follow in the next.
+pub const MAX_APPLY_PER_READY: usize = 1024;
+
+/// Tunables. [`RaftConfig::default`] gives the usual LAN values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// Election timeouts are drawn uniformly from `election_timeout_min..election_timeout_max`.
+    /// The minimum is also the leader lease a follower honours (leader stickiness) and the
+    /// leader's check-quorum period.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// How often a leader sends heartbeats (and retries stalled appends).
+    pub heartbeat_interval: Duration,
+    /// An append unacknowledged for this long is presumed lost: the follower goes back to
+    /// probing from its match index.
+    pub retransmit_timeout: Duration,
+    /// Batching: the most entries per `AppendEntries`.
+    pub max_entries_per_append: usize,
+    /// Pipelining: the most unacknowledged `AppendEntries` per follower while replicating.
+    pub max_inflight_appends: usize,
+    /// Back-pressure: `propose` fails once this many entries are appended but not committed.
+    pub max_uncommitted_entries: usize,
+    /// Campaign with a pre-vote first, so a node that cannot win does not bump terms.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority within `election_timeout_min` steps down.
+    pub check_quorum: bool,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            retransmit_timeout: Duration::from_millis(100),
+            max_entries_per_append: 64,
+            max_inflight_appends: 8,
+            max_uncommitted_entries: 4096,
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+}
+
+/// Why [`Raft::new`] refused its inputs (a bad config or a corrupt persisted state).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    #[error("invalid raft config: {0}")]
+    Config(&'static str),
+    #[error("invalid peer set: {0}")]
+    Peers(&'static str),
+    #[error("corrupt persisted state: {0}")]
+    Persisted(&'static str),
+}
+
+/// Why [`Raft::propose`] refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<PeerId> },
+    #[error("command of {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{limit} entries are already waiting to commit")]
+    Backpressure { limit: usize },
+}
+
+/// Why [`Raft::step`] dropped a message. Stale messages are not errors: they are part of
+/// normal operation and are ignored (or answered) silently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("message from {0}, which is not a peer")]
+    UnknownPeer(PeerId),
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    /// Asking for pre-votes, still in its old term.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplicationState {
+    /// One append at a time until the follower's match index is found.
+    Probe,
+    /// Appends are pipelined up to `max_inflight_appends`.
+    Replicate,
+}
+
+/// A leader's view of one follower.
+#[derive(Clone, Debug)]
+struct Progress {
+    match_index: Index,
+    next_index: Index,
+    state: ReplicationState,
+    /// Unacknowledged appends: the last index each covers, and when it was sent. Bounded by
+    /// `max_inflight_appends`.
+    inflight: VecDeque<(Index, Time)>,
+    /// Heard from in the current check-quorum period.
+    recent_active: bool,
+}
+
+/// Raft as a pure state machine (Ongaro & Ousterhout, with the pre-vote and check-quorum
+/// extensions of Ongaro's thesis §9.6 and §6.2).
+///
+/// Inputs: [`Raft::tick`], [`Raft::step`], [`Raft::propose`]. Outputs: [`Raft::poll_ready`]
+/// (see [`Ready`] for the order in which its parts must be carried out).
+#[derive(Debug)]
+pub struct Raft {
+    me: PeerId,
+    /// The other voters.
+    peers: BTreeSet<PeerId>,
+    config: RaftConfig,
+
+    term: Term,
+    voted_for: Option<PeerId>,
+    commit: Index,
+    log: RaftLog,
+    /// The highest index handed out for applying.
+    applied: Index,
+
+    role: Role,
+    leader: Option<PeerId>,
+    /// The latest time fed in.
+    now: Time,
+    election_deadline: Time,
+    /// The timeout the next election-timer reset uses; redrawn on the next tick once used.
+    randomized_timeout: Duration,
+    timeout_used: bool,
+    /// When this node last heard from its current leader (for leader stickiness).
+    leader_contact: Option<Time>,
+    /// Votes (or pre-votes) received in the current campaign, including our own.
+    votes: BTreeMap<PeerId, bool>,
+    /// Leader only: one entry per peer.
+    progress: BTreeMap<PeerId, Progress>,
+    next_heartbeat: Time,
+    next_quorum_check: Time,
+
+    // Pending effects.
+    persisted_hard_state: HardState,
+    /// Entries appended since the last poll, contiguous.
+    unstable: Vec<Entry>,
+    messages: Vec<Outbound>,
+    dropped_messages: u64,
+}
+
+impl Raft {
+    /// A node that starts (or restarts) as a follower from `persisted`.
+    pub fn new(
+        me: PeerId,
+        peers: BTreeSet<PeerId>,
+        config: RaftConfig,
+        persisted: Persisted,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Result<Raft, InitError> {
+        validate_config(&config)?;
+        if peers.contains(&me) {
+            return Err(InitError::Peers("the peer set contains this node"));
+        }
+        if peers.len() > MAX_PEERS {
+            return Err(InitError::Peers("more peers than MAX_PEERS"));
+        }
+        let Persisted { hard_state, entries, applied } = persisted;
+        validate_persisted(&me, &peers, &hard_state, &entries, applied)?;
+        let mut raft = Raft {
+            me,
+            peers,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for.clone(),
+            commit: hard_state.commit,
+            log: RaftLog::from_entries(entries),
+            applied,
+            role: Role::Follower,
+            leader: None,
+            now,
+            election_deadline: now,
+            randomized_timeout: config.election_timeout_min,
+            timeout_used: true,
+            leader_contact: None,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            next_heartbeat: now,
+            next_quorum_check: now,
+            persisted_hard_state: hard_state,
+            unstable: Vec::new(),
+            messages: Vec::new(),
+            dropped_messages: 0,
+            config,
+        };
+        raft.draw_timeout(rng);
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    // --- Read-only accessors -------------------------------------------------------------
+
+    pub fn me(&self) -> &PeerId {
+        &self.me
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader this node believes in for its current term, if any.
+    pub fn leader(&self) -> Option<&PeerId> {
+        self.leader.as_ref()
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.get(index)
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for.clone(), commit: self.commit }
+    }
+
+    /// Messages dropped because more than [`MAX_PENDING_MESSAGES`] piled up between polls.
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped_messages
+    }
+
+    // --- Inputs ------------------------------------------------------------------------------
+
+    /// Advances the timers to `now`: may start a campaign (follower, candidate), or send
+    /// heartbeats, retry stalled appends and check the quorum (leader).
+    pub fn tick(&mut self, now: Time, rng: &mut Rng) {
+        self.observe(now);
+        if self.timeout_used {
+            self.draw_timeout(rng);
+        }
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                if self.now >= self.election_deadline {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    /// Feeds one message from `from`. Messages from unknown nodes and malformed messages are
+    /// refused with an error and change nothing; stale ones are ignored or answered.
+    pub fn step(&mut self, now: Time, from: &PeerId, message: Message) -> Result<(), StepError> {
+        self.observe(now);
+        if !self.peers.contains(from) {
+            return Err(StepError::UnknownPeer(from.clone()));
+        }
+        validate_message(&message)?;
+        let msg_term = message.term();
+
+        if msg_term > self.term {
+            match &message {
+                Message::PreVote { .. } => {} // Asking about a term it has not moved to.
+                Message::PreVoteResponse { granted: true, .. } => {} // Echoes the proposed term.
+                Message::RequestVote { .. } if self.in_lease() => {
+                    // Leader stickiness: a live leader exists, so this candidate is
+                    // disruptive. Do not move to its term and do not answer.
+                    return Ok(());
+                }
+                Message::AppendEntries { .. } => self.become_follower(msg_term, Some(from.clone())),
+                _ => self.become_follower(msg_term, None),
+            }
+        } else if msg_term < self.term {
+            match message {
+                // Tell a stale leader (or pre-candidate) about the newer term so it steps down.
+                Message::AppendEntries { prev_index, .. } => {
+                    let result =
+                        AppendResult::Rejected { rejected: prev_index, hint_index: Index(0), hint_term: Term(0) };
+                    self.send(from, Message::AppendEntriesResponse { term: self.term, result });
+                }
+                Message::PreVote { .. } => {
+                    self.send(from, Message::PreVoteResponse { term: self.term, granted: false });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        match message {
+            Message::PreVote { term, last_index, last_term } => self.handle_pre_vote(from, term, last_index, last_term),
+            Message::PreVoteResponse { term, granted } => self.handle_pre_vote_response(from, term, granted),
+            Message::RequestVote { last_index, last_term, .. } => self.handle_request_vote(from, last_index, last_term),
+            Message::RequestVoteResponse { granted, .. } => self.handle_vote_response(from, granted),
+            Message::AppendEntries { prev_index, prev_term, entries, leader_commit, .. } => {
+                self.handle_append(from, prev_index, prev_term, entries, leader_commit)
+            }
+            Message::AppendEntriesResponse { result, .. } => self.handle_append_response(from, result),
+        }
+        Ok(())
+    }
+
+    /// Appends a command to the leader's log and starts replicating it; returns its index.
+    /// The command is committed when it appears in a `Ready::committed`; a leader change may
+    /// instead discard it, so a client learns the outcome from the applied log, not from here.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader_hint: self.leader.clone() });
+        }
+        if data.len() > MAX_ENTRY_BYTES {
+            return Err(ProposeError::TooLarge { size: data.len(), limit: MAX_ENTRY_BYTES });
+        }
+        let uncommitted = self.log.last_index().0.saturating_sub(self.commit.0);
+        if uncommitted >= self.config.max_uncommitted_entries as u64 {
+            return Err(ProposeError::Backpressure { limit: self.config.max_uncommitted_entries });
+        }
+        let index = self.append_as_leader(EntryKind::Command, data);
+        self.broadcast_append();
+        self.maybe_commit();
+        Ok(index)
+    }
+
+    /// Takes the effects accumulated since the last poll. See [`Ready`] for the order in which
+    /// they must be carried out.
+    pub fn poll_ready(&mut self) -> Ready {
+        let hard_state = self.hard_state();
+        let hard_state = if hard_state == self.persisted_hard_state {
+            None
+        } else {
+            self.persisted_hard_state = hard_state.clone();
+            Some(hard_state)
+        };
+        let apply_to = self.commit.min(Index(self.applied.0.saturating_add(MAX_APPLY_PER_READY as u64)));
+        let committed =
+            if apply_to > self.applied { self.log.range(self.applied.next(), apply_to) } else { Vec::new() };
+        if let Some(last) = committed.last() {
+            self.applied = last.index;
+        }
+        Ready { hard_state, entries: mem::take(&mut self.unstable), messages: mem::take(&mut self.messages), committed }
+    }
+
+    /// Whether [`Raft::poll_ready`] would return a non-empty `Ready`.
+    pub fn has_ready(&self) -> bool {
+        self.hard_state() != self.persisted_hard_state
+            || !self.unstable.is_empty()
+            || !self.messages.is_empty()
+            || self.commit > self.applied
+    }
+
+    // --- Roles ---------------------------------------------------------------------------------
+
+    fn observe(&mut self, now: Time) {
+        self.now = self.now.max(now);
+    }
+
+    fn quorum(&self) -> usize {
+        let voters = self.peers.len() + 1;
+        voters / 2 + 1
+    }
+
+    fn draw_timeout(&mut self, rng: &mut Rng) {
+        let min = self.config.election_timeout_min;
+        let spread = self.config.election_timeout_max.saturating_sub(min);
+        let spread_nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
+        self.randomized_timeout = min + Duration::from_nanos(rng.below(spread_nanos.max(1)));
+        self.timeout_used = false;
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_deadline = self.now + self.randomized_timeout;
+        self.timeout_used = true;
+    }
+
+    /// Whether this node believes a leader is alive: it is one, or it heard from one within
+    /// the minimum election timeout.
+    fn in_lease(&self) -> bool {
+        if self.role == Role::Leader {
+            return true;
+        }
+        match (&self.leader, self.leader_contact) {
+            (Some(_), Some(contact)) => self.now.saturating_since(contact) < self.config.election_timeout_min,
+            _ => false,
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<PeerId>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        self.role = Role::Follower;
+        if leader.is_some() {
+            self.leader_contact = Some(self.now);
+        }
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+    }
+
+    fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.start_pre_vote();
+        } else {
+            self.start_election();
+        }
+    }
+
+    fn start_pre_vote(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.me.clone(), true);
+        self.reset_election_timer();
+        if self.votes_won() {
+            self.start_election();
+            return;
+        }
+        let message = Message::PreVote {
+            term: self.term.next(),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+        };
+        self.broadcast(&message);
+    }
+
+    fn start_election(&mut self) {
+        self.term = self.term.next();
+        self.voted_for = Some(self.me.clone());
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.me.clone(), true);
+        self.reset_election_timer();
+        if self.votes_won() {
+            self.become_leader();
+            return;
+        }
+        let message = Message::RequestVote {
+            term: self.term,
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+        };
+        self.broadcast(&message);
+    }
+
+    fn votes_won(&self) -> bool {
+        self.votes.values().filter(|granted| **granted).count() >= self.quorum()
+    }
+
+    fn votes_lost(&self) -> bool {
+        self.votes.values().filter(|granted| !**granted).count() >= self.quorum()
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.me.clone());
+        self.votes.clear();
+        let next_index = self.log.last_index().next();
+        self.progress = self
+            .peers
+            .iter()
+            .map(|peer| {
+                let progress = Progress {
+                    match_index: Index(0),
+                    next_index,
+                    state: ReplicationState::Probe,
+                    inflight: VecDeque::new(),
+                    recent_active: false,
+                };
+                (peer.clone(), progress)
+            })
+            .collect();
+        self.next_heartbeat = self.now + self.config.heartbeat_interval;
+        self.next_quorum_check = self.now + self.config.election_timeout_min;
+        // Raft §5.4.2: entries of earlier terms commit only under one of the current term.
+        self.append_as_leader(EntryKind::Noop, Vec::new());
+        self.broadcast_append();
+        self.maybe_commit();
+    }
+
+    // --- Elections -----------------------------------------------------------------------------
+
+    fn log_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        (last_term, last_index) >= (self.log.last_term(), self.log.last_index())
+    }
+
+    fn handle_pre_vote(&mut self, from: &PeerId, term: Term, last_index: Index, last_term: Term) {
+        // Reached with term >= ours. A pre-vote is granted for a later term only, to a log at
+        // least as up to date, and never while a leader is known to be alive.
+        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(last_index, last_term);
+        let term = if granted { term } else { self.term };
+        self.send(from, Message::PreVoteResponse { term, granted });
+    }
+
+    fn handle_pre_vote_response(&mut self, from: &PeerId, term: Term, granted: bool) {
+        if self.role != Role::PreCandidate {
+            return;
+        }
+        if granted && term != self.term.next() {
+            return;
+        }
+        self.votes.insert(from.clone(), granted);
+        if self.votes_won() {
+            self.start_election();
+        } else if self.votes_lost() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn handle_request_vote(&mut self, from: &PeerId, last_index: Index, last_term: Term) {
+        // Reached with the request's term equal to ours.
+        let free = match &self.voted_for {
+            Some(voted) => voted == from,
+            None => self.leader.is_none(),
+        };
+        let granted = free && self.log_up_to_date(last_index, last_term);
+        if granted {
+            self.voted_for = Some(from.clone());
+            self.reset_election_timer();
+        }
+        // The vote is in the hard state of this Ready, persisted before this response is sent.
+        self.send(from, Message::RequestVoteResponse { term: self.term, granted });
+    }
+
+    fn handle_vote_response(&mut self, from: &PeerId, granted: bool) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        self.votes.insert(from.clone(), granted);
+        if self.votes_won() {
+            self.become_leader();
+        } else if self.votes_lost() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    // --- Replication: follower side --------------------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        from: &PeerId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+    ) {
+        // Reached with the message's term equal to ours, so `from` is this term's leader.
+        if self.role == Role::Leader {
+            return; // Two leaders in one term cannot happen; never act on it.
+        }
+        if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
+            self.become_follower(self.term, Some(from.clone()));
+        }
+        self.leader_contact = Some(self.now);
+        self.reset_election_timer();
+
+        if self.log.term_at(prev_index) != Some(prev_term) {
+            let (hint_index, hint_term) = self.log.find_conflict_by_term(prev_index, prev_term);
+            let result = AppendResult::Rejected { rejected: prev_index, hint_index, hint_term };
+            self.send(from, Message::AppendEntriesResponse { term: self.term, result });
+            return;
+        }
+        let last_new = Index(prev_index.0.saturating_add(entries.len() as u64));
+        for entry in entries {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    if entry.index <= self.commit {
+                        // A leader contradicting a committed entry: refuse rather than lose
+                        // committed data (this cannot happen in a correct cluster).
+                        return;
+                    }
+                    self.log.truncate_from(entry.index);
+                    self.append_entry(entry);
+                }
+                None => self.append_entry(entry),
+            }
+        }
+        let new_commit = leader_commit.min(last_new);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+        }
+        let result = AppendResult::Accepted { match_index: last_new };
+        self.send(from, Message::AppendEntriesResponse { term: self.term, result });
+    }
+
+    /// Appends to the log and records the entry for the next `Ready`, keeping `unstable` a
+    /// contiguous run that overwrites whatever was stored from its first index on.
+    fn append_entry(&mut self, entry: Entry) {
+        if !self.log.append(entry.clone()) {
+            return;
+        }
+        let keep = self.unstable.iter().take_while(|pending| pending.index < entry.index).count();
+        self.unstable.truncate(keep);
+        self.unstable.push(entry);
+    }
+
+    // --- Replication: leader side ----------------------------------------------------------
+
+    fn append_as_leader(&mut self, kind: EntryKind, data: Vec<u8>) -> Index {
+        let index = self.log.last_index().next();
+        self.append_entry(Entry { term: self.term, index, kind, data });
+        index
+    }
+
+    fn handle_append_response(&mut self, from: &PeerId, result: AppendResult) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(from) else { return };
+        progress.recent_active = true;
+        match result {
+            AppendResult::Accepted { match_index } => {
+                if match_index > last_index {
+                    return; // Claims entries this leader never sent.
+                }
+                if match_index > progress.match_index {
+                    progress.match_index = match_index;
+                }
+                progress.next_index = progress.next_index.max(match_index.next());
+                while progress.inflight.front().is_some_and(|(last, _)| *last <= match_index) {
+                    progress.inflight.pop_front();
+                }
+                // A probe is answered once the follower matches at (or beyond) the probed
+                // point; an older or heartbeat acknowledgement leaves the probe outstanding.
+                if progress.state == ReplicationState::Probe && match_index.next() >= progress.next_index {
+                    progress.state = ReplicationState::Replicate;
+                    progress.next_index = progress.match_index.next();
+                    progress.inflight.clear();
+                }
+                self.maybe_commit();
+            }
+            AppendResult::Rejected { rejected, hint_index, hint_term } => {
+                if rejected <= progress.match_index {
+                    return; // Stale: the follower has since matched beyond it.
+                }
+                let (index, _) = self.log.find_conflict_by_term(hint_index.min(rejected), hint_term);
+                let next = index.next().min(rejected).max(progress.match_index.next());
+                progress.next_index = next;
+                progress.state = ReplicationState::Probe;
+                progress.inflight.clear();
+            }
+        }
+        self.send_append(from);
+    }
+
+    /// Sends as many appends to `peer` as its state allows: one probe, or a pipeline of
+    /// batches while replicating.
+    fn send_append(&mut self, peer: &PeerId) {
+        let max_inflight = self.config.max_inflight_appends;
+        let max_batch = self.config.max_entries_per_append;
+        let last_index = self.log.last_index();
+        loop {
+            let Some(progress) = self.progress.get_mut(peer) else { return };
+            let can_send = match progress.state {
+                ReplicationState::Probe => progress.inflight.is_empty(),
+                ReplicationState::Replicate => {
+                    progress.inflight.len() < max_inflight && progress.next_index <= last_index
+                }
+            };
+            if !can_send {
+                return;
+            }
+            progress.next_index = progress.next_index.min(last_index.next());
+            let prev_index = progress.next_index.prev();
+            let Some(prev_term) = self.log.term_at(prev_index) else { return };
+            let entries = self.log.slice(progress.next_index, max_batch);
+            let last_sent = Index(prev_index.0.saturating_add(entries.len() as u64));
+            progress.inflight.push_back((last_sent, self.now));
+            let probing = progress.state == ReplicationState::Probe;
+            if !probing {
+                progress.next_index = last_sent.next();
+            }
+            let message =
+                Message::AppendEntries { term: self.term, prev_index, prev_term, entries, leader_commit: self.commit };
+            self.send(peer, message);
+            if probing {
+                return;
+            }
+        }
+    }
+
+    fn broadcast_append(&mut self) {
+        let peers: Vec<PeerId> = self.peers.iter().cloned().collect();
+        for peer in &peers {
+            self.send_append(peer);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        if self.now >= self.next_heartbeat {
+            self.next_heartbeat = self.now + self.config.heartbeat_interval;
+            let peers: Vec<PeerId> = self.peers.iter().cloned().collect();
+            for peer in &peers {
+                self.heartbeat(peer);
+            }
+        }
+        if self.config.check_quorum && self.now >= self.next_quorum_check {
+            self.next_quorum_check = self.now + self.config.election_timeout_min;
+            let active = 1 + self.progress.values().filter(|progress| progress.recent_active).count();
+            for progress in self.progress.values_mut() {
+                progress.recent_active = false;
+            }
+            if active < self.quorum() {
+                self.become_follower(self.term, None);
+            }
+        }
+    }
+
+    /// Retries a stalled append, then sends whatever is pending, or an empty heartbeat that
+    /// only asserts the match index (which a follower never rejects in this term).
+    fn heartbeat(&mut self, peer: &PeerId) {
+        let now = self.now;
+        let retransmit = self.config.retransmit_timeout;
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(peer) else { return };
+        if progress.inflight.front().is_some_and(|(_, sent)| now.saturating_since(*sent) >= retransmit) {
+            progress.state = ReplicationState::Probe;
+            progress.next_index = progress.match_index.next();
+            progress.inflight.clear();
+        }
+        let sends_append = match progress.state {
+            ReplicationState::Probe => progress.inflight.is_empty(),
+            ReplicationState::Replicate => {
+                progress.inflight.len() < self.config.max_inflight_appends && progress.next_index <= last_index
+            }
+        };
+        if sends_append {
+            self.send_append(peer);
+            return;
+        }
+        let prev_index = progress.match_index;
+        let Some(prev_term) = self.log.term_at(prev_index) else { return };
+        let message = Message::AppendEntries {
+            term: self.term,
+            prev_index,
+            prev_term,
+            entries: Vec::new(),
+            leader_commit: self.commit,
+        };
+        self.send(peer, message);
+    }
+
+    /// Commits the highest index replicated on a majority, if it is of the current term.
+    fn maybe_commit(&mut self) {
+        let mut matches: Vec<Index> = self.progress.values().map(|progress| progress.match_index).collect();
+        matches.push(self.log.last_index());
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&candidate) = matches.get(self.quorum() - 1) else { return };
+        if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
+            self.commit = candidate;
+        }
+    }
+
+    // --- Output ----------------------------------------------------------------------------
+
+    fn send(&mut self, to: &PeerId, message: Message) {
+        if self.messages.len() >= MAX_PENDING_MESSAGES {
+            self.dropped_messages = self.dropped_messages.saturating_add(1);
+            return;
+        }
+        self.messages.push(Outbound { to: to.clone(), message });
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        let peers: Vec<PeerId> = self.peers.iter().cloned().collect();
+        for peer in &peers {
+            self.send(peer, message.clone());
+        }
+    }
+}
+
+fn validate_config(config: &RaftConfig) -> Result<(), InitError> {
+    let fail = |why| Err(InitError::Config(why));
+    if config.election_timeout_min.is_zero() {
+        return fail("election_timeout_min must be positive");
+    }
+    if config.election_timeout_max <= config.election_timeout_min {
+        return fail("election_timeout_max must exceed election_timeout_min");
+    }
+    if config.heartbeat_interval.is_zero() || config.heartbeat_interval >= config.election_timeout_min {
+        return fail("heartbeat_interval must be positive and below election_timeout_min");
+    }
+    if config.retransmit_timeout.is_zero() {
+        return fail("retransmit_timeout must be positive");
+    }
+    if !(1..=MAX_ENTRIES_PER_MESSAGE).contains(&config.max_entries_per_append) {
+        return fail("max_entries_per_append must be in 1..=MAX_ENTRIES_PER_MESSAGE");
+    }
+    if !(1..=MAX_INFLIGHT_LIMIT).contains(&config.max_inflight_appends) {
+        return fail("max_inflight_appends must be in 1..=MAX_INFLIGHT_LIMIT");
+    }
+    if config.max_uncommitted_entries == 0 {
+        return fail("max_uncommitted_entries must be positive");
+    }
+    Ok(())
+}
+
+fn validate_persisted(
+    me: &PeerId,
+    peers: &BTreeSet<PeerId>,
+    hard_state: &HardState,
+    entries: &[Entry],
+    applied: Index,
+) -> Result<(), InitError> {
+    let fail = |why| Err(InitError::Persisted(why));
+    let mut previous_term = Term(0);
+    for (position, entry) in entries.iter().enumerate() {
+        if entry.index != Index(position as u64 + 1) {
+            return fail("log entries are not contiguous from index 1");
+        }
+        if entry.term < previous_term || entry.term == Term(0) {
+            return fail("log entry terms decrease or are zero");
+        }
+        previous_term = entry.term;
+    }
+    if previous_term > hard_state.term {
+        return fail("a log entry's term is above the persisted term");
+    }
+    if hard_state.commit > Index(entries.len() as u64) {
+        return fail("the commit index is beyond the log");
+    }
+    if applied > hard_state.commit {
+        return fail("the applied index is beyond the commit index");
+    }
+    if let Some(voted) = &hard_state.voted_for
+        && voted != me
+        && !peers.contains(voted)
+    {
+        return fail("voted for a node that is not a member");
+    }
+    Ok(())
+}
+
+/// Structural checks on a message from the network, before any state changes.
+fn validate_message(message: &Message) -> Result<(), StepError> {
+    let Message::AppendEntries { term, prev_index, prev_term, entries, .. } = message else { return Ok(()) };
+    if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+        return Err(StepError::Malformed("more entries than MAX_ENTRIES_PER_MESSAGE"));
+    }
+    if prev_term > term {
+        return Err(StepError::Malformed("prev_term above the message term"));
+    }
+    let mut expected = prev_index.next();
+    let mut previous_term = *prev_term;
+    for entry in entries {
+        if entry.index != expected {
+            return Err(StepError::Malformed("entries are not contiguous after prev_index"));
+        }
+        if entry.term < previous_term || entry.term > *term || entry.term == Term(0) {
+            return Err(StepError::Malformed("entry terms out of order"));
+        }
+        if entry.data.len() > MAX_ENTRY_BYTES {
+            return Err(StepError::Malformed("entry larger than MAX_ENTRY_BYTES"));
+        }
+        expected = expected.next();
+        previous_term = entry.term;
+    }
+    Ok(())
+}

@@ -1,0 +1,703 @@
+//! Unit tests, one or more per rule.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use flotilla_supervisors::{Rng, Time};
+use proptest::prelude::*;
+
+use super::*;
+
+fn id(name: &str) -> PeerId {
+    PeerId::from(name)
+}
+
+fn peer_set(names: &[&str]) -> BTreeSet<PeerId> {
+    names.iter().map(|name| id(name)).collect()
+}
+
+fn at(millis: u64) -> Time {
+    Time::from_duration(Duration::from_millis(millis))
+}
+
+fn config(pre_vote: bool, check_quorum: bool) -> RaftConfig {
+    RaftConfig { pre_vote, check_quorum, ..RaftConfig::default() }
+}
+
+fn log_of(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(position, term)| Entry {
+            term: Term(*term),
+            index: Index(position as u64 + 1),
+            kind: EntryKind::Command,
+            data: vec![position as u8],
+        })
+        .collect()
+}
+
+fn node_with(me: &str, others: &[&str], config: RaftConfig, term: u64, terms: &[u64]) -> Raft {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(term), voted_for: None, commit: Index(0) },
+        entries: log_of(terms),
+        applied: Index(0),
+    };
+    Raft::new(id(me), peer_set(others), config, persisted, Time::ZERO, &mut Rng::seeded(7)).expect("valid node")
+}
+
+fn node(me: &str, others: &[&str], config: RaftConfig) -> Raft {
+    node_with(me, others, config, 0, &[])
+}
+
+fn sent_to(ready: &Ready, to: &str) -> Vec<Message> {
+    ready.messages.iter().filter(|out| out.to == id(to)).map(|out| out.message.clone()).collect()
+}
+
+fn vote_request(term: u64, last_index: u64, last_term: u64) -> Message {
+    Message::RequestVote { term: Term(term), last_index: Index(last_index), last_term: Term(last_term) }
+}
+
+fn pre_vote(term: u64, last_index: u64, last_term: u64) -> Message {
+    Message::PreVote { term: Term(term), last_index: Index(last_index), last_term: Term(last_term) }
+}
+
+fn heartbeat(term: u64) -> Message {
+    Message::AppendEntries {
+        term: Term(term),
+        prev_index: Index(0),
+        prev_term: Term(0),
+        entries: Vec::new(),
+        leader_commit: Index(0),
+    }
+}
+
+fn accepted(term: u64, match_index: u64) -> Message {
+    Message::AppendEntriesResponse {
+        term: Term(term),
+        result: AppendResult::Accepted { match_index: Index(match_index) },
+    }
+}
+
+/// Drives `raft` (whose peers are `others`) to leadership: time out, then collect every vote.
+/// Returns the `Ready` of becoming leader (the campaign's own effects are drained).
+fn elect(raft: &mut Raft, others: &[&str], now: u64) -> Ready {
+    let mut rng = Rng::seeded(1);
+    raft.tick(at(now), &mut rng);
+    if raft.role() == Role::PreCandidate {
+        let term = raft.term().next();
+        for other in others {
+            raft.step(at(now), &id(other), Message::PreVoteResponse { term, granted: true }).expect("step");
+        }
+    }
+    assert_eq!(raft.role(), Role::Candidate);
+    raft.poll_ready(); // The campaign's requests.
+    let term = raft.term();
+    for other in others {
+        raft.step(at(now), &id(other), Message::RequestVoteResponse { term, granted: true }).expect("step");
+    }
+    assert_eq!(raft.role(), Role::Leader);
+    raft.poll_ready()
+}
+
+#[test]
+fn a_single_node_elects_itself_and_commits_alone() {
+    let mut raft = node("a", &[], RaftConfig::default());
+    let mut rng = Rng::seeded(1);
+    raft.tick(at(100), &mut rng);
+    assert_eq!(raft.role(), Role::Follower, "the election timeout is at least 150ms");
+    raft.tick(at(300), &mut rng);
+    assert_eq!(raft.role(), Role::Leader);
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, Some(HardState { term: Term(1), voted_for: Some(id("a")), commit: Index(1) }));
+    assert_eq!(ready.entries.len(), 1);
+    assert_eq!(ready.entries[0].kind, EntryKind::Noop);
+    assert_eq!(ready.committed, ready.entries);
+
+    assert_eq!(raft.propose(b"x".to_vec()), Ok(Index(2)));
+    let ready = raft.poll_ready();
+    assert_eq!(ready.committed.len(), 1);
+    assert_eq!(ready.committed[0].data, b"x".to_vec());
+    assert!(raft.poll_ready().is_empty());
+}
+
+#[test]
+fn the_election_timeout_is_drawn_from_the_configured_range() {
+    for seed in 0..50 {
+        let persisted = Persisted::default();
+        let config = config(false, false);
+        let mut raft =
+            Raft::new(id("a"), peer_set(&["b", "c"]), config, persisted, Time::ZERO, &mut Rng::seeded(seed)).unwrap();
+        let mut rng = Rng::seeded(seed);
+        raft.tick(at(149), &mut rng);
+        assert_eq!(raft.role(), Role::Follower);
+        raft.tick(at(300), &mut rng);
+        assert_eq!(raft.role(), Role::Candidate);
+    }
+}
+
+#[test]
+fn a_vote_is_granted_once_per_term_and_persisted_in_the_same_ready_as_the_response() {
+    let mut raft = node("b", &["a", "c"], config(false, true));
+    raft.step(at(10), &id("a"), vote_request(1, 0, 0)).unwrap();
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, Some(HardState { term: Term(1), voted_for: Some(id("a")), commit: Index(0) }));
+    assert_eq!(sent_to(&ready, "a"), vec![Message::RequestVoteResponse { term: Term(1), granted: true }]);
+
+    raft.step(at(11), &id("c"), vote_request(1, 0, 0)).unwrap();
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, None);
+    assert_eq!(sent_to(&ready, "c"), vec![Message::RequestVoteResponse { term: Term(1), granted: false }]);
+
+    // A duplicate request from the same candidate is granted again (idempotent).
+    raft.step(at(12), &id("a"), vote_request(1, 0, 0)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![Message::RequestVoteResponse { term: Term(1), granted: true }]);
+}
+
+#[test]
+fn a_vote_is_refused_to_a_log_less_up_to_date() {
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 2, &[1, 2]);
+    // Lower last term, however long the log.
+    raft.step(at(10), &id("a"), vote_request(3, 9, 1)).unwrap();
+    assert_eq!(raft.term(), Term(3), "the term still moves forward");
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![Message::RequestVoteResponse { term: Term(3), granted: false }]);
+    // Same last term, shorter log.
+    raft.step(at(11), &id("a"), vote_request(4, 1, 2)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![Message::RequestVoteResponse { term: Term(4), granted: false }]);
+    // Same last term, same length.
+    raft.step(at(12), &id("a"), vote_request(5, 2, 2)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![Message::RequestVoteResponse { term: Term(5), granted: true }]);
+}
+
+#[test]
+fn a_restarted_node_keeps_its_vote() {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(1), voted_for: Some(id("a")), commit: Index(0) },
+        entries: Vec::new(),
+        applied: Index(0),
+    };
+    let others = peer_set(&["a", "c"]);
+    let mut raft =
+        Raft::new(id("b"), others, config(false, false), persisted, Time::ZERO, &mut Rng::seeded(1)).unwrap();
+    raft.step(at(1), &id("c"), vote_request(1, 0, 0)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "c"), vec![Message::RequestVoteResponse { term: Term(1), granted: false }]);
+}
+
+#[test]
+fn a_higher_term_makes_a_leader_step_down() {
+    let mut raft = node("a", &["b", "c"], config(false, false));
+    elect(&mut raft, &["b", "c"], 400);
+    assert_eq!(raft.term(), Term(1));
+    raft.step(
+        at(410),
+        &id("b"),
+        Message::AppendEntriesResponse {
+            term: Term(5),
+            result: AppendResult::Rejected { rejected: Index(0), hint_index: Index(0), hint_term: Term(0) },
+        },
+    )
+    .unwrap();
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(raft.hard_state(), HardState { term: Term(5), voted_for: None, commit: Index(0) });
+    assert_eq!(raft.propose(vec![1]), Err(ProposeError::NotLeader { leader_hint: None }));
+}
+
+#[test]
+fn stale_messages_are_ignored_or_answered_with_the_newer_term() {
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 5, &[]);
+    raft.step(at(1), &id("a"), vote_request(3, 0, 0)).unwrap();
+    assert_eq!(raft.hard_state().voted_for, None);
+    assert!(raft.poll_ready().is_empty(), "a stale vote request gets no answer");
+
+    // A stale leader is told the newer term so that it steps down; the log is untouched.
+    raft.step(
+        at(2),
+        &id("a"),
+        Message::AppendEntries {
+            term: Term(3),
+            prev_index: Index(0),
+            prev_term: Term(0),
+            entries: log_of(&[3]),
+            leader_commit: Index(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(raft.last_index(), Index(0));
+    assert_eq!(raft.leader(), None);
+    let ready = raft.poll_ready();
+    assert!(ready.entries.is_empty());
+    assert!(matches!(
+        sent_to(&ready, "a").as_slice(),
+        [Message::AppendEntriesResponse { term: Term(5), result: AppendResult::Rejected { .. } }]
+    ));
+
+    // A stale vote response does not count towards a later campaign.
+    let mut candidate = node_with("a", &["b", "c"], config(false, false), 5, &[]);
+    candidate.tick(at(400), &mut Rng::seeded(1));
+    assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, Term(6)));
+    candidate.step(at(401), &id("b"), Message::RequestVoteResponse { term: Term(5), granted: true }).unwrap();
+    assert_eq!(candidate.role(), Role::Candidate);
+}
+
+#[test]
+fn pre_vote_does_not_bump_terms_of_the_candidate_or_the_voters() {
+    let mut raft = node_with("a", &["b", "c"], config(true, true), 4, &[4]);
+    raft.tick(at(400), &mut Rng::seeded(1));
+    assert_eq!((raft.role(), raft.term()), (Role::PreCandidate, Term(4)));
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, None, "nothing to persist: the term did not move");
+    assert_eq!(sent_to(&ready, "b"), vec![pre_vote(5, 1, 4)]);
+
+    // A voter with a more up-to-date log refuses without moving its term.
+    let mut voter = node_with("b", &["a", "c"], config(true, true), 4, &[4, 4]);
+    voter.step(at(400), &id("a"), pre_vote(5, 1, 4)).unwrap();
+    assert_eq!(voter.term(), Term(4));
+    let ready = voter.poll_ready();
+    assert_eq!(ready.hard_state, None);
+    assert_eq!(sent_to(&ready, "a"), vec![Message::PreVoteResponse { term: Term(4), granted: false }]);
+
+    // A majority of refusals sends the pre-candidate back to following, still in term 4.
+    for other in ["b", "c"] {
+        raft.step(at(401), &id(other), Message::PreVoteResponse { term: Term(4), granted: false }).unwrap();
+    }
+    assert_eq!((raft.role(), raft.term()), (Role::Follower, Term(4)));
+
+    // Granted pre-votes lead to a real election in term 5.
+    raft.tick(at(1000), &mut Rng::seeded(1));
+    raft.poll_ready();
+    for other in ["b", "c"] {
+        raft.step(at(1001), &id(other), Message::PreVoteResponse { term: Term(5), granted: true }).unwrap();
+    }
+    assert_eq!((raft.role(), raft.term()), (Role::Candidate, Term(5)));
+    assert_eq!(sent_to(&raft.poll_ready(), "b"), vec![vote_request(5, 1, 4)]);
+}
+
+#[test]
+fn a_partitioned_node_with_pre_vote_keeps_its_term() {
+    let mut raft = node("a", &["b", "c", "d", "e"], config(true, true));
+    let mut rng = Rng::seeded(3);
+    for step in 1..=100 {
+        raft.tick(at(step * 100), &mut rng);
+    }
+    assert_eq!(raft.term(), Term(0));
+    assert_eq!(raft.role(), Role::PreCandidate);
+}
+
+#[test]
+fn leader_stickiness_refuses_pre_votes_and_votes_while_the_leader_is_live() {
+    for pre_vote_enabled in [true, false] {
+        let mut raft = node("b", &["a", "c"], config(pre_vote_enabled, true));
+        raft.step(at(100), &id("a"), heartbeat(1)).unwrap();
+        assert_eq!(raft.leader(), Some(&id("a")));
+        raft.poll_ready();
+
+        raft.step(at(200), &id("c"), pre_vote(2, 0, 0)).unwrap();
+        assert_eq!(sent_to(&raft.poll_ready(), "c"), vec![Message::PreVoteResponse { term: Term(1), granted: false }]);
+        raft.step(at(200), &id("c"), vote_request(2, 0, 0)).unwrap();
+        assert_eq!(raft.term(), Term(1), "a disruptive candidate does not move the term");
+        assert!(raft.poll_ready().is_empty());
+
+        // Once the leader has been silent for the minimum election timeout, it is granted.
+        raft.step(at(250), &id("c"), pre_vote(2, 0, 0)).unwrap();
+        assert_eq!(sent_to(&raft.poll_ready(), "c"), vec![Message::PreVoteResponse { term: Term(2), granted: true }]);
+        raft.step(at(250), &id("c"), vote_request(2, 0, 0)).unwrap();
+        assert_eq!(
+            sent_to(&raft.poll_ready(), "c"),
+            vec![Message::RequestVoteResponse { term: Term(2), granted: true }]
+        );
+    }
+}
+
+#[test]
+fn check_quorum_makes_an_isolated_leader_step_down() {
+    let mut raft = node("a", &["b", "c", "d", "e"], config(false, true));
+    elect(&mut raft, &["b", "c", "d", "e"], 400);
+    let mut rng = Rng::seeded(1);
+    // b and c answer within the first period: with a, a majority of five.
+    raft.step(at(450), &id("b"), accepted(1, 1)).unwrap();
+    raft.step(at(450), &id("c"), accepted(1, 1)).unwrap();
+    raft.tick(at(560), &mut rng);
+    assert_eq!(raft.role(), Role::Leader);
+    // Only b answers in the second period.
+    raft.step(at(600), &id("b"), accepted(1, 1)).unwrap();
+    raft.tick(at(720), &mut rng);
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(raft.term(), Term(1));
+
+    let mut unchecked = node("a", &["b", "c"], config(false, false));
+    elect(&mut unchecked, &["b", "c"], 400);
+    unchecked.tick(at(5000), &mut rng);
+    assert_eq!(unchecked.role(), Role::Leader, "without check-quorum a silent majority is not noticed");
+}
+
+#[test]
+fn only_entries_of_the_current_term_commit_by_counting_replicas() {
+    let mut raft = node_with("a", &["b", "c"], config(false, false), 2, &[1, 2]);
+    let ready = elect(&mut raft, &["b", "c"], 400);
+    assert_eq!(raft.term(), Term(3));
+    assert_eq!(ready.entries, vec![Entry { term: Term(3), index: Index(3), kind: EntryKind::Noop, data: Vec::new() }]);
+    raft.step(at(401), &id("b"), accepted(3, 2)).unwrap();
+    assert_eq!(raft.commit_index(), Index(0), "index 2 is from term 2: replicas alone do not commit it");
+    raft.step(at(402), &id("b"), accepted(3, 3)).unwrap();
+    assert_eq!(raft.commit_index(), Index(3));
+    let committed: Vec<Index> = raft.poll_ready().committed.iter().map(|entry| entry.index).collect();
+    assert_eq!(committed, vec![Index(1), Index(2), Index(3)]);
+}
+
+#[test]
+fn a_follower_truncates_a_conflicting_suffix_and_reports_the_overwrite() {
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 2, &[1, 1, 2, 2]);
+    let mut entries = log_of(&[1, 1, 3, 3]);
+    entries.drain(..2);
+    raft.step(
+        at(1),
+        &id("a"),
+        Message::AppendEntries {
+            term: Term(3),
+            prev_index: Index(2),
+            prev_term: Term(1),
+            entries: entries.clone(),
+            leader_commit: Index(3),
+        },
+    )
+    .unwrap();
+    let ready = raft.poll_ready();
+    assert_eq!(ready.entries, entries, "persist overwrites from index 3 on");
+    assert_eq!(raft.entry(Index(4)).map(|entry| entry.term), Some(Term(3)));
+    assert_eq!(raft.commit_index(), Index(3));
+    assert_eq!(sent_to(&ready, "a"), vec![accepted(3, 4)]);
+
+    // A matching but shorter (reordered, older) append truncates nothing.
+    raft.step(
+        at(2),
+        &id("a"),
+        Message::AppendEntries {
+            term: Term(3),
+            prev_index: Index(1),
+            prev_term: Term(1),
+            entries: log_of(&[1, 1]).split_off(1),
+            leader_commit: Index(3),
+        },
+    )
+    .unwrap();
+    assert_eq!(raft.last_index(), Index(4));
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![accepted(3, 2)]);
+}
+
+#[test]
+fn a_committed_entry_is_never_overwritten() {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
+        entries: log_of(&[1, 2]),
+        applied: Index(0),
+    };
+    let others = peer_set(&["a", "c"]);
+    let mut raft =
+        Raft::new(id("b"), others, config(false, false), persisted, Time::ZERO, &mut Rng::seeded(1)).unwrap();
+    raft.step(
+        at(1),
+        &id("a"),
+        Message::AppendEntries {
+            term: Term(3),
+            prev_index: Index(1),
+            prev_term: Term(1),
+            entries: log_of(&[1, 3]).split_off(1),
+            leader_commit: Index(2),
+        },
+    )
+    .unwrap();
+    assert_eq!(raft.entry(Index(2)).map(|entry| entry.term), Some(Term(2)));
+    assert!(raft.poll_ready().entries.is_empty());
+}
+
+#[test]
+fn a_mismatching_append_is_rejected_with_a_term_hint() {
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 2, &[1, 1, 2, 2, 2]);
+    let append = |prev_index, prev_term| Message::AppendEntries {
+        term: Term(3),
+        prev_index: Index(prev_index),
+        prev_term: Term(prev_term),
+        entries: Vec::new(),
+        leader_commit: Index(0),
+    };
+    let rejected = |rejected, hint_index, hint_term| Message::AppendEntriesResponse {
+        term: Term(3),
+        result: AppendResult::Rejected {
+            rejected: Index(rejected),
+            hint_index: Index(hint_index),
+            hint_term: Term(hint_term),
+        },
+    };
+    // Beyond the log: the hint is the follower's last entry.
+    raft.step(at(1), &id("a"), append(7, 3)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![rejected(7, 5, 2)]);
+    // A term mismatch: the last entry whose term is at most the leader's prev_term.
+    raft.step(at(2), &id("a"), append(4, 3)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![rejected(4, 4, 2)]);
+    raft.step(at(3), &id("a"), append(4, 1)).unwrap();
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![rejected(4, 2, 1)]);
+}
+
+#[test]
+fn the_leader_backtracks_a_whole_term_per_rejection() {
+    let mut raft = node_with("a", &["b", "c"], config(false, false), 3, &[1, 1, 3, 3, 3, 3]);
+    let ready = elect(&mut raft, &["b", "c"], 400);
+    assert_eq!(raft.term(), Term(4));
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(6), .. }]));
+    // b's log is [1, 1, 2, 2, 2]: it rejects the probe at 6 with the hint (5, term 2).
+    raft.step(
+        at(401),
+        &id("b"),
+        Message::AppendEntriesResponse {
+            term: Term(4),
+            result: AppendResult::Rejected { rejected: Index(6), hint_index: Index(5), hint_term: Term(2) },
+        },
+    )
+    .unwrap();
+    let ready = raft.poll_ready();
+    match sent_to(&ready, "b").as_slice() {
+        [Message::AppendEntries { prev_index, prev_term, entries, .. }] => {
+            assert_eq!((*prev_index, *prev_term), (Index(2), Term(1)), "skips all of term 2 at once");
+            assert_eq!(entries.first().map(|entry| entry.index), Some(Index(3)));
+        }
+        other => panic!("expected one append, got {other:?}"),
+    }
+    // A duplicate of the old rejection, now below the match index, changes nothing.
+    raft.step(at(402), &id("b"), accepted(4, 7)).unwrap();
+    raft.poll_ready();
+    raft.step(
+        at(403),
+        &id("b"),
+        Message::AppendEntriesResponse {
+            term: Term(4),
+            result: AppendResult::Rejected { rejected: Index(6), hint_index: Index(5), hint_term: Term(2) },
+        },
+    )
+    .unwrap();
+    assert!(raft.poll_ready().messages.is_empty());
+}
+
+#[test]
+fn appends_are_batched_and_pipelined_up_to_the_limits() {
+    let config = RaftConfig { max_entries_per_append: 3, max_inflight_appends: 2, ..config(false, false) };
+    let mut raft = node("a", &["b", "c"], config);
+    elect(&mut raft, &["b", "c"], 400);
+    for n in 0..10u8 {
+        raft.propose(vec![n]).unwrap();
+    }
+    // Still probing: nothing more goes out until the probe is answered.
+    assert!(sent_to(&raft.poll_ready(), "b").is_empty());
+    raft.step(at(401), &id("b"), accepted(1, 1)).unwrap();
+    let ready = raft.poll_ready();
+    let batches: Vec<(Index, usize)> = sent_to(&ready, "b")
+        .iter()
+        .map(|message| match message {
+            Message::AppendEntries { prev_index, entries, .. } => (*prev_index, entries.len()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(batches, vec![(Index(1), 3), (Index(4), 3)]);
+    // One acknowledgement frees one slot in the pipeline.
+    raft.step(at(402), &id("b"), accepted(1, 4)).unwrap();
+    let ready = raft.poll_ready();
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(7), .. }]));
+    assert_eq!(raft.commit_index(), Index(4));
+}
+
+#[test]
+fn a_lost_append_is_retransmitted_from_the_match_index() {
+    let mut raft = node("a", &["b"], config(false, false));
+    elect(&mut raft, &["b"], 400);
+    raft.step(at(401), &id("b"), accepted(1, 1)).unwrap();
+    raft.propose(vec![1]).unwrap();
+    raft.propose(vec![2]).unwrap();
+    raft.poll_ready(); // Both appends are lost.
+    let mut rng = Rng::seeded(1);
+    raft.tick(at(460), &mut rng); // Heartbeat, but not yet past the retransmit timeout.
+    assert!(matches!(
+        sent_to(&raft.poll_ready(), "b").as_slice(),
+        [Message::AppendEntries { prev_index: Index(1), entries, .. }] if entries.is_empty()
+    ));
+    raft.tick(at(520), &mut rng);
+    match sent_to(&raft.poll_ready(), "b").as_slice() {
+        [Message::AppendEntries { prev_index: Index(1), entries, .. }] => assert_eq!(entries.len(), 2),
+        other => panic!("expected a retransmission, got {other:?}"),
+    }
+}
+
+#[test]
+fn propose_fails_off_the_leader_with_a_hint_and_under_backpressure() {
+    let mut follower = node("b", &["a", "c"], config(false, false));
+    assert_eq!(follower.propose(vec![1]), Err(ProposeError::NotLeader { leader_hint: None }));
+    follower.step(at(1), &id("a"), heartbeat(1)).unwrap();
+    assert_eq!(follower.propose(vec![1]), Err(ProposeError::NotLeader { leader_hint: Some(id("a")) }));
+
+    let config = RaftConfig { max_uncommitted_entries: 3, ..config(false, false) };
+    let mut leader = node("a", &["b", "c"], config);
+    elect(&mut leader, &["b", "c"], 400);
+    assert!(leader.propose(vec![1]).is_ok());
+    assert!(leader.propose(vec![2]).is_ok());
+    assert_eq!(leader.propose(vec![3]), Err(ProposeError::Backpressure { limit: 3 }));
+    let too_large = vec![0; MAX_ENTRY_BYTES + 1];
+    assert!(matches!(leader.propose(too_large), Err(ProposeError::TooLarge { .. })));
+}
+
+#[test]
+fn unknown_senders_malformed_and_out_of_range_messages_are_refused_without_panicking() {
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 1, &[1]);
+    assert_eq!(raft.step(at(1), &id("z"), heartbeat(9)), Err(StepError::UnknownPeer(id("z"))));
+    assert_eq!(raft.step(at(1), &id("b"), heartbeat(9)), Err(StepError::UnknownPeer(id("b"))));
+    assert_eq!(raft.term(), Term(1));
+    let gap = Message::AppendEntries {
+        term: Term(2),
+        prev_index: Index(0),
+        prev_term: Term(0),
+        entries: log_of(&[1, 1]).split_off(1),
+        leader_commit: Index(0),
+    };
+    assert!(matches!(raft.step(at(1), &id("a"), gap), Err(StepError::Malformed(_))));
+    assert_eq!(raft.term(), Term(1), "a malformed message changes nothing");
+    // Far beyond the log, and u64::MAX indexes.
+    raft.step(
+        at(2),
+        &id("a"),
+        Message::AppendEntries {
+            term: Term(2),
+            prev_index: Index(u64::MAX),
+            prev_term: Term(2),
+            entries: Vec::new(),
+            leader_commit: Index(u64::MAX),
+        },
+    )
+    .unwrap();
+    assert_eq!(raft.commit_index(), Index(0));
+
+    let mut leader = node("a", &["b", "c"], config(false, false));
+    elect(&mut leader, &["b", "c"], 400);
+    leader.step(at(401), &id("b"), accepted(1, u64::MAX)).unwrap();
+    assert_eq!(leader.commit_index(), Index(0), "an acknowledgement beyond the log is ignored");
+}
+
+#[test]
+fn new_refuses_bad_configs_and_corrupt_persisted_state() {
+    let mut rng = Rng::seeded(1);
+    let mut new = |peers: &[&str], config: RaftConfig, persisted: Persisted| {
+        Raft::new(id("a"), peer_set(peers), config, persisted, Time::ZERO, &mut rng).map(|_| ())
+    };
+    let inverted = RaftConfig { election_timeout_max: Duration::from_millis(100), ..RaftConfig::default() };
+    assert!(matches!(new(&["b"], inverted, Persisted::default()), Err(InitError::Config(_))));
+    let no_batch = RaftConfig { max_entries_per_append: 0, ..RaftConfig::default() };
+    assert!(matches!(new(&["b"], no_batch, Persisted::default()), Err(InitError::Config(_))));
+    assert!(matches!(new(&["a"], RaftConfig::default(), Persisted::default()), Err(InitError::Peers(_))));
+
+    let gap = Persisted { entries: log_of(&[1, 1]).split_off(1), ..Persisted::default() };
+    assert!(matches!(new(&["b"], RaftConfig::default(), gap), Err(InitError::Persisted(_))));
+    let future_term = Persisted { entries: log_of(&[3]), ..Persisted::default() };
+    assert!(matches!(new(&["b"], RaftConfig::default(), future_term), Err(InitError::Persisted(_))));
+    let commit_beyond = Persisted {
+        hard_state: HardState { term: Term(1), voted_for: None, commit: Index(2) },
+        entries: log_of(&[1]),
+        applied: Index(0),
+    };
+    assert!(matches!(new(&["b"], RaftConfig::default(), commit_beyond), Err(InitError::Persisted(_))));
+}
+
+#[test]
+fn a_restarted_node_re_applies_up_to_its_persisted_commit() {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
+        entries: log_of(&[1, 2, 2]),
+        applied: Index(1),
+    };
+    let mut raft =
+        Raft::new(id("a"), peer_set(&["b"]), RaftConfig::default(), persisted, Time::ZERO, &mut Rng::seeded(1))
+            .unwrap();
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, None);
+    assert_eq!(ready.committed.iter().map(|entry| entry.index).collect::<Vec<_>>(), vec![Index(2)]);
+}
+
+fn arbitrary_message() -> impl Strategy<Value = Message> {
+    let small = 0u64..8;
+    let entries = (0u64..8, 0usize..4, any::<bool>()).prop_map(|(start, count, shuffle)| {
+        let mut entries: Vec<Entry> = (0..count as u64)
+            .map(|offset| Entry {
+                term: Term(1 + offset % 3),
+                index: Index(start + 1 + offset),
+                kind: EntryKind::Command,
+                data: vec![offset as u8],
+            })
+            .collect();
+        if shuffle {
+            entries.reverse();
+        }
+        entries
+    });
+    prop_oneof![
+        (small.clone(), small.clone(), small.clone()).prop_map(|(term, i, t)| Message::PreVote {
+            term: Term(term),
+            last_index: Index(i),
+            last_term: Term(t)
+        }),
+        (small.clone(), any::<bool>())
+            .prop_map(|(term, granted)| Message::PreVoteResponse { term: Term(term), granted }),
+        (small.clone(), small.clone(), small.clone()).prop_map(|(term, i, t)| Message::RequestVote {
+            term: Term(term),
+            last_index: Index(i),
+            last_term: Term(t)
+        }),
+        (small.clone(), any::<bool>())
+            .prop_map(|(term, granted)| Message::RequestVoteResponse { term: Term(term), granted }),
+        (small.clone(), small.clone(), small.clone(), entries, prop_oneof![small.clone(), Just(u64::MAX)]).prop_map(
+            |(term, prev_index, prev_term, entries, commit)| Message::AppendEntries {
+                term: Term(term),
+                prev_index: Index(prev_index),
+                prev_term: Term(prev_term),
+                entries,
+                leader_commit: Index(commit),
+            }
+        ),
+        (small.clone(), prop_oneof![small.clone(), Just(u64::MAX)]).prop_map(|(term, m)| accepted(term, m)),
+        (small.clone(), small.clone(), small.clone(), small).prop_map(|(term, r, hi, ht)| {
+            Message::AppendEntriesResponse {
+                term: Term(term),
+                result: AppendResult::Rejected { rejected: Index(r), hint_index: Index(hi), hint_term: Term(ht) },
+            }
+        }),
+    ]
+}
+
+proptest! {
+    /// Whatever arrives, in whatever order, a node never panics, its term never decreases,
+    /// its commit index never passes its log, and the `Ready` contract holds.
+    #[test]
+    fn arbitrary_message_sequences_never_break_a_node(
+        inputs in proptest::collection::vec((0usize..4, arbitrary_message(), 0u64..200, any::<bool>()), 0..80)
+    ) {
+        let senders = ["a", "c", "d", "z"];
+        let mut raft = node_with("b", &["a", "c", "d"], RaftConfig::default(), 1, &[1, 1]);
+        let mut rng = Rng::seeded(5);
+        let mut now = 0;
+        let mut last_term = raft.term();
+        let mut applied = Index(0);
+        for (sender, message, advance, propose) in inputs {
+            now += advance;
+            let _ = raft.step(at(now), &id(senders[sender]), message);
+            raft.tick(at(now), &mut rng);
+            if propose {
+                let _ = raft.propose(vec![1]);
+            }
+            prop_assert!(raft.term() >= last_term);
+            last_term = raft.term();
+            prop_assert!(raft.commit_index() <= raft.last_index());
+            let ready = raft.poll_ready();
+            for entry in &ready.committed {
+                prop_assert_eq!(entry.index, applied.next());
+                applied = entry.index;
+            }
+            for window in ready.entries.windows(2) {
+                prop_assert_eq!(window[1].index, window[0].index.next());
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The values Raft reads and writes: ids, terms, indexes, entries, hard state, messages and the
+//! `Ready` batch.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A voter's identity in the election: the name of a master node (the shell maps it to and
+/// from `flotilla_supervisors::NodeId`; this one travels on the wire).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerId(pub String);
+
+impl From<&str> for PeerId {
+    fn from(name: &str) -> Self {
+        PeerId(name.to_owned())
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Raft term: a logical clock that only moves forward. Term 0 is "before any election".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Term(pub u64);
+
+impl Term {
+    /// The next term; saturates rather than wrapping (2^64 elections will not happen).
+    pub fn next(self) -> Term {
+        Term(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// A position in the log. The first entry has index 1; index 0 is the empty prefix, whose
+/// term is 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Index(pub u64);
+
+impl Index {
+    pub fn next(self) -> Index {
+        Index(self.0.saturating_add(1))
+    }
+
+    /// The previous index, or 0 for 0.
+    pub fn prev(self) -> Index {
+        Index(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+/// What an entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// Appended by a new leader so that it can commit in its own term (Raft §5.4.2 / §8).
+    /// Applying it is a no-op; it still occupies its index.
+    Noop,
+    /// An opaque command for the replicated state machine.
+    Command,
+}
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: Index,
+    pub kind: EntryKind,
+    /// The command bytes; empty for [`EntryKind::Noop`].
+    pub data: Vec<u8>,
+}
+
+/// The state that must be on disk before any message that depends on it is sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<PeerId>,
+    /// Persisted so a restarted node re-applies what it knew was committed without waiting
+    /// for a leader. Losing it is safe (it is re-learned); it never moves backwards.
+    pub commit: Index,
+}
+
+/// What a node finds on disk when it starts: the last persisted hard state and log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    pub hard_state: HardState,
+    /// The whole log, contiguous from index 1 (no compaction yet).
+    pub entries: Vec<Entry>,
+    /// The highest index the state machine has already applied (0 for an in-memory state
+    /// machine, which is rebuilt by re-applying from index 1).
+    pub applied: Index,
+}
+
+/// The answer to an `AppendEntries`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's through `match_index`.
+    Accepted { match_index: Index },
+    /// The follower's log does not contain an entry at `rejected` (the request's
+    /// `prev_index`) with the request's `prev_term`.
+    ///
+    /// The hint is for fast backtracking: `hint_index` is the largest index at or below
+    /// `rejected` whose term (`hint_term`) is at most the request's `prev_term`, so the leader
+    /// can skip a whole term of mismatching entries in one round trip.
+    Rejected { rejected: Index, hint_index: Index, hint_term: Term },
+}
+
+/// A message between two Raft nodes. Every message carries a term: the sender's current term,
+/// except for a `PreVote`, which carries the term the sender *would* campaign in (its term
+/// + 1) without having moved to it, and a granted `PreVoteResponse`, which echoes that term.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    PreVote { term: Term, last_index: Index, last_term: Term },
+    PreVoteResponse { term: Term, granted: bool },
+    RequestVote { term: Term, last_index: Index, last_term: Term },
+    RequestVoteResponse { term: Term, granted: bool },
+    AppendEntries { term: Term, prev_index: Index, prev_term: Term, entries: Vec<Entry>, leader_commit: Index },
+    AppendEntriesResponse { term: Term, result: AppendResult },
+}
+
+impl Message {
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote { term, .. }
+            | Message::PreVoteResponse { term, .. }
+            | Message::RequestVote { term, .. }
+            | Message::RequestVoteResponse { term, .. }
+            | Message::AppendEntries { term, .. }
+            | Message::AppendEntriesResponse { term, .. } => *term,
+        }
+    }
+}
+
+/// A message to send to one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outbound {
+    pub to: PeerId,
+    pub message: Message,
+}
+
+/// The effects of the inputs fed since the last [`crate::election::core::Raft::poll_ready`],
+/// to be carried out **in this order**:
+///
+/// 1. **Persist**: if `hard_state` is `Some`, write it; if `entries` is not empty, delete every
+///    stored entry with an index at or above `entries[0].index`, then append `entries`. Both
+///    must be durable (fsync) before step 2. A vote is therefore on disk before the vote
+///    response leaves, and an entry before the follower acknowledges it.
+/// 2. **Send** `messages`, in order. Any may be lost; Raft tolerates loss, duplication and
+///    reordering.
+/// 3. **Apply** `committed`, in order: every entry is committed, has been persisted (by step 1
+///    of this or an earlier `Ready`), and follows the previously applied one with no gap.
+///
+/// A shell handles one `Ready` completely before the next one. It may feed several inputs
+/// between two polls: their effects accumulate here in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Outbound>,
+    pub committed: Vec<Entry>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none() && self.entries.is_empty() && self.messages.is_empty() && self.committed.is_empty()
+    }
+}
