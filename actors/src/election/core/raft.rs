@@ -439,13 +439,18 @@ impl Raft {
         }
     }
 
-    fn start_pre_vote(&mut self) {
-        self.role = Role::PreCandidate;
+    /// Starts counting votes as `role`, with this node's own; true if that alone wins.
+    fn campaign_as(&mut self, role: Role) -> bool {
+        self.role = role;
         self.leader = None;
         self.votes.clear();
         self.votes.insert(self.me.clone(), true);
         self.reset_election_timer();
-        if self.votes_won() {
+        self.votes_won()
+    }
+
+    fn start_pre_vote(&mut self) {
+        if self.campaign_as(Role::PreCandidate) {
             self.start_election();
             return;
         }
@@ -460,12 +465,7 @@ impl Raft {
     fn start_election(&mut self) {
         self.term = self.term.next();
         self.voted_for = Some(self.me.clone());
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
-        self.votes.insert(self.me.clone(), true);
-        self.reset_election_timer();
-        if self.votes_won() {
+        if self.campaign_as(Role::Candidate) {
             self.become_leader();
             return;
         }
