@@ -1,0 +1,94 @@
+//! The durable-storage seam of the Raft log (DESIGN.md §1, principle 7): one trait,
+//! [`RaftStorage`], with a real implementation on a file ([`DiskStorage`]) and a simulated
+//! disk with fsync semantics and fault hooks ([`SimDisk`]), chosen by injection.
+//!
+//! Both write the same format, defined by the pure functions in [`core`]: an append-only
+//! stream of checksummed records, grouped in batches that replay all or nothing. A torn tail
+//! (what a crash leaves) is dropped on load; corruption anywhere else is an error, never
+//! silently accepted.
+//!
+//! # Not yet
+//!
+//! - Compaction and snapshots: the log file only grows (as the in-memory log does).
+//! - Exclusive access: nothing stops two processes from opening the same directory.
+//! - Storing `applied`: [`Persisted::applied`] is always 0 (the state machine is rebuilt by
+//!   re-applying from index 1).
+
+pub mod core;
+mod disk;
+mod sim;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::election::core::{Entry, HardState, Persisted};
+
+pub use disk::{DiskStorage, LOG_FILE_NAME};
+pub use sim::SimDisk;
+
+/// Where a Raft node keeps its hard state and log.
+pub trait RaftStorage {
+    /// Reads the stored hard state and log, dropping a torn tail left by a crash (the
+    /// implementation reports it; see `last_recovery`). Must succeed before [`Self::persist`].
+    fn load(&mut self) -> Result<Persisted, StorageError>;
+
+    /// Step 1 of a `Ready` ("persist, then send, then apply"): if `hard_state` is `Some`,
+    /// replace the stored one; if `entries` is not empty, delete every stored entry with an
+    /// index at or above `entries[0].index`, then append `entries`. When it returns `Ok`, all of
+    /// it is durable (fsync'd); a crash before then leaves either all of it or none of it.
+    ///
+    /// After an error nothing of this call is stored and the store stays usable, unless the
+    /// error is [`StorageError::Poisoned`].
+    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError>;
+}
+
+/// Why a storage operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O error other than running out of space.
+    #[error("I/O error ({kind}) on {}: {message}", path.display())]
+    Io { kind: io::ErrorKind, path: PathBuf, message: String },
+    /// The stored log is damaged before its tail: a checksum mismatch or a malformed record.
+    #[error("corrupt log at byte {offset}: {reason}")]
+    Corrupt { offset: u64, reason: String },
+    /// No space left on the device (or the simulated disk's capacity), or a quota exceeded.
+    #[error("no space left for the log")]
+    Full,
+    /// The call breaks the contract (a batch not contiguous or not attached to the stored
+    /// log, an oversize entry, `persist` before `load`); nothing was written.
+    #[error("rejected: {reason}")]
+    Rejected { reason: String },
+    /// An earlier failure could not be rolled back, so what is on disk is unknown: reopen the
+    /// store (which recovers from the file) before using it again.
+    #[error("storage poisoned by an earlier failure that could not be rolled back; reopen it")]
+    Poisoned,
+}
+
+impl StorageError {
+    /// Classifies an I/O error: ENOSPC (`StorageFull`) and `QuotaExceeded` are [`Self::Full`].
+    pub fn from_io(error: &io::Error, path: impl Into<PathBuf>) -> Self {
+        match error.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Full,
+            kind => StorageError::Io { kind, path: path.into(), message: error.to_string() },
+        }
+    }
+}
+
+impl From<core::Corrupt> for StorageError {
+    fn from(corrupt: core::Corrupt) -> Self {
+        StorageError::Corrupt { offset: corrupt.offset, reason: corrupt.reason }
+    }
+}
+
+impl From<core::BatchError> for StorageError {
+    fn from(error: core::BatchError) -> Self {
+        StorageError::Rejected { reason: error.to_string() }
+    }
+}
+
+fn not_loaded() -> StorageError {
+    StorageError::Rejected { reason: "persist before a successful load".to_owned() }
+}
