@@ -338,6 +338,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds `task` to a set of owned tasks, dropping the handles of those that have finished.
+fn keep_task(tasks: &Mutex<Vec<AbortHandle>>, task: AbortHandle) {
+    let mut tasks = lock(tasks);
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(task);
+}
+
 impl Shared {
     pub(crate) fn peer(&self, node: &str) -> Option<Arc<Peer>> {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
@@ -391,9 +398,7 @@ impl Shared {
 
     /// Keeps a network task until the transport ends.
     pub(crate) fn own_task(&self, task: AbortHandle) {
-        let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        keep_task(&self.tasks, task);
     }
 
     fn send_endpoint(&self, msg: EndpointMsg) {
@@ -1298,12 +1303,7 @@ impl Endpoint {
                 Err(error) => shared.send_endpoint(EndpointMsg::DialFailed { node, error }),
             }
         });
-        lock(&self.shared.tasks).push(task.abort_handle());
-        self.reap_finished_tasks();
-    }
-
-    fn reap_finished_tasks(&self) {
-        lock(&self.shared.tasks).retain(|task| !task.is_finished());
+        self.shared.own_task(task.abort_handle());
     }
 
     fn control(
@@ -1569,7 +1569,7 @@ async fn bulk_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) 
                 Err(err) => tracing::warn!(peer = from, %err, "bulk transfer cut short"),
             }
         });
-        lock(&session.tasks).push(task.abort_handle());
+        keep_task(&session.tasks, task.abort_handle());
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Ask, Ignore, Net, Note, cluster, fast_detection, run, wait_for};
+use common::{Ask, Ignore, Net, Note, cluster, fast_detection, run, shutdown_all, wait_for};
 use flotilla_supervisors::ExitReason;
 use flotilla_transport::core::wire::RemoteError;
 use flotilla_transport::{
@@ -58,9 +58,7 @@ async fn casts_arrive_in_order_and_calls_are_answered(net: Net) {
             );
         }
     }
-    for member in &members {
-        member.transport.shutdown().await;
-    }
+    shutdown_all(&members).await;
 }
 
 #[test]
@@ -90,9 +88,7 @@ async fn bad_addresses_get_typed_errors(net: Net) {
         a.remote::<Note>("nowhere", "echo").cast(&Note { from: "a".into(), seq: 0 }),
         Err(SendError::UnknownPeer("nowhere".into()))
     );
-    for member in &members {
-        member.transport.shutdown().await;
-    }
+    shutdown_all(&members).await;
 }
 
 #[test]
@@ -140,9 +136,7 @@ async fn monitors_fire_across_nodes(net: Net) {
     assert!(fired.contains(&(on_c, ExitReason::NoConnection)), "{fired:?}");
     // c stopped its transport, not its echo actor: the monitor says the connection died.
     assert!(fired.contains(&(on_c_echo, ExitReason::NoConnection)), "{fired:?}");
-    for member in &members[..2] {
-        member.transport.shutdown().await;
-    }
+    shutdown_all(&members[..2]).await;
 }
 
 #[test]
@@ -183,9 +177,7 @@ async fn bulk_transfers_do_not_delay_messages(net: Net) {
     assert_eq!(received.from, "a");
     assert_eq!(received.channel, "snapshots");
     assert_eq!(received.data, data);
-    for member in &members {
-        member.transport.shutdown().await;
-    }
+    shutdown_all(&members).await;
 }
 
 #[test]

@@ -115,6 +115,13 @@ pub async fn cluster(net: &Net, ids: &[&str], config: TransportConfig) -> Vec<Me
     members
 }
 
+/// Closes every member's transport gracefully.
+pub async fn shutdown_all(members: &[Member]) {
+    for member in members {
+        member.transport.shutdown().await;
+    }
+}
+
 /// Waits until `condition` holds, checking every millisecond, for at most 20 s (of virtual
 /// time on SimNet). Panics with `what` if it never does.
 pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {

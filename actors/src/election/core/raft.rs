@@ -477,6 +477,19 @@ impl Raft {
         self.broadcast(&message);
     }
 
+    /// Records a peer's ballot: true if the campaign is won; a lost campaign ends here, with
+    /// this node a follower of no one in the current term.
+    fn tally(&mut self, from: &PeerId, granted: bool) -> bool {
+        self.votes.insert(from.clone(), granted);
+        if self.votes_won() {
+            return true;
+        }
+        if self.votes_lost() {
+            self.become_follower(self.term, None);
+        }
+        false
+    }
+
     fn votes_won(&self) -> bool {
         self.votes.values().filter(|granted| **granted).count() >= self.quorum()
     }
@@ -533,11 +546,8 @@ impl Raft {
         if granted && term != self.term.next() {
             return;
         }
-        self.votes.insert(from.clone(), granted);
-        if self.votes_won() {
+        if self.tally(from, granted) {
             self.start_election();
-        } else if self.votes_lost() {
-            self.become_follower(self.term, None);
         }
     }
 
@@ -560,11 +570,8 @@ impl Raft {
         if self.role != Role::Candidate {
             return;
         }
-        self.votes.insert(from.clone(), granted);
-        if self.votes_won() {
+        if self.tally(from, granted) {
             self.become_leader();
-        } else if self.votes_lost() {
-            self.become_follower(self.term, None);
         }
     }
 
