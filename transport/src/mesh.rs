@@ -523,6 +523,7 @@ impl Transport {
         network: Network,
         supervisor: Option<ActorCell>,
     ) -> Result<Transport, TransportError> {
+        config.detector.validate().map_err(|e| TransportError::Config(format!("failure detector: {e}")))?;
         if identity.node != node.id().as_str() {
             return Err(TransportError::Config(format!(
                 "identity names node {} but the node is {}",

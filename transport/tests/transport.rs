@@ -431,3 +431,30 @@ fn sim_clog_holds_messages_until_the_heal() {
         },
     );
 }
+
+/// A transport with an impossible failure-detector setting refuses to start, and says why.
+#[test]
+fn an_invalid_detector_setting_is_refused_at_start() {
+    use flotilla_supervisors::{Node, NodeId};
+    use flotilla_transport::core::detector::DetectorConfig;
+    use flotilla_transport::{Network, PeerIdentity, Role, Transport, TransportError};
+
+    run(
+        || Net::sim(8),
+        true,
+        |net| async move {
+            let node = Node::builder(NodeId::new("a").unwrap()).start().await.unwrap();
+            let identity = PeerIdentity { cluster: common::cluster_id(), node: "a".into(), role: Role::Master };
+            let config = TransportConfig {
+                detector: DetectorConfig::Timeout { after: Duration::ZERO },
+                ..TransportConfig::default()
+            };
+            let network = Network::Sim(net.simnet().unwrap().clone());
+            let started = Transport::start(&node, identity, config, network, None).await;
+            assert!(
+                matches!(&started, Err(TransportError::Config(why)) if why.contains("failure detector")),
+                "{started:?}"
+            );
+        },
+    );
+}
