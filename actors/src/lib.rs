@@ -4,10 +4,17 @@
 //! - [`election`]: leader election and log replication (Raft) among the master nodes.
 //! - [`storage`]: the durable-storage seam of the Raft log: a checksummed append-only record
 //!   format (pure, in `storage/core`), a file-backed store and a simulated disk with fault hooks.
+//! - [`registry`]: the replicated state machine on top of Raft: a revisioned key-value store
+//!   with transactions, exactly-once retries, a watch history and snapshots (pure, in
+//!   `registry/core`), and its actor: the door for clients, with forwarding to the leader.
+//! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
+//!   runs the leader-only subtree while this master leads).
 //!
 //! Cores live in `core/` folders; `tests/tidy.rs` keeps them free of runtimes, I/O, clocks,
 //! random-order collections and RNG construction, so they are unit tested and simulated on
 //! virtual time from a seed.
 
+pub mod control_plane;
 pub mod election;
+pub mod registry;
 pub mod storage;

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_actors::election::actor::{DEFAULT_TICK_INTERVAL, Election, ElectionArgs, ElectionMsg, Status};
+use flotilla_actors::election::actor::{
+    DEFAULT_TICK_INTERVAL, Election, ElectionArgs, ElectionEvent, ElectionMsg, Status,
+};
 use flotilla_actors::election::core::{Entry, EntryKind, PeerId, RaftConfig, Role};
 use flotilla_actors::storage::SimDisk;
 use flotilla_supervisors::{Node, NodeId, Rng};
@@ -60,7 +62,11 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64) -> Master {
         config: RaftConfig::default(),
         storage: Box::new(SimDisk::new(Rng::seeded(seed))),
         node,
-        apply: Box::new(move |entry: &Entry| sink.lock().unwrap().push(entry.clone())),
+        events: Box::new(move |event| {
+            if let ElectionEvent::Committed(entries) = event {
+                sink.lock().unwrap().extend(entries);
+            }
+        }),
         tick_interval: DEFAULT_TICK_INTERVAL,
     };
     let (actor, _) = Actor::spawn(None, Election, args).await.unwrap();

@@ -29,7 +29,7 @@ pub use crate::core::fault::{Fault, FaultId, NodeSet};
 pub use crate::core::identity::{AdmissionPolicy, ClusterId, PeerIdentity, Refusal, Role};
 pub use crate::mesh::{
     Address, BulkError, BulkTransfer, CallError, Network, PeerStats, RemoteDown, RemoteLink, RemoteMonitor,
-    RemoteTarget, SendError, Transport, TransportConfig, TransportError, TransportStats,
+    RemoteTarget, SendError, Sender, Transport, TransportConfig, TransportError, TransportStats,
 };
 pub use crate::queue::{QueueDepth, QueueFull, QueueLimits};
 pub use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::core::detector::{DetectorConfig, FailureDetector};
-use crate::core::identity::{PeerIdentity, Refusal};
+use crate::core::identity::{PeerIdentity, Refusal, Role};
 use crate::core::session::{self, Origin, Replaces, Verdict, View};
 use crate::core::wire::{self, Borrowed, DEFAULT_MAX_BODY, Envelope, RemoteError};
 use crate::link::{Conn, FrameReader, Tx, close_code};
@@ -194,12 +194,52 @@ pub struct TransportStats {
 
 type Notifier = Arc<dyn Fn(RemoteDown) + Send + Sync>;
 
-type Handler = Arc<dyn Fn(Delivery<'_>) -> Result<(), RemoteError> + Send + Sync>;
+type Handler = Arc<dyn Fn(&Sender, Delivery<'_>) -> Result<(), RemoteError> + Send + Sync>;
+
+/// A handler that decodes a cast of type `T` and hands it to `deliver` (false: the actor is
+/// gone). A call to a cast-only type has no one to answer: dropping its port tells the caller.
+fn cast_handler<T: RemoteMessage>(deliver: impl Fn(&Sender, T) -> bool + Send + Sync + 'static) -> Handler {
+    Arc::new(move |from, delivery| {
+        let payload = match delivery {
+            Delivery::Cast(payload) => payload,
+            Delivery::Call { payload, reply } => {
+                drop(reply.port::<()>());
+                payload
+            }
+        };
+        let message: T = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
+        if deliver(from, message) { Ok(()) } else { Err(RemoteError::NoReply) }
+    })
+}
+
+/// A handler that decodes a request of type `Q` and hands it, with the port its answer goes
+/// to, to `deliver` (false: the actor is gone). A cast of a call type gets a port that
+/// answers no one.
+fn call_handler<Q: RemoteCall>(
+    deliver: impl Fn(&Sender, Q, ReplyPort<Q::Reply>) -> bool + Send + Sync + 'static,
+) -> Handler {
+    Arc::new(move |from, delivery| {
+        let (payload, port) = match delivery {
+            Delivery::Call { payload, reply } => (payload, reply.port::<Q::Reply>()),
+            Delivery::Cast(payload) => (payload, ReplyPort::local().0),
+        };
+        let request: Q = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
+        if deliver(from, request, port) { Ok(()) } else { Err(RemoteError::NoReply) }
+    })
+}
 
 /// An inbound message for an exported actor.
 pub(crate) enum Delivery<'a> {
     Cast(&'a [u8]),
     Call { payload: &'a [u8], reply: ReplyTo },
+}
+
+/// Who sent a message, as the session's handshake established it (over QUIC: the peer's
+/// certificate, checked against the cluster CA and the admission policy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub node: String,
+    pub role: Role,
 }
 
 pub(crate) struct ReplyTo {
@@ -240,6 +280,8 @@ impl OutMonitor {
 /// One established connection with a peer.
 pub(crate) struct Session {
     id: u64,
+    /// The peer as its handshake authenticated it.
+    sender: Sender,
     boot_id: u64,
     origin: Origin,
     conn: Conn,
@@ -408,10 +450,12 @@ impl Shared {
     }
 
     /// Dispatches one inbound envelope from `peer` on `session`.
-    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, session: u64, frame: Borrowed<'_>) {
+    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, session: &Session, frame: Borrowed<'_>) {
+        let from = &session.sender;
+        let session = session.id;
         match frame {
             Borrowed::Cast { to, type_tag, payload } => {
-                if let Err(error) = self.deliver(to, type_tag, Delivery::Cast(payload)) {
+                if let Err(error) = self.deliver(from, to, type_tag, Delivery::Cast(payload)) {
                     self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = %self.local.node, from = %peer.node, to, %error, "undeliverable cast");
                     let undeliverable = Envelope::Undeliverable { to: to.to_owned(), type_tag, error };
@@ -420,7 +464,7 @@ impl Shared {
             }
             Borrowed::Call { id, to, type_tag, payload, .. } => {
                 let reply = ReplyTo { shared: Arc::downgrade(self), node: peer.node.clone(), id };
-                if let Err(error) = self.deliver(to, type_tag, Delivery::Call { payload, reply }) {
+                if let Err(error) = self.deliver(from, to, type_tag, Delivery::Call { payload, reply }) {
                     let _ = peer.queue.push(Class::Control, |buf| wire::encode(&Envelope::Fail { id, error }, buf));
                 }
             }
@@ -447,7 +491,7 @@ impl Shared {
         }
     }
 
-    fn deliver(&self, to: &str, tag: u32, delivery: Delivery<'_>) -> Result<(), RemoteError> {
+    fn deliver(&self, from: &Sender, to: &str, tag: u32, delivery: Delivery<'_>) -> Result<(), RemoteError> {
         let handler = {
             let exports = self.exports.read().unwrap_or_else(|e| e.into_inner());
             let export = exports.get(to).ok_or_else(|| RemoteError::UnknownActor { name: to.to_owned() })?;
@@ -457,7 +501,7 @@ impl Shared {
             let expected = export.handlers.keys().next().copied().unwrap_or_default();
             Arc::clone(export.handlers.get(&tag).ok_or(RemoteError::WrongType { expected, got: tag })?)
         };
-        handler(delivery)?;
+        handler(from, delivery)?;
         self.counters.dispatched.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -664,18 +708,19 @@ impl Transport {
         M: ractor::Message,
     {
         let target = actor.clone();
-        let handler: Handler = Arc::new(move |delivery| {
-            let payload = match delivery {
-                Delivery::Cast(payload) => payload,
-                // A call to a cast-only type: there is no one to answer; the port reports it.
-                Delivery::Call { payload, reply } => {
-                    drop(reply.port::<()>());
-                    payload
-                }
-            };
-            let message: T = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
-            target.send_message(wrap(message)).map_err(|_| RemoteError::NoReply)
-        });
+        let handler = cast_handler(move |_, message: T| target.send_message(wrap(message)).is_ok());
+        self.add_handler(name, actor.get_cell(), T::TAG, handler);
+    }
+
+    /// Like [`Transport::export`], and `wrap` also gets the authenticated [`Sender`]: for
+    /// protocols that must not trust a sender's name written in the message itself.
+    pub fn export_from<T, M>(&self, name: &str, actor: &ActorRef<M>, wrap: fn(Sender, T) -> M)
+    where
+        T: RemoteMessage,
+        M: ractor::Message,
+    {
+        let target = actor.clone();
+        let handler = cast_handler(move |from, message: T| target.send_message(wrap(from.clone(), message)).is_ok());
         self.add_handler(name, actor.get_cell(), T::TAG, handler);
     }
 
@@ -687,14 +732,19 @@ impl Transport {
         M: ractor::Message,
     {
         let target = actor.clone();
-        let handler: Handler = Arc::new(move |delivery| {
-            let (payload, port) = match delivery {
-                Delivery::Call { payload, reply } => (payload, reply.port::<Q::Reply>()),
-                Delivery::Cast(payload) => (payload, ReplyPort::local().0),
-            };
-            let request: Q = postcard::from_bytes(payload).map_err(|e| RemoteError::Decode(e.to_string()))?;
-            target.send_message(wrap(request, port)).map_err(|_| RemoteError::NoReply)
-        });
+        let handler = call_handler(move |_, request: Q, port| target.send_message(wrap(request, port)).is_ok());
+        self.add_handler(name, actor.get_cell(), Q::TAG, handler);
+    }
+
+    /// Like [`Transport::export_call`], and `wrap` also gets the authenticated [`Sender`].
+    pub fn export_call_from<Q, M>(&self, name: &str, actor: &ActorRef<M>, wrap: fn(Sender, Q, ReplyPort<Q::Reply>) -> M)
+    where
+        Q: RemoteCall,
+        M: ractor::Message,
+    {
+        let target = actor.clone();
+        let handler =
+            call_handler(move |from, request: Q, port| target.send_message(wrap(from.clone(), request, port)).is_ok());
         self.add_handler(name, actor.get_cell(), Q::TAG, handler);
     }
 
@@ -1181,6 +1231,7 @@ impl Endpoint {
         let now = self.shared.node.now();
         let session = Arc::new(Session {
             id: self.shared.next_id(),
+            sender: Sender { node: link.identity.node.clone(), role: link.identity.role },
             boot_id: link.boot_id,
             origin: link.origin,
             conn: link.conn,
@@ -1475,7 +1526,7 @@ async fn read_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, 
             match reader.buffered_borrowed() {
                 Ok(Some(frame)) => {
                     frames += 1;
-                    shared.dispatch(&peer, session.id, frame);
+                    shared.dispatch(&peer, &session, frame);
                 }
                 Ok(None) => break,
                 Err(err) => return lost(&shared, &peer, &session, &format!("corrupt frame: {err}")),

@@ -1,27 +1,28 @@
 //! The election actor: the shell that drives one master's [`Raft`] core with a tick timer,
-//! messages from the transport and proposals, and carries out each [`Ready`] in the order of
-//! its contract: persist (through a [`RaftStorage`]), then send (with [`Transport::cast`]),
-//! then apply (through the [`ApplyFn`] given in the arguments).
+//! messages from the transport, proposals and reads, and carries out each [`Ready`] in the
+//! order of its contract: persist (through a [`RaftStorage`]), then send (with
+//! [`Transport::cast`]), then hand committed entries, confirmed reads and leadership changes
+//! to its owner as [`ElectionEvent`]s (the registry is the owner on a master).
+//!
+//! A Raft message is accepted only from a master whose transport session authenticated it
+//! under the name of a voter (the certificate's node id and role over QUIC); a name written in
+//! the message itself is never trusted.
 //!
 //! A storage error stops the actor with a failure: its supervisor restarts it, and the new
 //! instance reloads the hard state and log from the (new) storage it is given. Because
-//! `Persisted::applied` is 0, a restarted actor re-applies committed entries from index 1: the
-//! [`ApplyFn`] must rebuild its state machine rather than assume each entry arrives once.
-//!
-//! Not yet: the sender of a [`RaftEnvelope`] is the name it declares (every peer passed the
-//! cluster's mTLS admission, but one master could speak for another); no unexport on stop (a
-//! restarted actor takes the name back, and casts to a dead one are dropped).
+//! `Persisted::applied` is 0, a restarted actor re-delivers committed entries from index 1:
+//! the owner must skip indexes it has already applied.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use flotilla_supervisors::{Node, Rng};
-use flotilla_transport::{RemoteMessage, Transport};
+use flotilla_transport::{RemoteMessage, Role as NodeRole, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use super::core::{Entry, Index, Message, PeerId, ProposeError, Raft, RaftConfig, Role, Term};
+use super::core::{Entry, Index, Message, PeerId, ProposeError, Raft, RaftConfig, ReadError, ReadState, Role, Term};
 use crate::storage::RaftStorage;
 
 /// The name the election actor is exported under on every master.
@@ -30,11 +31,10 @@ pub const ELECTION_NAME: &str = "election";
 /// How often the core's timers are advanced unless the arguments say otherwise.
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(10);
 
-/// A Raft message between masters, as it travels on the transport.
+/// A Raft message between masters, as it travels on the transport. The sender is the
+/// session's authenticated peer, not a field of the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftEnvelope {
-    /// The sending master's name (its `PeerId`).
-    pub from: String,
     pub message: Message,
 }
 
@@ -45,27 +45,62 @@ impl RemoteMessage for RaftEnvelope {
 /// What this node's core reports about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
+    pub me: PeerId,
     pub role: Role,
     pub term: Term,
     pub leader: Option<PeerId>,
     pub commit: Index,
 }
 
+impl Status {
+    /// Whether this node leads in its term.
+    pub fn leads(&self) -> bool {
+        self.role == Role::Leader
+    }
+}
+
+/// What the election actor hands its owner, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ElectionEvent {
+    /// Committed entries, in log order with no gap (no-ops included). After a restart of the
+    /// election actor they start again from index 1.
+    Committed(Vec<Entry>),
+    /// A read queued with [`ElectionMsg::ReadIndex`] may be answered once the owner has
+    /// applied through `index`.
+    ReadReady(ReadState),
+    /// A read could not be confirmed here: this node does not (or no longer) lead.
+    ReadFailed { ctx: u64, leader_hint: Option<PeerId> },
+    /// The role, term or known leader changed.
+    Leadership(Status),
+    /// The outcome of an [`ElectionMsg::ProposeTagged`]: the entry's index and term, or why
+    /// it was refused. Only an entry applied with that index and term is committed.
+    Proposed { tag: u64, result: Result<(Index, Term), ProposeError> },
+}
+
+/// Where the election actor sends its events.
+pub type EventSink = Box<dyn FnMut(ElectionEvent) + Send>;
+
 /// The messages of the election actor.
 #[derive(Debug)]
 pub enum ElectionMsg {
     /// Advance the core's timers (sent by the actor's own interval timer).
     Tick,
-    /// A message from a peer, delivered by the transport.
-    Inbound(RaftEnvelope),
-    /// Propose a command; answers its log index, or why it was refused. The command is
-    /// committed only when it is applied.
-    Propose(Vec<u8>, RpcReplyPort<Result<Index, ProposeError>>),
+    /// A message from a peer, with the sender its session authenticated.
+    Inbound(Sender, RaftEnvelope),
+    /// Propose a command; answers the index and term of its entry, or why it was refused. The
+    /// command is committed only if an entry with that index *and term* is committed.
+    Propose(Vec<u8>, RpcReplyPort<Result<(Index, Term), ProposeError>>),
+    /// Propose a command without waiting: the outcome comes back as
+    /// [`ElectionEvent::Proposed`] with this tag.
+    ProposeTagged(u64, Vec<u8>),
+    /// Queue a linearizable read tagged `ctx`; the outcome comes back as an event.
+    ReadIndex(u64),
     Status(RpcReplyPort<Status>),
+    /// Carry out what the messages handled since the last flush produced (sent by the actor
+    /// to itself, so that it queues behind the messages already waiting: a burst of proposals
+    /// or appends becomes one `Ready`, one fsync).
+    Flush,
 }
-
-/// Called with each committed entry, in log order, with no gap (no-ops included).
-pub type ApplyFn = Box<dyn FnMut(&Entry) + Send>;
 
 /// What an election actor starts from.
 pub struct ElectionArgs {
@@ -77,7 +112,7 @@ pub struct ElectionArgs {
     pub storage: Box<dyn RaftStorage + Send>,
     /// The clock and the seed of the core's RNG.
     pub node: Node,
-    pub apply: ApplyFn,
+    pub events: EventSink,
     pub tick_interval: Duration,
 }
 
@@ -91,7 +126,9 @@ pub struct ElectionState {
     node: Node,
     transport: Transport,
     storage: Box<dyn RaftStorage + Send>,
-    apply: ApplyFn,
+    events: EventSink,
+    reported: Option<Status>,
+    flush_scheduled: bool,
     ticker: JoinHandle<()>,
 }
 
@@ -105,70 +142,136 @@ impl Actor for Election {
         myself: ActorRef<ElectionMsg>,
         args: ElectionArgs,
     ) -> Result<ElectionState, ActorProcessingErr> {
-        let ElectionArgs { transport, me, peers, config, mut storage, node, apply, tick_interval } = args;
+        let ElectionArgs { transport, me, peers, config, mut storage, node, events, tick_interval } = args;
         let persisted = storage.load()?;
         let mut rng = node.fork_rng();
         let raft = Raft::new(me, peers, config, persisted, node.now(), &mut rng)?;
-        transport.export::<RaftEnvelope, ElectionMsg>(ELECTION_NAME, &myself, ElectionMsg::Inbound);
+        node.register(ELECTION_NAME, myself.get_cell())?;
+        transport.export_from::<RaftEnvelope, ElectionMsg>(ELECTION_NAME, &myself, ElectionMsg::Inbound);
         let ticker = myself.send_interval(tick_interval, || ElectionMsg::Tick);
-        Ok(ElectionState { raft, rng, node, transport, storage, apply, ticker })
+        let mut state = ElectionState {
+            raft,
+            rng,
+            node,
+            transport,
+            storage,
+            events,
+            reported: None,
+            flush_scheduled: false,
+            ticker,
+        };
+        state.report_leadership();
+        Ok(state)
     }
 
-    async fn post_stop(&self, _: ActorRef<ElectionMsg>, state: &mut ElectionState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<ElectionMsg>,
+        state: &mut ElectionState,
+    ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        state.node.unregister(ELECTION_NAME, &myself.get_cell());
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<ElectionMsg>,
+        myself: ActorRef<ElectionMsg>,
         msg: ElectionMsg,
         state: &mut ElectionState,
     ) -> Result<(), ActorProcessingErr> {
+        let flush_now = matches!(msg, ElectionMsg::Flush | ElectionMsg::Status(_) | ElectionMsg::Propose(..));
         match msg {
             ElectionMsg::Tick => {
                 let now = state.node.now();
                 state.raft.tick(now, &mut state.rng);
             }
-            ElectionMsg::Inbound(RaftEnvelope { from, message }) => {
-                // Unknown senders and malformed messages change nothing; dropping them is all
-                // there is to do.
-                let _ = state.raft.step(state.node.now(), &PeerId(from), message);
+            ElectionMsg::Inbound(sender, RaftEnvelope { message }) => {
+                // Only masters vote. Unknown senders and malformed messages change nothing;
+                // dropping them is all there is to do.
+                if sender.role == NodeRole::Master {
+                    let _ = state.raft.step(state.node.now(), &PeerId(sender.node), message);
+                }
             }
             ElectionMsg::Propose(data, reply) => {
-                let _ = reply.send(state.raft.propose(data));
+                let term = state.raft.term();
+                let _ = reply.send(state.raft.propose(data).map(|index| (index, term)));
+            }
+            ElectionMsg::ProposeTagged(tag, data) => {
+                let term = state.raft.term();
+                let result = state.raft.propose(data).map(|index| (index, term));
+                (state.events)(ElectionEvent::Proposed { tag, result });
+            }
+            ElectionMsg::ReadIndex(ctx) => {
+                if let Err(error) = state.raft.read_index(ctx) {
+                    let leader_hint = match error {
+                        ReadError::NotLeader { leader_hint } => leader_hint,
+                        ReadError::Backpressure { .. } => state.raft.leader().cloned(),
+                    };
+                    (state.events)(ElectionEvent::ReadFailed { ctx, leader_hint });
+                }
             }
             ElectionMsg::Status(reply) => {
-                let raft = &state.raft;
-                let status = Status {
-                    role: raft.role(),
-                    term: raft.term(),
-                    leader: raft.leader().cloned(),
-                    commit: raft.commit_index(),
-                };
-                let _ = reply.send(status);
+                let _ = reply.send(state.status());
             }
+            ElectionMsg::Flush => state.flush_scheduled = false,
         }
-        state.drain()
+        if flush_now {
+            state.drain()?;
+            state.report_leadership();
+        } else if state.raft.has_ready() && !state.flush_scheduled {
+            state.flush_scheduled = myself.send_message(ElectionMsg::Flush).is_ok();
+        }
+        Ok(())
     }
 }
 
 impl ElectionState {
-    /// Carries out every pending `Ready`: persist, then send, then apply.
+    fn status(&self) -> Status {
+        let raft = &self.raft;
+        Status {
+            me: raft.me().clone(),
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader().cloned(),
+            commit: raft.commit_index(),
+        }
+    }
+
+    /// Tells the owner when the role, term or leader changed (not on every commit).
+    fn report_leadership(&mut self) {
+        let status = self.status();
+        let changed = self
+            .reported
+            .as_ref()
+            .is_none_or(|old| (old.role, old.term, &old.leader) != (status.role, status.term, &status.leader));
+        if changed {
+            self.reported = Some(status.clone());
+            (self.events)(ElectionEvent::Leadership(status));
+        }
+    }
+
+    /// Carries out every pending `Ready`: persist, then send, then apply, then answer reads.
     fn drain(&mut self) -> Result<(), ActorProcessingErr> {
         while self.raft.has_ready() {
             let ready = self.raft.poll_ready();
             if ready.hard_state.is_some() || !ready.entries.is_empty() {
                 self.storage.persist(ready.hard_state.as_ref(), &ready.entries)?;
             }
-            let from = self.raft.me().0.clone();
             for out in ready.messages {
-                let envelope = RaftEnvelope { from: from.clone(), message: out.message };
+                let envelope = RaftEnvelope { message: out.message };
                 // Raft tolerates loss: an unreachable peer is retried by the core's timers.
                 let _ = self.transport.cast(&out.to.0, ELECTION_NAME, &envelope);
             }
-            for entry in &ready.committed {
-                (self.apply)(entry);
+            if !ready.committed.is_empty() {
+                (self.events)(ElectionEvent::Committed(ready.committed));
+            }
+            for read in ready.reads {
+                (self.events)(ElectionEvent::ReadReady(read));
+            }
+            let leader_hint = self.raft.leader().cloned();
+            for ctx in ready.failed_reads {
+                (self.events)(ElectionEvent::ReadFailed { ctx, leader_hint: leader_hint.clone() });
             }
         }
         Ok(())

@@ -15,15 +15,19 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     Master,
     Agent,
+    /// A person's or a tool's client (the CLI, a benchmark): talks to masters' APIs, never
+    /// votes and never runs tasks.
+    Operator,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Master, Role::Agent];
+    pub const ALL: [Role; 3] = [Role::Master, Role::Agent, Role::Operator];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Master => "master",
             Role::Agent => "agent",
+            Role::Operator => "operator",
         }
     }
 

@@ -812,7 +812,7 @@ mod tests {
     #[test]
     fn bad_field_values_are_malformed() {
         let cases: [(u8, &[u8]); 5] = [
-            (kind::HELLO, &[1, b'c', 1, b'n', 2, 0]), // role index 2 does not exist
+            (kind::HELLO, &[1, b'c', 1, b'n', 3, 0]), // role index 3 does not exist
             (kind::FAIL, &[1, 6]),                    // RemoteError index 6 does not exist
             (kind::GOODBYE, &[2, 0xff, 0xfe]),        // not UTF-8
             (kind::REPLY, &[1, 5, 1]),                // payload claims 5 bytes, has 1

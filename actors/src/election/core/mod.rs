@@ -33,12 +33,16 @@
 //!   uncommitted entries (back-pressure), pending messages, entries applied per `Ready`.
 //!   Input from the network is validated; unknown senders, malformed and stale messages never
 //!   panic a node.
+//! - Linearizable reads by read index (thesis §6.4): [`Raft::read_index`] queues a read at
+//!   the commit index (at least the start of the leader's term), the leader confirms it still
+//!   leads with one `ReadPing` round to a majority, and the read comes back in
+//!   [`Ready::reads`], to be answered once applied through its index. No clock is trusted.
 //!
 //! # Not yet
 //!
 //! - Snapshots and log compaction: the whole log stays in memory and on disk.
 //! - Membership changes: the voter set is fixed at construction.
-//! - Linearizable reads (read index, leader leases) and leadership transfer.
+//! - Leader leases (reads always take a read-index round) and leadership transfer.
 
 mod log;
 mod raft;
@@ -51,6 +55,8 @@ mod tests;
 
 pub use raft::{
     InitError, MAX_APPLY_PER_READY, MAX_ENTRIES_PER_MESSAGE, MAX_ENTRY_BYTES, MAX_INFLIGHT_LIMIT, MAX_PEERS,
-    MAX_PENDING_MESSAGES, ProposeError, Raft, RaftConfig, Role, StepError,
+    MAX_PENDING_MESSAGES, MAX_PENDING_READS, ProposeError, Raft, RaftConfig, ReadError, Role, StepError,
 };
-pub use types::{AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, Ready, Term};
+pub use types::{
+    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready, Term,
+};

@@ -9,7 +9,7 @@ use flotilla_supervisors::core::time::Time;
 
 use super::log::RaftLog;
 use super::types::{
-    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, Ready, Term,
+    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready, Term,
 };
 
 /// The most peers (voters other than this node) a cluster may have.
@@ -25,6 +25,8 @@ pub const MAX_INFLIGHT_LIMIT: usize = 256;
 pub const MAX_PENDING_MESSAGES: usize = 16 * 1024;
 /// The most committed entries handed out by one `Ready`; the rest follow in the next.
 pub const MAX_APPLY_PER_READY: usize = 1024;
+/// The most reads waiting for a leadership confirmation; beyond it `read_index` refuses.
+pub const MAX_PENDING_READS: usize = 64 * 1024;
 
 /// Tunables. [`RaftConfig::default`] gives the usual LAN values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +91,23 @@ pub enum ProposeError {
     Backpressure { limit: usize },
 }
 
+/// Why [`Raft::read_index`] refused a read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<PeerId> },
+    #[error("{limit} reads are already waiting for confirmation")]
+    Backpressure { limit: usize },
+}
+
+/// A read waiting for the leadership round that confirms it.
+#[derive(Clone, Debug)]
+struct PendingRead {
+    ctx: u64,
+    index: Index,
+    round: u64,
+}
+
 /// Why [`Raft::step`] dropped a message. Stale messages are not errors: they are part of
 /// normal operation and are ignored (or answered) silently.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +147,8 @@ struct Progress {
     inflight: VecDeque<(Index, Time)>,
     /// Heard from in the current check-quorum period.
     recent_active: bool,
+    /// The latest read-index round this follower confirmed.
+    read_ack: u64,
 }
 
 /// Raft as a pure state machine (Ongaro & Ousterhout, with the pre-vote and check-quorum
@@ -135,7 +156,7 @@ struct Progress {
 ///
 /// Inputs: [`Raft::tick`], [`Raft::step`], [`Raft::propose`]. Outputs: [`Raft::poll_ready`]
 /// (see [`Ready`] for the order in which its parts must be carried out).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Raft {
     me: PeerId,
     /// The other voters.
@@ -165,12 +186,21 @@ pub struct Raft {
     progress: BTreeMap<PeerId, Progress>,
     next_heartbeat: Time,
     next_quorum_check: Time,
+    /// Leader only: the index of the no-op that opened its term; reads wait for it.
+    term_start: Index,
+    /// Leader only: the last read-index round sent, whether the next one is due, and the
+    /// reads waiting for their round (in round order).
+    read_round: u64,
+    read_ping_due: bool,
+    pending_reads: VecDeque<PendingRead>,
 
     // Pending effects.
     persisted_hard_state: HardState,
     /// Entries appended since the last poll, contiguous.
     unstable: Vec<Entry>,
     messages: Vec<Outbound>,
+    confirmed_reads: Vec<ReadState>,
+    failed_reads: Vec<u64>,
     dropped_messages: u64,
 }
 
@@ -212,9 +242,15 @@ impl Raft {
             progress: BTreeMap::new(),
             next_heartbeat: now,
             next_quorum_check: now,
+            term_start: Index(0),
+            read_round: 0,
+            read_ping_due: false,
+            pending_reads: VecDeque::new(),
             persisted_hard_state: hard_state,
             unstable: Vec::new(),
             messages: Vec::new(),
+            confirmed_reads: Vec::new(),
+            failed_reads: Vec::new(),
             dropped_messages: 0,
             config,
         };
@@ -301,7 +337,9 @@ impl Raft {
                     // disruptive. Do not move to its term and do not answer.
                     return Ok(());
                 }
-                Message::AppendEntries { .. } => self.become_follower(msg_term, Some(from.clone())),
+                Message::AppendEntries { .. } | Message::ReadPing { .. } => {
+                    self.become_follower(msg_term, Some(from.clone()))
+                }
                 _ => self.become_follower(msg_term, None),
             }
         } else if msg_term < self.term {
@@ -329,6 +367,8 @@ impl Raft {
                 self.handle_append(from, prev_index, prev_term, entries, leader_commit)
             }
             Message::AppendEntriesResponse { result, .. } => self.handle_append_response(from, result),
+            Message::ReadPing { round, .. } => self.handle_read_ping(from, round),
+            Message::ReadPong { round, .. } => self.handle_read_pong(from, round),
         }
         Ok(())
     }
@@ -353,9 +393,33 @@ impl Raft {
         Ok(index)
     }
 
+    /// Queues a linearizable read tagged `ctx` (leader only). It comes back in
+    /// [`Ready::reads`] once a majority has confirmed this node still leads, with the index
+    /// the state machine must have applied before answering; or in [`Ready::failed_reads`]
+    /// if this node loses the leadership first.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        if self.role != Role::Leader {
+            return Err(ReadError::NotLeader { leader_hint: self.leader.clone() });
+        }
+        if self.pending_reads.len() >= MAX_PENDING_READS {
+            return Err(ReadError::Backpressure { limit: MAX_PENDING_READS });
+        }
+        // Everything committed when the read arrived is at or below this index, and so is
+        // everything an earlier leader committed (the no-op follows it in this leader's log).
+        let index = self.commit.max(self.term_start);
+        if self.peers.is_empty() {
+            self.confirmed_reads.push(ReadState { ctx, index });
+            return Ok(());
+        }
+        self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
+        self.read_ping_due = true;
+        Ok(())
+    }
+
     /// Takes the effects accumulated since the last poll. See [`Ready`] for the order in which
     /// they must be carried out.
     pub fn poll_ready(&mut self) -> Ready {
+        self.send_read_ping();
         let hard_state = self.hard_state();
         let hard_state = if hard_state == self.persisted_hard_state {
             None
@@ -369,7 +433,14 @@ impl Raft {
         if let Some(last) = committed.last() {
             self.applied = last.index;
         }
-        Ready { hard_state, entries: mem::take(&mut self.unstable), messages: mem::take(&mut self.messages), committed }
+        Ready {
+            hard_state,
+            entries: mem::take(&mut self.unstable),
+            messages: mem::take(&mut self.messages),
+            committed,
+            reads: mem::take(&mut self.confirmed_reads),
+            failed_reads: mem::take(&mut self.failed_reads),
+        }
     }
 
     /// Whether [`Raft::poll_ready`] would return a non-empty `Ready`.
@@ -378,6 +449,9 @@ impl Raft {
             || !self.unstable.is_empty()
             || !self.messages.is_empty()
             || self.commit > self.applied
+            || self.read_ping_due
+            || !self.confirmed_reads.is_empty()
+            || !self.failed_reads.is_empty()
     }
 
     // --- Roles ---------------------------------------------------------------------------------
@@ -428,6 +502,7 @@ impl Raft {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
+        self.fail_pending_reads();
         self.reset_election_timer();
     }
 
@@ -513,6 +588,7 @@ impl Raft {
                     state: ReplicationState::Probe,
                     inflight: VecDeque::new(),
                     recent_active: false,
+                    read_ack: 0,
                 };
                 (peer.clone(), progress)
             })
@@ -520,7 +596,9 @@ impl Raft {
         self.next_heartbeat = self.now + self.config.heartbeat_interval;
         self.next_quorum_check = self.now + self.config.election_timeout_min;
         // Raft §5.4.2: entries of earlier terms commit only under one of the current term.
-        self.append_as_leader(EntryKind::Noop, Vec::new());
+        self.term_start = self.append_as_leader(EntryKind::Noop, Vec::new());
+        self.read_round = 0;
+        self.read_ping_due = false;
         self.broadcast_append();
         self.maybe_commit();
     }
@@ -794,6 +872,55 @@ impl Raft {
         }
     }
 
+    // --- Read index ----------------------------------------------------------------------
+
+    /// Sends the round that confirms the reads queued since the last one (one round per poll,
+    /// however many reads arrived).
+    fn send_read_ping(&mut self) {
+        if !self.read_ping_due || self.role != Role::Leader {
+            return;
+        }
+        self.read_ping_due = false;
+        self.read_round += 1;
+        self.broadcast(&Message::ReadPing { term: self.term, round: self.read_round });
+    }
+
+    fn handle_read_ping(&mut self, from: &PeerId, round: u64) {
+        // Reached with the message's term equal to ours, so `from` is this term's leader.
+        if self.role == Role::Leader {
+            return;
+        }
+        if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
+            self.become_follower(self.term, Some(from.clone()));
+        }
+        self.leader_contact = Some(self.now);
+        self.reset_election_timer();
+        self.send(from, Message::ReadPong { term: self.term, round });
+    }
+
+    fn handle_read_pong(&mut self, from: &PeerId, round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(from) else { return };
+        progress.recent_active = true;
+        progress.read_ack = progress.read_ack.max(round.min(self.read_round));
+        // The highest round a majority (this node included) has confirmed.
+        let mut acks: Vec<u64> = self.progress.values().map(|progress| progress.read_ack).collect();
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&confirmed) = acks.get(self.quorum() - 2) else { return };
+        while self.pending_reads.front().is_some_and(|read| read.round <= confirmed) {
+            if let Some(read) = self.pending_reads.pop_front() {
+                self.confirmed_reads.push(ReadState { ctx: read.ctx, index: read.index });
+            }
+        }
+    }
+
+    fn fail_pending_reads(&mut self) {
+        self.failed_reads.extend(self.pending_reads.drain(..).map(|read| read.ctx));
+        self.read_ping_due = false;
+    }
+
     // --- Output ----------------------------------------------------------------------------
 
     fn send(&mut self, to: &PeerId, message: Message) {
@@ -809,6 +936,13 @@ impl Raft {
         for peer in &peers {
             self.send(peer, message.clone());
         }
+    }
+}
+
+impl RaftConfig {
+    /// Whether `Raft::new` would accept this config, and if not, why.
+    pub fn validate(&self) -> Result<(), InitError> {
+        validate_config(self)
     }
 }
 

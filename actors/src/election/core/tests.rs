@@ -701,3 +701,109 @@ proptest! {
         }
     }
 }
+
+// --- Read index ------------------------------------------------------------------------------
+
+fn read_pong(term: Term, round: u64) -> Message {
+    Message::ReadPong { term, round }
+}
+
+fn read_pings(ready: &Ready) -> Vec<(PeerId, u64)> {
+    let pings = ready.messages.iter().filter_map(|out| match out.message {
+        Message::ReadPing { round, .. } => Some((out.to.clone(), round)),
+        _ => None,
+    });
+    pings.collect()
+}
+
+#[test]
+fn a_read_is_confirmed_only_after_a_majority_answers_its_round() {
+    let mut raft = node("a", &["b", "c"], RaftConfig::default());
+    elect(&mut raft, &["b", "c"], 1000);
+    let term = raft.term();
+    raft.read_index(7).expect("leader reads");
+    raft.read_index(8).expect("leader reads");
+    let ready = raft.poll_ready();
+    assert_eq!(read_pings(&ready), vec![(id("b"), 1), (id("c"), 1)], "one round for both reads");
+    assert!(ready.reads.is_empty(), "not confirmed before any answer");
+
+    raft.step(at(1001), &id("b"), read_pong(term, 1)).expect("step");
+    let ready = raft.poll_ready();
+    // The no-op opened the term at index 1: the reads wait for it even though it is not
+    // committed yet (the shell answers once applied through it).
+    assert_eq!(ready.reads, vec![ReadState { ctx: 7, index: Index(1) }, ReadState { ctx: 8, index: Index(1) }]);
+}
+
+#[test]
+fn a_stale_round_does_not_confirm_a_later_read() {
+    let mut raft = node("a", &["b", "c"], RaftConfig::default());
+    elect(&mut raft, &["b", "c"], 1000);
+    let term = raft.term();
+    raft.read_index(1).expect("read");
+    raft.poll_ready();
+    raft.read_index(2).expect("read");
+    let ready = raft.poll_ready();
+    assert_eq!(read_pings(&ready).first().map(|ping| ping.1), Some(2));
+    raft.step(at(1001), &id("b"), read_pong(term, 1)).expect("step");
+    let ready = raft.poll_ready();
+    assert_eq!(ready.reads.iter().map(|read| read.ctx).collect::<Vec<_>>(), vec![1]);
+    raft.step(at(1001), &id("c"), read_pong(term, 2)).expect("step");
+    assert_eq!(raft.poll_ready().reads.iter().map(|read| read.ctx).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn a_read_answered_by_a_pong_from_an_older_term_is_not_confirmed() {
+    let mut raft = node_with("a", &["b", "c"], RaftConfig::default(), 3, &[1, 2]);
+    elect(&mut raft, &["b", "c"], 1000);
+    raft.read_index(1).expect("read");
+    raft.poll_ready();
+    raft.step(at(1001), &id("b"), read_pong(Term(3), 1)).expect("stale pongs are ignored");
+    assert!(raft.poll_ready().reads.is_empty());
+}
+
+#[test]
+fn the_read_index_covers_everything_committed_when_the_read_arrived() {
+    let mut raft = node("a", &["b", "c"], RaftConfig::default());
+    elect(&mut raft, &["b", "c"], 1000);
+    let term = raft.term();
+    raft.propose(b"x".to_vec()).expect("propose");
+    raft.step(at(1001), &id("b"), accepted(term.0, 2)).expect("step");
+    assert_eq!(raft.commit_index(), Index(2));
+    raft.poll_ready();
+    raft.read_index(5).expect("read");
+    raft.poll_ready();
+    raft.step(at(1002), &id("c"), read_pong(term, 1)).expect("step");
+    assert_eq!(raft.poll_ready().reads, vec![ReadState { ctx: 5, index: Index(2) }]);
+}
+
+#[test]
+fn a_follower_refuses_reads_and_answers_pings_of_its_leader() {
+    let mut raft = node("b", &["a", "c"], RaftConfig::default());
+    raft.step(at(10), &id("a"), heartbeat(1)).expect("step");
+    assert_eq!(raft.read_index(1), Err(ReadError::NotLeader { leader_hint: Some(id("a")) }));
+    raft.poll_ready();
+    raft.step(at(11), &id("a"), Message::ReadPing { term: Term(1), round: 4 }).expect("step");
+    assert_eq!(sent_to(&raft.poll_ready(), "a"), vec![read_pong(Term(1), 4)]);
+}
+
+#[test]
+fn reads_pending_when_the_leader_steps_down_fail() {
+    let mut raft = node("a", &["b", "c"], RaftConfig::default());
+    elect(&mut raft, &["b", "c"], 1000);
+    raft.read_index(9).expect("read");
+    raft.poll_ready();
+    raft.step(at(1001), &id("b"), heartbeat(raft.term().0 + 1)).expect("a newer leader");
+    let ready = raft.poll_ready();
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(ready.failed_reads, vec![9]);
+    assert!(ready.reads.is_empty());
+}
+
+#[test]
+fn a_single_node_confirms_reads_at_once() {
+    let mut raft = node("a", &[], RaftConfig::default());
+    raft.tick(at(400), &mut Rng::seeded(1));
+    raft.poll_ready();
+    raft.read_index(3).expect("read");
+    assert_eq!(raft.poll_ready().reads, vec![ReadState { ctx: 3, index: Index(1) }]);
+}

@@ -121,12 +121,46 @@ pub enum AppendResult {
 /// + 1) without having moved to it, and a granted `PreVoteResponse`, which echoes that term.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    PreVote { term: Term, last_index: Index, last_term: Term },
-    PreVoteResponse { term: Term, granted: bool },
-    RequestVote { term: Term, last_index: Index, last_term: Term },
-    RequestVoteResponse { term: Term, granted: bool },
-    AppendEntries { term: Term, prev_index: Index, prev_term: Term, entries: Vec<Entry>, leader_commit: Index },
-    AppendEntriesResponse { term: Term, result: AppendResult },
+    PreVote {
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    RequestVote {
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+    },
+    RequestVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    AppendEntries {
+        term: Term,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+    },
+    AppendEntriesResponse {
+        term: Term,
+        result: AppendResult,
+    },
+    /// A leader asking its followers to confirm it still leads (read index, thesis §6.4):
+    /// reads queued up to `round` are served once a majority has answered this round.
+    ReadPing {
+        term: Term,
+        round: u64,
+    },
+    /// A follower's answer: it still follows the sender in `term`.
+    ReadPong {
+        term: Term,
+        round: u64,
+    },
 }
 
 impl Message {
@@ -137,9 +171,20 @@ impl Message {
             | Message::RequestVote { term, .. }
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntries { term, .. }
-            | Message::AppendEntriesResponse { term, .. } => *term,
+            | Message::AppendEntriesResponse { term, .. }
+            | Message::ReadPing { term, .. }
+            | Message::ReadPong { term, .. } => *term,
         }
     }
+}
+
+/// A read confirmed by [`crate::election::core::Raft::read_index`]'s protocol: once this
+/// node has applied through `index`, its state machine answers the read linearizably.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReadState {
+    /// The caller's tag for the read.
+    pub ctx: u64,
+    pub index: Index,
 }
 
 /// A message to send to one peer.
@@ -160,6 +205,9 @@ pub struct Outbound {
 ///    reordering.
 /// 3. **Apply** `committed`, in order: every entry is committed, has been persisted (by step 1
 ///    of this or an earlier `Ready`), and follows the previously applied one with no gap.
+/// 4. **Answer reads**: each of `reads` may be served once the state machine has applied
+///    through its index (at once if it already has); each of `failed_reads` lost its leader
+///    before it was confirmed and must be retried (on the new leader).
 ///
 /// A shell handles one `Ready` completely before the next one. It may feed several inputs
 /// between two polls: their effects accumulate here in order.
@@ -169,10 +217,17 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     pub messages: Vec<Outbound>,
     pub committed: Vec<Entry>,
+    pub reads: Vec<ReadState>,
+    pub failed_reads: Vec<u64>,
 }
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.entries.is_empty() && self.messages.is_empty() && self.committed.is_empty()
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+            && self.failed_reads.is_empty()
     }
 }

@@ -1,0 +1,655 @@
+//! The registry actor: the replicated state machine of a master, fed by its election actor,
+//! and the door clients (local actors, agents, the CLI) come through.
+//!
+//! - **Writes** are proposed on the leader (a follower forwards them) and answered when this
+//!   master applies the committed entry that carries the request's id: acknowledged only once
+//!   durable on a quorum. Pending writes are re-sent to every new leader; the store's
+//!   de-duplication by request id applies a re-sent write once.
+//! - **Reads** are linearizable: the leader confirms its leadership with a read-index round,
+//!   and the master that took the request answers once it has applied through that index (a
+//!   follower asks the leader for the index and answers from its own state).
+//! - **Watches** stream the changes after a revision to a local actor or to an actor on
+//!   another node, from whichever master the watcher asked.
+//!
+//! Every request has a deadline; an unanswered one gets [`RegistryFailure::Timeout`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_supervisors::Node;
+use flotilla_supervisors::core::time::Time;
+use flotilla_transport::{ReplyPort, Role as NodeRole, Sender, Transport};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::core::{Command, RegistryError, RequestId, Revision, Store, StoreConfig};
+use super::protocol::{
+    PeerMessage, REGISTRY_NAME, RegistryFailure, RegistryReply, RegistryRequest, RegistryStatus, WatchBody, WatchNotice,
+};
+use crate::control_plane::leadership::LeadershipMsg;
+use crate::election::actor::{ELECTION_NAME, ElectionEvent, ElectionMsg, Status};
+use crate::election::core::{Entry, EntryKind};
+
+/// How long a request may wait for a leader, a commit or a read index.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most events in one watch notice (a revision is never split across notices).
+const EVENTS_PER_NOTICE: usize = 1024;
+
+/// Tunables of a registry.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    pub store: StoreConfig,
+    pub request_timeout: Duration,
+    /// How often deadlines are checked and requests without a leader are re-routed.
+    pub tick_interval: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            store: StoreConfig::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            tick_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What a registry starts from. Its election actor is found under [`ELECTION_NAME`] in the
+/// node's registry, and must send its events here (see [`registry_event_sink`]).
+pub struct RegistryArgs {
+    pub transport: Transport,
+    pub node: Node,
+    pub config: RegistryConfig,
+}
+
+/// The messages of the registry actor.
+pub enum RegistryMsg {
+    /// A request from this node.
+    Request(RegistryRequest, ReplyPort<RegistryReply>),
+    /// A request from another node, with the sender its session authenticated.
+    Remote(Sender, RegistryRequest, ReplyPort<RegistryReply>),
+    /// Watch from a local actor: notices go to `sink`.
+    WatchLocal {
+        prefix: String,
+        after: Revision,
+        sink: ActorRef<WatchNotice>,
+        reply: RpcReplyPort<RegistryReply>,
+    },
+    /// From the registry of another master.
+    Peer(Sender, PeerMessage),
+    /// From this master's election actor.
+    Election(ElectionEvent),
+    /// Send the current leadership status to this guard now and after every change.
+    WatchLeadership(ActorRef<LeadershipMsg>),
+    Tick,
+}
+
+impl std::fmt::Debug for RegistryMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryMsg::Request(request, _) | RegistryMsg::Remote(_, request, _) => {
+                f.debug_tuple("Request").field(request).finish()
+            }
+            RegistryMsg::WatchLocal { prefix, after, .. } => write!(f, "WatchLocal({prefix:?}, {after})"),
+            RegistryMsg::Peer(from, message) => write!(f, "Peer({}, {message:?})", from.node),
+            RegistryMsg::Election(event) => write!(f, "Election({event:?})"),
+            RegistryMsg::WatchLeadership(_) => f.write_str("WatchLeadership"),
+            RegistryMsg::Tick => f.write_str("Tick"),
+        }
+    }
+}
+
+/// The event sink an election actor needs to feed `registry`.
+pub fn registry_event_sink(registry: ActorRef<RegistryMsg>) -> crate::election::actor::EventSink {
+    Box::new(move |event| {
+        // A stopped registry restarts the election too (rest_for_one), which replays the log.
+        let _ = registry.send_message(RegistryMsg::Election(event));
+    })
+}
+
+/// The registry actor (one per master).
+#[derive(Debug, Default)]
+pub struct Registry;
+
+/// A read waiting for its index, then for this master to apply through it.
+struct PendingRead {
+    query: RegistryRequest,
+    reply: ReplyPort<RegistryReply>,
+    deadline: Time,
+    index: Option<u64>,
+}
+
+/// A write waiting for the entry with its id to be applied here.
+struct PendingWrite {
+    command: Vec<u8>,
+    replies: Vec<ReplyPort<RegistryReply>>,
+    deadline: Time,
+}
+
+enum Route {
+    Local(ActorRef<ElectionMsg>),
+    Remote(String),
+    Nowhere,
+}
+
+enum Sink {
+    Local(ActorRef<WatchNotice>),
+    Remote { node: String, name: String },
+}
+
+struct Watch {
+    prefix: String,
+    /// Every event up to this revision has been sent.
+    sent_through: Revision,
+    sink: Sink,
+}
+
+pub struct RegistryState {
+    node: Node,
+    transport: Transport,
+    config: RegistryConfig,
+    store: Store,
+    status: Option<Status>,
+    /// This incarnation's client id, for the writes that come without a request id.
+    client: u64,
+    next_seq: u64,
+    next_tag: u64,
+    writes: BTreeMap<RequestId, PendingWrite>,
+    /// Writes and reads with no leader to go to yet.
+    unrouted_writes: Vec<RequestId>,
+    unrouted_reads: Vec<u64>,
+    reads: BTreeMap<u64, PendingRead>,
+    /// Leader side: proposals and read-index rounds run for another master (tag → origin).
+    remote_proposals: BTreeMap<u64, (String, RequestId)>,
+    remote_reads: BTreeMap<u64, (String, u64)>,
+    /// Leader side: this master's own proposals (tag → id), for refusals.
+    local_proposals: BTreeMap<u64, RequestId>,
+    watches: BTreeMap<u64, Watch>,
+    leadership: Option<ActorRef<LeadershipMsg>>,
+    ticker: JoinHandle<()>,
+}
+
+impl Actor for Registry {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = RegistryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        let RegistryArgs { transport, node, config } = args;
+        node.register(REGISTRY_NAME, myself.get_cell())?;
+        transport.export_call_from::<RegistryRequest, RegistryMsg>(REGISTRY_NAME, &myself, RegistryMsg::Remote);
+        transport.export_from::<PeerMessage, RegistryMsg>(REGISTRY_NAME, &myself, RegistryMsg::Peer);
+        let ticker = myself.send_interval(config.tick_interval, || RegistryMsg::Tick);
+        Ok(RegistryState {
+            client: node.random_u64(),
+            store: Store::new(config.store.clone()),
+            node,
+            transport,
+            config,
+            status: None,
+            next_seq: 0,
+            next_tag: 0,
+            writes: BTreeMap::new(),
+            unrouted_writes: Vec::new(),
+            unrouted_reads: Vec::new(),
+            reads: BTreeMap::new(),
+            remote_proposals: BTreeMap::new(),
+            remote_reads: BTreeMap::new(),
+            local_proposals: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            leadership: None,
+            ticker,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        state.node.unregister(REGISTRY_NAME, &myself.get_cell());
+        state.transport.unexport(REGISTRY_NAME);
+        for (_, write) in std::mem::take(&mut state.writes) {
+            for reply in write.replies {
+                reply.send(RegistryReply::Failed(RegistryFailure::Stopping));
+            }
+        }
+        for (_, read) in std::mem::take(&mut state.reads) {
+            read.reply.send(RegistryReply::Failed(RegistryFailure::Stopping));
+        }
+        for (id, watch) in std::mem::take(&mut state.watches) {
+            state.notify(id, &watch.sink, WatchBody::Ended);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistryMsg::Request(request, reply) => state.request(None, request, reply),
+            RegistryMsg::Remote(sender, request, reply) => state.request(Some(sender.node), request, reply),
+            RegistryMsg::WatchLocal { prefix, after, sink, reply } => {
+                let answer = state.watch(prefix, after, Sink::Local(sink));
+                let _ = reply.send(answer);
+            }
+            RegistryMsg::Peer(sender, message) => {
+                if sender.role == NodeRole::Master {
+                    state.peer(sender.node, message);
+                }
+            }
+            RegistryMsg::Election(event) => state.election_event(event),
+            RegistryMsg::WatchLeadership(guard) => {
+                if let Some(status) = &state.status {
+                    let _ = guard.send_message(LeadershipMsg::Changed(status.clone()));
+                }
+                state.leadership = Some(guard);
+            }
+            RegistryMsg::Tick => state.tick(),
+        }
+        Ok(())
+    }
+}
+
+impl RegistryState {
+    fn now(&self) -> Time {
+        self.node.now()
+    }
+
+    fn deadline(&self) -> Time {
+        self.now() + self.config.request_timeout
+    }
+
+    fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    fn leads(&self) -> bool {
+        self.status.as_ref().is_some_and(Status::leads)
+    }
+
+    fn leader(&self) -> Option<String> {
+        let status = self.status.as_ref()?;
+        status.leader.as_ref().filter(|leader| **leader != status.me).map(|leader| leader.0.clone())
+    }
+
+    fn election(&self) -> Option<ActorRef<ElectionMsg>> {
+        self.node.whereis_ref(ELECTION_NAME)
+    }
+
+    // --- Requests --------------------------------------------------------------------------
+
+    fn request(&mut self, from: Option<String>, request: RegistryRequest, reply: ReplyPort<RegistryReply>) {
+        match request {
+            RegistryRequest::Write(command) => self.write(command, reply),
+            query @ (RegistryRequest::Get { .. } | RegistryRequest::Range { .. }) => self.read(query, reply),
+            RegistryRequest::Watch { prefix, after, sink } => {
+                let answer = match from {
+                    Some(node) => self.watch(prefix, after, Sink::Remote { node, name: sink }),
+                    None => RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid(
+                        "a local watch needs an actor: use RegistryMsg::WatchLocal".to_owned(),
+                    ))),
+                };
+                reply.send(answer);
+            }
+            RegistryRequest::Unwatch { watch } => {
+                self.watches.remove(&watch);
+                reply.send(RegistryReply::Unwatched);
+            }
+            RegistryRequest::Status => {
+                reply.send(RegistryReply::Status(self.registry_status()));
+            }
+        }
+    }
+
+    fn registry_status(&self) -> RegistryStatus {
+        let status = self.status.as_ref();
+        RegistryStatus {
+            node: self.node.id().as_str().to_owned(),
+            leader: status.and_then(|s| s.leader.as_ref()).map(|leader| leader.0.clone()),
+            term: status.map_or(0, |s| s.term.0),
+            is_leader: self.leads(),
+            commit: status.map_or(0, |s| s.commit.0),
+            applied: self.store.applied_index(),
+            revision: self.store.revision(),
+        }
+    }
+
+    fn write(&mut self, mut command: Command, reply: ReplyPort<RegistryReply>) {
+        if let Err(error) = command.txn.validate() {
+            reply.send(RegistryReply::Failed(RegistryFailure::Rejected(error)));
+            return;
+        }
+        let id = match &command.id {
+            Some(id) => id.clone(),
+            None => {
+                self.next_seq += 1;
+                let id = RequestId { client: self.client, seq: self.next_seq };
+                command.id = Some(id.clone());
+                id
+            }
+        };
+        if let Some(pending) = self.writes.get_mut(&id) {
+            // A retry while the first attempt is still pending: both get the one outcome.
+            pending.replies.push(reply);
+            return;
+        }
+        let pending = PendingWrite { command: command.encode(), replies: vec![reply], deadline: self.deadline() };
+        self.writes.insert(id.clone(), pending);
+        self.route_write(id);
+    }
+
+    /// Where requests go now: this master's election (it leads), another master's registry,
+    /// or nowhere yet.
+    fn route(&self) -> Route {
+        if self.leads() {
+            return self.election().map_or(Route::Nowhere, Route::Local);
+        }
+        self.leader().map_or(Route::Nowhere, Route::Remote)
+    }
+
+    /// Sends a pending write to the leader (itself included), or parks it until one is known.
+    fn route_write(&mut self, id: RequestId) {
+        let Some(command) = self.writes.get(&id).map(|write| write.command.clone()) else { return };
+        let sent = match self.route() {
+            Route::Local(election) => {
+                let tag = self.next_tag();
+                self.local_proposals.insert(tag, id.clone());
+                election.send_message(ElectionMsg::ProposeTagged(tag, command)).is_ok()
+            }
+            Route::Remote(leader) => {
+                let message = PeerMessage::Propose { id: id.clone(), command };
+                self.transport.cast(&leader, REGISTRY_NAME, &message).is_ok()
+            }
+            Route::Nowhere => false,
+        };
+        if !sent {
+            self.unrouted_writes.push(id);
+        }
+    }
+
+    fn read(&mut self, query: RegistryRequest, reply: ReplyPort<RegistryReply>) {
+        let ctx = self.next_tag();
+        self.reads.insert(ctx, PendingRead { query, reply, deadline: self.deadline(), index: None });
+        self.route_read(ctx);
+    }
+
+    fn route_read(&mut self, ctx: u64) {
+        let sent = match self.route() {
+            Route::Local(election) => election.send_message(ElectionMsg::ReadIndex(ctx)).is_ok(),
+            Route::Remote(leader) => {
+                self.transport.cast(&leader, REGISTRY_NAME, &PeerMessage::ReadIndex { ctx }).is_ok()
+            }
+            Route::Nowhere => false,
+        };
+        if !sent {
+            self.unrouted_reads.push(ctx);
+        }
+    }
+
+    /// Answers every read whose index this master has applied.
+    fn serve_reads(&mut self) {
+        let applied = self.store.applied_index();
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in ready {
+            if let Some(read) = self.reads.remove(&ctx) {
+                let answer = self.answer(&read.query);
+                read.reply.send(answer);
+            }
+        }
+    }
+
+    fn answer(&self, query: &RegistryRequest) -> RegistryReply {
+        let revision = self.store.revision();
+        match query {
+            RegistryRequest::Get { key } => RegistryReply::Value { revision, kv: self.store.get(key).cloned() },
+            RegistryRequest::Range { prefix, limit } => {
+                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+                RegistryReply::Values { revision, kvs: self.store.range(prefix, limit) }
+            }
+            _ => RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid("not a read".to_owned()))),
+        }
+    }
+
+    // --- Between masters -------------------------------------------------------------------
+
+    fn peer(&mut self, from: String, message: PeerMessage) {
+        match message {
+            PeerMessage::Propose { id, command } => match self.election().filter(|_| self.leads()) {
+                Some(election) => {
+                    let tag = self.next_tag();
+                    self.remote_proposals.insert(tag, (from, id));
+                    let _ = election.send_message(ElectionMsg::ProposeTagged(tag, command));
+                }
+                None => {
+                    // Not the leader (any more): the origin re-sends to the next leader.
+                }
+            },
+            PeerMessage::Refused { id, reason } => self.fail_write(&id, RegistryFailure::Refused(reason)),
+            PeerMessage::ReadIndex { ctx } => match self.election().filter(|_| self.leads()) {
+                Some(election) => {
+                    let tag = self.next_tag();
+                    self.remote_reads.insert(tag, (from, ctx));
+                    let _ = election.send_message(ElectionMsg::ReadIndex(tag));
+                }
+                None => {
+                    let _ = self.transport.cast(&from, REGISTRY_NAME, &PeerMessage::ReadIndexed { ctx, index: None });
+                }
+            },
+            PeerMessage::ReadIndexed { ctx, index } => match index {
+                Some(index) => {
+                    if let Some(read) = self.reads.get_mut(&ctx) {
+                        read.index = Some(index);
+                    }
+                    self.serve_reads();
+                }
+                None => {
+                    if self.reads.contains_key(&ctx) {
+                        self.unrouted_reads.push(ctx);
+                    }
+                }
+            },
+        }
+    }
+
+    fn fail_write(&mut self, id: &RequestId, failure: RegistryFailure) {
+        if let Some(write) = self.writes.remove(id) {
+            for reply in write.replies {
+                reply.send(RegistryReply::Failed(failure.clone()));
+            }
+        }
+    }
+
+    // --- Election events -------------------------------------------------------------------
+
+    fn election_event(&mut self, event: ElectionEvent) {
+        match event {
+            ElectionEvent::Committed(entries) => self.apply(&entries),
+            ElectionEvent::ReadReady(read) => match self.remote_reads.remove(&read.ctx) {
+                Some((node, ctx)) => {
+                    let message = PeerMessage::ReadIndexed { ctx, index: Some(read.index.0) };
+                    let _ = self.transport.cast(&node, REGISTRY_NAME, &message);
+                }
+                None => {
+                    if let Some(pending) = self.reads.get_mut(&read.ctx) {
+                        pending.index = Some(read.index.0);
+                    }
+                    self.serve_reads();
+                }
+            },
+            ElectionEvent::ReadFailed { ctx, .. } => match self.remote_reads.remove(&ctx) {
+                Some((node, ctx)) => {
+                    let _ = self.transport.cast(&node, REGISTRY_NAME, &PeerMessage::ReadIndexed { ctx, index: None });
+                }
+                None => {
+                    if self.reads.contains_key(&ctx) {
+                        self.unrouted_reads.push(ctx);
+                    }
+                }
+            },
+            ElectionEvent::Proposed { tag, result } => {
+                self.proposed(tag, result.map(|_| ()).map_err(|e| e.to_string()))
+            }
+            ElectionEvent::Leadership(status) => {
+                let new_leader =
+                    self.status.as_ref().map(|old| (&old.leader, old.term)) != Some((&status.leader, status.term));
+                if let Some(guard) = &self.leadership {
+                    let _ = guard.send_message(LeadershipMsg::Changed(status.clone()));
+                }
+                self.status = Some(status);
+                if new_leader {
+                    self.reroute_all();
+                }
+            }
+        }
+    }
+
+    /// The outcome of a proposal this master made as the leader; only refusals need an
+    /// answer (an accepted proposal is answered when it is applied).
+    fn proposed(&mut self, tag: u64, result: Result<(), String>) {
+        if let Some((node, id)) = self.remote_proposals.remove(&tag) {
+            if let Err(reason) = result {
+                let _ = self.transport.cast(&node, REGISTRY_NAME, &PeerMessage::Refused { id, reason });
+            }
+        } else if let Some(id) = self.local_proposals.remove(&tag)
+            && let Err(reason) = result
+        {
+            self.fail_write(&id, RegistryFailure::Refused(reason));
+        }
+    }
+
+    /// A new leader (or term): send every pending write and unconfirmed read to it. A write
+    /// the old leader had already logged may be applied from either copy; de-duplication by
+    /// id applies it once.
+    fn reroute_all(&mut self) {
+        self.unrouted_writes.clear();
+        let writes: Vec<RequestId> = self.writes.keys().cloned().collect();
+        for id in writes {
+            self.route_write(id);
+        }
+        self.unrouted_reads.clear();
+        let reads: Vec<u64> = self.reads.iter().filter(|(_, read)| read.index.is_none()).map(|(ctx, _)| *ctx).collect();
+        for ctx in reads {
+            self.route_read(ctx);
+        }
+    }
+
+    fn apply(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            if entry.index.0 <= self.store.applied_index() {
+                continue; // Replayed by a restarted election actor.
+            }
+            match entry.kind {
+                EntryKind::Noop => self.store.apply_noop(entry.index.0),
+                EntryKind::Command => self.apply_command(entry),
+            }
+        }
+        self.serve_reads();
+        self.push_watches();
+    }
+
+    fn apply_command(&mut self, entry: &Entry) {
+        let id = Command::decode(&entry.data).ok().and_then(|command| command.id);
+        let outcome = self.store.apply(entry.index.0, &entry.data);
+        let Some(write) = id.and_then(|id| self.writes.remove(&id)) else { return };
+        let answer = match outcome {
+            Ok(response) => RegistryReply::Written(response),
+            Err(error) => RegistryReply::Failed(RegistryFailure::Rejected(error)),
+        };
+        for reply in write.replies {
+            reply.send(answer.clone());
+        }
+    }
+
+    // --- Watches ---------------------------------------------------------------------------
+
+    fn watch(&mut self, prefix: String, after: Revision, sink: Sink) -> RegistryReply {
+        if let Err(error) = self.store.events_since(after, &prefix, 0) {
+            return RegistryReply::Failed(RegistryFailure::Rejected(error));
+        }
+        let id = self.next_tag();
+        self.watches.insert(id, Watch { prefix, sent_through: after, sink });
+        self.push_watch(id);
+        RegistryReply::Watching { watch: id }
+    }
+
+    fn push_watches(&mut self) {
+        let ids: Vec<u64> = self.watches.keys().copied().collect();
+        for id in ids {
+            self.push_watch(id);
+        }
+    }
+
+    /// Sends watch `id` everything after what it was sent; ends it if the history is gone or
+    /// the sink cannot take it.
+    fn push_watch(&mut self, id: u64) {
+        let revision = self.store.revision();
+        let Some(mut watch) = self.watches.remove(&id) else { return };
+        while watch.sent_through < revision {
+            let body = match self.store.events_since(watch.sent_through, &watch.prefix, EVENTS_PER_NOTICE) {
+                Ok(events) if events.is_empty() => break,
+                Ok(events) => {
+                    watch.sent_through = events.last().map_or(revision, |event| event.revision);
+                    WatchBody::Events(events)
+                }
+                Err(RegistryError::Compacted { compacted, .. }) => WatchBody::Compacted { compacted },
+                Err(_) => WatchBody::Ended,
+            };
+            let last = !matches!(body, WatchBody::Events(_));
+            if !self.notify(id, &watch.sink, body) || last {
+                return;
+            }
+        }
+        watch.sent_through = revision;
+        self.watches.insert(id, watch);
+    }
+
+    fn notify(&self, watch: u64, sink: &Sink, body: WatchBody) -> bool {
+        let notice = WatchNotice { watch, body };
+        match sink {
+            Sink::Local(actor) => actor.send_message(notice).is_ok(),
+            Sink::Remote { node, name } => self.transport.cast(node, name, &notice).is_ok(),
+        }
+    }
+
+    // --- Timers ----------------------------------------------------------------------------
+
+    fn tick(&mut self) {
+        let now = self.now();
+        let timeout_ms = u64::try_from(self.config.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        let expired: Vec<RequestId> =
+            self.writes.iter().filter(|(_, write)| write.deadline <= now).map(|(id, _)| id.clone()).collect();
+        for id in expired {
+            self.fail_write(&id, RegistryFailure::Timeout { timeout_ms });
+        }
+        let expired: Vec<u64> =
+            self.reads.iter().filter(|(_, read)| read.deadline <= now).map(|(ctx, _)| *ctx).collect();
+        for ctx in expired {
+            if let Some(read) = self.reads.remove(&ctx) {
+                read.reply.send(RegistryReply::Failed(RegistryFailure::Timeout { timeout_ms }));
+            }
+        }
+        for id in std::mem::take(&mut self.unrouted_writes) {
+            self.route_write(id);
+        }
+        for ctx in std::mem::take(&mut self.unrouted_reads) {
+            if self.reads.contains_key(&ctx) {
+                self.route_read(ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! What travels to and from the registry actor: client requests and replies (local or over
+//! the transport), watch notices, and the messages registries on different masters exchange
+//! to forward a follower's writes and reads to the leader.
+
+use flotilla_transport::{RemoteCall, RemoteMessage};
+use serde::{Deserialize, Serialize};
+
+use super::core::{Command, Event, KeyValue, RegistryError, RequestId, Revision, TxnResponse};
+
+/// The name the registry actor is exported under on every master.
+pub const REGISTRY_NAME: &str = "registry";
+
+/// A client's request. Writes are acknowledged only once committed (durable on a quorum) and
+/// applied; reads are linearizable (a read-index round on the leader).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryRequest {
+    /// A transaction. With a [`RequestId`], a retry after a lost reply is applied once (within
+    /// the store's de-duplication window).
+    Write(Command),
+    Get {
+        key: String,
+    },
+    /// Keys starting with `prefix` ("" for all), sorted, at most `limit`.
+    Range {
+        prefix: String,
+        limit: u32,
+    },
+    /// Stream the changes of keys starting with `prefix` after revision `after` to the actor
+    /// exported as `sink` on the caller's node, as [`WatchNotice`]s. Served by any master
+    /// (every master applies the same log), without a read-index round.
+    Watch {
+        prefix: String,
+        after: Revision,
+        sink: String,
+    },
+    /// Stop a watch.
+    Unwatch {
+        watch: u64,
+    },
+    /// This master's view of the cluster.
+    Status,
+}
+
+impl RemoteMessage for RegistryRequest {
+    const TAG: u32 = 0x5245_4751; // "REGQ"
+}
+
+impl RemoteCall for RegistryRequest {
+    type Reply = RegistryReply;
+}
+
+/// The answer to a [`RegistryRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryReply {
+    Written(TxnResponse),
+    Value { revision: Revision, kv: Option<KeyValue> },
+    Values { revision: Revision, kvs: Vec<KeyValue> },
+    Watching { watch: u64 },
+    Unwatched,
+    Status(RegistryStatus),
+    Failed(RegistryFailure),
+}
+
+/// A master's view of itself and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryStatus {
+    pub node: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub is_leader: bool,
+    pub commit: u64,
+    pub applied: u64,
+    pub revision: Revision,
+}
+
+/// Why a request did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RegistryFailure {
+    /// The command or query is invalid; nothing was written.
+    #[error("{0}")]
+    Rejected(RegistryError),
+    /// The leader refused the proposal (too large, too many waiting); nothing was written.
+    #[error("the leader refused the write: {0}")]
+    Refused(String),
+    /// No leader answered in time. For a write the outcome is unknown: retry it with the same
+    /// request id, which applies it at most once.
+    #[error("no answer from a leader within {timeout_ms} ms (a write may or may not have been applied)")]
+    Timeout { timeout_ms: u64 },
+    /// The master is shutting down.
+    #[error("the registry is stopping")]
+    Stopping,
+}
+
+/// What a watcher receives, in revision order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchNotice {
+    pub watch: u64,
+    pub body: WatchBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchBody {
+    /// Changes after the last notice (or the watch's start revision), whole revisions only.
+    Events(Vec<Event>),
+    /// The history the watch needs is gone (compacted, or the watcher fell too far behind):
+    /// re-read the state at a revision of at least `compacted` and watch again from there.
+    /// The watch has ended.
+    Compacted { compacted: Revision },
+    /// The watch ended (the master stops, or the sink could not keep up): watch again from
+    /// the last revision seen; nothing is missed.
+    Ended,
+}
+
+impl RemoteMessage for WatchNotice {
+    const TAG: u32 = 0x5741_5443; // "WATC"
+}
+
+/// Between the registries of two masters (accepted from masters only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Follower → leader: propose this encoded command (its id routes the answer back).
+    Propose { id: RequestId, command: Vec<u8> },
+    /// Leader → follower: the proposal was refused; it will not be applied.
+    Refused { id: RequestId, reason: String },
+    /// Follower → leader: confirm a read tagged `ctx`.
+    ReadIndex { ctx: u64 },
+    /// Leader → follower: the read tagged `ctx` may be answered once applied through
+    /// `index`, or (with `None`) could not be confirmed.
+    ReadIndexed { ctx: u64, index: Option<u64> },
+}
+
+impl RemoteMessage for PeerMessage {
+    const TAG: u32 = 0x5245_4750; // "REGP"
+}
