@@ -27,6 +27,19 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Run a master: elect a leader with the other masters and keep the replicated registry.
+    Master {
+        /// The master's TOML configuration (see `flotilla::config` for every option).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read and write the registry of a running cluster (as an operator).
+    Registry {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Manage the cluster's certificate authority and node certificates.
     Cert {
         #[command(subcommand)]
@@ -68,16 +81,60 @@ pub enum CertCommand {
     },
 }
 
+/// How a client reaches the masters: its certificate, and where the masters listen.
+#[derive(Debug, clap::Args)]
+pub struct ClusterConnection {
+    /// The directory holding `ca.crt` and this client's `<name>.crt` and `<name>.key`
+    /// (issue them with `flotilla cert issue --role operator`).
+    #[arg(long, env = "FLOTILLA_PKI_DIR")]
+    pub pki_dir: PathBuf,
+    /// The node id this client's certificate names.
+    #[arg(long = "as", env = "FLOTILLA_CLIENT", default_value = "operator")]
+    pub name: String,
+    /// A master, as ID=HOST:PORT; repeat for each (any one that answers will do).
+    #[arg(long = "master", required = true, value_parser = parse_master)]
+    pub masters: Vec<(String, SocketAddr)>,
+    /// How long to keep trying before giving up, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+fn parse_master(text: &str) -> Result<(String, SocketAddr), String> {
+    let (id, address) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let address = address.parse().map_err(|e| format!("{address:?}: {e}"))?;
+    Ok((id.to_owned(), address))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Print a key's value (a linearizable read).
+    Get { key: String },
+    /// Set a key (acknowledged once durable on a quorum of masters).
+    Put { key: String, value: String },
+    /// Delete a key.
+    Delete { key: String },
+    /// List the keys under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Each master's view: leader, term, applied index, revision.
+    Status,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RoleArg {
     Master,
     Agent,
+    /// For the CLI and other clients of the masters' APIs.
+    Operator,
 }
 
 impl From<RoleArg> for flotilla_transport::Role {
     fn from(role: RoleArg) -> Self {
         match role {
             RoleArg::Master => flotilla_transport::Role::Master,
+            RoleArg::Operator => flotilla_transport::Role::Operator,
             RoleArg::Agent => flotilla_transport::Role::Agent,
         }
     }

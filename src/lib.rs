@@ -6,5 +6,8 @@
 //! `flotilla-actors`, `flotilla-transport` and `flotilla-supervisors`. See `ARCHITECTURE.md`.
 
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod local_cluster;
 pub mod node;
 pub mod pki;

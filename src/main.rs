@@ -1,20 +1,21 @@
 //! The `flotilla` binary: parses the command line, runs a node until a signal, exits with a
 //! meaningful code.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
-use flotilla::cli::{CertCommand, Cli, Command};
-use flotilla::node::{Role, RunningNode, TransportPlan};
+use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, RegistryCommand};
+use flotilla::client::{ClusterClient, quic_plan};
+use flotilla::config::MasterConfig;
+use flotilla::node::{Role, RunningNode, master_plan};
 use flotilla::pki;
+use flotilla_actors::election::core::RaftConfig;
+use flotilla_actors::registry::core::Txn;
 use flotilla_supervisors::NodeId;
-use flotilla_transport::quic::QuicSetup;
-use flotilla_transport::tls::{self, QuicTuning};
-use flotilla_transport::{AdmissionPolicy, Network, TransportConfig};
+use flotilla_transport::Address;
+use flotilla_transport::tls;
 
 /// How long an orderly shutdown may take before the process gives up on it.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,27 +39,122 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cert { command } => cert(command),
-        Command::Dev { node_id, data_dir, listen } => {
-            let id = NodeId::new(node_id)?;
-            let data_dir = data_dir.unwrap_or_else(pki::default_data_dir);
-            let plan = dev_transport(&data_dir, id.as_str(), listen)?;
-            let node = RunningNode::start_with(id, Role::Dev, Some(plan)).await.context("starting the dev node")?;
-            print!("{}", node.render_tree().await);
-            if let Some(transport) = node.transport()
-                && let Some(addr) = transport.local_addr()
-            {
-                let identity = transport.identity();
-                println!("transport: quic://{addr} (node {}, cluster {})", identity.node, identity.cluster);
-            }
-            println!("data: {}", data_dir.display());
-            println!("flotilla dev: ready (Ctrl-C to stop)");
-            wait_for_stop_signal().await?;
-            println!("flotilla dev: stopping");
-            node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev node")?;
-            println!("flotilla dev: stopped");
-            Ok(())
-        }
+        Command::Dev { node_id, data_dir, listen } => dev(node_id, data_dir, listen).await,
+        Command::Master { config } => master(&config).await,
+        Command::Registry { connection, command } => registry(connection, command).await,
     }
+}
+
+/// `flotilla dev`: one master (a single-voter Raft, so it leads at once) and one agent.
+async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+    let id = NodeId::new(node_id)?;
+    let data_dir = data_dir.unwrap_or_else(pki::default_data_dir);
+    pki::dev_credentials(&data_dir, id.as_str())
+        .with_context(|| format!("preparing certificates in {}", data_dir.display()))?;
+    let plan = quic_plan(&data_dir.join("pki"), id.as_str(), listen, Vec::new())?;
+    let control_plane = master_plan(id.as_str(), &[], RaftConfig::default(), data_dir.join("raft"));
+    let node = RunningNode::start_with(id, Role::Dev, Some(plan), Some(control_plane))
+        .await
+        .context("starting the dev node")?;
+    print!("{}", node.render_tree().await);
+    print_transport(&node);
+    println!("data: {}", data_dir.display());
+    println!("flotilla dev: ready (Ctrl-C to stop)");
+    wait_for_stop_signal().await?;
+    println!("flotilla dev: stopping");
+    node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev node")?;
+    println!("flotilla dev: stopped");
+    Ok(())
+}
+
+/// `flotilla master --config FILE`.
+async fn master(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = MasterConfig::load(path)?;
+    let id = NodeId::new(config.node.id.clone())?;
+    let peers: Vec<(String, Address)> =
+        config.peers().iter().map(|peer| (peer.id.clone(), Address::Udp(peer.address))).collect();
+    let plan = quic_plan(&config.pki_dir(), id.as_str(), config.node.listen, peers.clone())?;
+    let identity = plan.identity.clone();
+    if identity.role != flotilla_transport::Role::Master {
+        bail!("{}'s certificate names role {}, not master", identity.node, identity.role);
+    }
+    let peer_ids: Vec<String> = peers.into_iter().map(|(id, _)| id).collect();
+    let control_plane = master_plan(id.as_str(), &peer_ids, config.raft_config()?, config.node.data_dir.join("raft"));
+    let node = RunningNode::start_with(id, Role::Master, Some(plan), Some(control_plane))
+        .await
+        .context("starting the master")?;
+    print_transport(&node);
+    println!("data: {}", config.node.data_dir.display());
+    println!("flotilla master: ready (cluster {}, {} masters)", identity.cluster, config.masters.len());
+    wait_for_stop_signal().await?;
+    println!("flotilla master: stopping");
+    node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the master")?;
+    println!("flotilla master: stopped");
+    Ok(())
+}
+
+fn print_transport(node: &RunningNode) {
+    if let Some(transport) = node.transport()
+        && let Some(addr) = transport.local_addr()
+    {
+        let identity = transport.identity();
+        println!("transport: quic://{addr} (node {}, cluster {})", identity.node, identity.cluster);
+    }
+}
+
+/// `flotilla registry ...`.
+async fn registry(connection: ClusterConnection, command: RegistryCommand) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(connection.timeout_secs);
+    let mut client = ClusterClient::connect(&connection.pki_dir, &connection.name, &connection.masters).await?;
+    let registry = &mut client.registry;
+    let outcome: anyhow::Result<()> = async {
+        match command {
+            RegistryCommand::Get { key } => match registry.get(&key, deadline).await?.1 {
+                Some(kv) => println!("{}", String::from_utf8_lossy(&kv.value)),
+                None => bail!("{key}: no such key"),
+            },
+            RegistryCommand::Put { key, value } => {
+                let response = registry.put(&key, value.as_bytes(), deadline).await?;
+                println!("revision {}", response.revision);
+            }
+            RegistryCommand::Delete { key } => {
+                let response = registry.write(Txn::delete(key.clone()), deadline).await?;
+                if response.deleted == 0 {
+                    bail!("{key}: no such key");
+                }
+                println!("revision {}", response.revision);
+            }
+            RegistryCommand::List { prefix } => {
+                for kv in registry.range(&prefix, u32::MAX, deadline).await?.1 {
+                    println!("{}\t{}", kv.key, String::from_utf8_lossy(&kv.value));
+                }
+            }
+            RegistryCommand::Status => {
+                println!(
+                    "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
+                    "MASTER", "ROLE", "LEADER", "TERM", "APPLIED", "REVISION"
+                );
+                for (id, _) in &connection.masters {
+                    match registry.status_of(id).await {
+                        Ok(status) => println!(
+                            "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
+                            id,
+                            if status.is_leader { "leader" } else { "follower" },
+                            status.leader.as_deref().unwrap_or("-"),
+                            status.term,
+                            status.applied,
+                            status.revision
+                        ),
+                        Err(error) => println!("{id:<12} unreachable: {error}"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    client.close().await;
+    outcome
 }
 
 /// `flotilla cert init` and `flotilla cert issue`.
@@ -75,25 +171,6 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The dev node's transport: QUIC on `listen` with certificates made on first start.
-fn dev_transport(data_dir: &std::path::Path, node: &str, listen: SocketAddr) -> anyhow::Result<TransportPlan> {
-    let (credentials, ca) = pki::dev_credentials(data_dir, node)
-        .with_context(|| format!("preparing certificates in {}", data_dir.display()))?;
-    let identity = credentials.identity.clone();
-    let policy = AdmissionPolicy::cluster(identity.cluster.clone());
-    let network = move || {
-        let setup = QuicSetup {
-            bind: listen,
-            credentials: credentials.clone(),
-            ca: ca.clone(),
-            policy: policy.clone(),
-            tuning: QuicTuning::default(),
-        };
-        Ok(Network::Quic(Box::new(setup)))
-    };
-    Ok(TransportPlan { identity, config: TransportConfig::default(), network: Arc::new(network) })
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

@@ -5,15 +5,22 @@
 //! `rest_for_one`, so when the transport restarts, everything started after it restarts too
 //! and never runs against a stale transport.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
+use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
+use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
+use flotilla_actors::election::core::{PeerId, RaftConfig};
+use flotilla_actors::registry::actor::RegistryConfig;
+use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
 use flotilla_supervisors::{
     ChildKind, ChildSpec, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags, SupervisorRef,
     SupervisorSpec,
 };
-use flotilla_transport::{Network, PeerIdentity, Transport, TransportConfig};
+use flotilla_transport::{Address, Network, PeerIdentity, Transport, TransportConfig};
 
 /// What a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +48,8 @@ pub struct TransportPlan {
     pub identity: PeerIdentity,
     pub config: TransportConfig,
     pub network: Arc<dyn Fn() -> anyhow::Result<Network> + Send + Sync>,
+    /// Peers to keep a session with (redialled whenever it is lost): the other masters.
+    pub peers: Vec<(String, Address)>,
 }
 
 /// The running transport, once its endpoint has started (replaced on every restart).
@@ -63,25 +72,73 @@ fn endpoint_child(plan: TransportPlan, slot: TransportSlot) -> ChildSpec {
                 .await
                 .map_err(|e| StartError(e.to_string()))?;
             let cell = transport.actor().ok_or_else(|| StartError("the endpoint did not start".into()))?;
+            for (peer, address) in &plan.peers {
+                transport.connect(peer, address.clone());
+            }
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport);
             Ok(Started::Running(cell))
         }
     })
 }
 
+/// The leader-only subtree: one_for_all, and empty until the allocator and the schedulers
+/// arrive; the guard starts and stops it with the leadership all the same.
+pub fn leader_tree() -> LeaderTree {
+    Arc::new(|_: LeaderContext| {
+        let flags = SupervisorFlags::strategy(Strategy::OneForAll).with_intensity(3, Duration::from_secs(30));
+        SupervisorSpec::new(flags).named("leader")
+    })
+}
+
 /// The root supervision tree of a node with this role; the transport subtree runs the
-/// endpoint when a plan is given.
-pub fn root_spec(role: Role, transport: Option<(TransportPlan, TransportSlot)>) -> SupervisorSpec {
+/// endpoint when a plan is given, and a master's control plane runs when it has a plan.
+pub fn root_spec(
+    role: Role,
+    transport: Option<(TransportPlan, TransportSlot)>,
+    control_plane: Option<ControlPlanePlan>,
+) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
     let endpoint = transport.map(|(plan, slot)| endpoint_child(plan, slot)).into_iter().collect();
     let mut spec = SupervisorSpec::new(flags).named("node").child(subtree("transport", endpoint));
     if role.runs_master() {
-        spec = spec.child(subtree("control-plane", Vec::new()));
+        spec = spec.child(match control_plane {
+            Some(plan) => ChildSpec::supervisor("control-plane", control_plane_spec(plan)),
+            None => subtree("control-plane", Vec::new()),
+        });
     }
     if role.runs_agent() {
         spec = spec.child(subtree("agent", Vec::new()));
     }
     spec.child(subtree("discovery", Vec::new())).child(subtree("api", Vec::new()))
+}
+
+/// A master's control plane, its Raft log kept in `raft_dir` (created if missing). The
+/// transport is filled in by [`RunningNode::start_with`].
+pub fn master_plan(me: &str, peers: &[String], raft: RaftConfig, raft_dir: PathBuf) -> ControlPlanePlan {
+    let storage =
+        move || -> Result<Box<dyn RaftStorage + Send>, StorageError> { Ok(Box::new(DiskStorage::open(&raft_dir)?)) };
+    ControlPlanePlan {
+        me: PeerId::from(me),
+        peers: peers.iter().map(|peer| PeerId::from(peer.as_str())).collect(),
+        raft,
+        registry: RegistryConfig::default(),
+        tick_interval: DEFAULT_TICK_INTERVAL,
+        storage: Arc::new(storage),
+        transport: Arc::new(|| None),
+        leader_tree: leader_tree(),
+    }
+}
+
+/// A seed no other process shares: the OS-seeded hasher keys of std's `RandomState`, mixed
+/// with the wall clock and the process id. A real node must not run on the default seed (0):
+/// every master would draw the same election timeouts, every client the same client id.
+pub fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// A started node: its context and root supervisor.
@@ -94,13 +151,25 @@ pub struct RunningNode {
 impl RunningNode {
     /// A node without a network (its transport subtree is empty).
     pub async fn start(id: NodeId, role: Role) -> anyhow::Result<Self> {
-        Self::start_with(id, role, None).await
+        Self::start_with(id, role, None, None).await
     }
 
-    pub async fn start_with(id: NodeId, role: Role, transport: Option<TransportPlan>) -> anyhow::Result<Self> {
-        let node = Node::builder(id).start().await?;
+    /// A node with a transport and, for a master, a control plane. The plan's `transport` is
+    /// replaced by the node's own transport slot.
+    pub async fn start_with(
+        id: NodeId,
+        role: Role,
+        transport: Option<TransportPlan>,
+        control_plane: Option<ControlPlanePlan>,
+    ) -> anyhow::Result<Self> {
+        let node = Node::builder(id).seed(entropy_seed()).start().await?;
         let slot = TransportSlot::default();
-        let spec = root_spec(role, transport.map(|plan| (plan, Arc::clone(&slot))));
+        let control_plane = control_plane.map(|plan| {
+            let current = Arc::clone(&slot);
+            let transport = Arc::new(move || current.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            ControlPlanePlan { transport, ..plan }
+        });
+        let spec = root_spec(role, transport.map(|plan| (plan, Arc::clone(&slot))), control_plane);
         let root = Supervisor::spawn(node.clone(), spec, None).await?;
         Ok(RunningNode { node, root, transport: slot })
     }
@@ -128,7 +197,7 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role, None).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None, None).children.iter().map(|c| c.id.to_string()).collect()
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! programs.
 #![allow(dead_code)]
 
+pub mod consensus;
+
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,0 +1,79 @@
+//! Clients of a running cluster: a QUIC transport under an operator's certificate, connected
+//! to the masters, and a registry client on top. Used by `flotilla registry ...`, the
+//! benchmarks and the multi-process tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use flotilla_actors::registry::client::RegistryClient;
+use flotilla_supervisors::{Node, NodeId};
+use flotilla_transport::identity::{NodeCredentials, load_ca_cert};
+use flotilla_transport::quic::QuicSetup;
+use flotilla_transport::tls::QuicTuning;
+use flotilla_transport::{Address, AdmissionPolicy, Network, Transport, TransportConfig};
+
+use crate::node::{TransportPlan, entropy_seed};
+
+/// A QUIC transport plan for node `name` with the credentials in `pki_dir`, listening on
+/// `listen`, keeping sessions with `peers`.
+pub fn quic_plan(
+    pki_dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    peers: Vec<(String, Address)>,
+) -> anyhow::Result<TransportPlan> {
+    let credentials = NodeCredentials::load(pki_dir, name)
+        .with_context(|| format!("loading {name}'s certificate from {}", pki_dir.display()))?;
+    let ca = load_ca_cert(pki_dir).with_context(|| format!("loading ca.crt from {}", pki_dir.display()))?;
+    let identity = credentials.identity.clone();
+    let policy = AdmissionPolicy::cluster(identity.cluster.clone());
+    let network = move || {
+        let setup = QuicSetup {
+            bind: listen,
+            credentials: credentials.clone(),
+            ca: ca.clone(),
+            policy: policy.clone(),
+            tuning: QuicTuning::default(),
+        };
+        Ok(Network::Quic(Box::new(setup)))
+    };
+    Ok(TransportPlan { identity, config: TransportConfig::default(), network: Arc::new(network), peers })
+}
+
+/// A connected client: keep it alive as long as the registry client is used.
+pub struct ClusterClient {
+    pub node: Node,
+    pub transport: Transport,
+    pub registry: RegistryClient,
+}
+
+impl ClusterClient {
+    /// Connects as `name` (credentials in `pki_dir`) to `masters`.
+    pub async fn connect(pki_dir: &Path, name: &str, masters: &[(String, SocketAddr)]) -> anyhow::Result<Self> {
+        let peers = masters.iter().map(|(id, address)| (id.clone(), Address::Udp(*address))).collect();
+        let listen = if masters.iter().all(|(_, address)| address.ip().is_loopback()) {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let plan = quic_plan(pki_dir, name, listen, peers)?;
+        let node = Node::builder(NodeId::new(name)?).seed(entropy_seed()).start().await?;
+        let network = (plan.network)()?;
+        let transport = Transport::start(&node, plan.identity, plan.config, network, None)
+            .await
+            .context("starting the client's transport")?;
+        for (peer, address) in &plan.peers {
+            transport.connect(peer, address.clone());
+        }
+        let ids = masters.iter().map(|(id, _)| id.clone()).collect();
+        let registry = RegistryClient::new(transport.clone(), ids, node.random_u64());
+        Ok(ClusterClient { node, transport, registry })
+    }
+
+    pub async fn close(self) {
+        self.transport.shutdown().await;
+        self.node.shutdown();
+    }
+}

@@ -1,0 +1,203 @@
+//! `flotilla master --config FILE`: the master's TOML configuration, parsed strictly (an
+//! unknown key is an error, not a typo silently ignored) and validated before anything
+//! starts. Every error names the file, and for a syntax or type error the line and column.
+//!
+//! ```toml
+//! [node]
+//! id = "m1"                         # this master's node id (its certificate must name it)
+//! data_dir = "/var/lib/flotilla/m1" # Raft log and hard state under data_dir/raft
+//! listen = "0.0.0.0:7100"           # UDP address of the QUIC transport
+//! pki_dir = "/etc/flotilla/pki"     # ca.crt, <id>.crt, <id>.key [default: data_dir/pki]
+//!
+//! [[masters]]                       # every voter, this one included (1, 3 or 5)
+//! id = "m1"
+//! address = "10.0.0.1:7100"
+//!
+//! [raft]                            # optional; the defaults suit a LAN
+//! election_timeout_min_ms = 150
+//! election_timeout_max_ms = 300
+//! heartbeat_interval_ms = 50
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flotilla_actors::election::core::RaftConfig;
+use serde::Deserialize;
+
+/// A master's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    pub node: NodeSection,
+    pub masters: Vec<MasterEntry>,
+    #[serde(default)]
+    pub raft: RaftSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub pki_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterEntry {
+    pub id: String,
+    pub address: SocketAddr,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let raft = RaftConfig::default();
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        RaftSection {
+            election_timeout_min_ms: millis(raft.election_timeout_min),
+            election_timeout_max_ms: millis(raft.election_timeout_max),
+            heartbeat_interval_ms: millis(raft.heartbeat_interval),
+        }
+    }
+}
+
+/// The most masters a cluster may have.
+const MAX_MASTERS: usize = 7;
+
+impl MasterConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> anyhow::Result<MasterConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// Parses and validates a configuration's text.
+    pub fn parse(text: &str) -> anyhow::Result<MasterConfig> {
+        let config: MasterConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !flotilla_transport::core::identity::valid_id(&self.node.id) {
+            bail!("node.id {:?} is not a valid node id ([a-z0-9._-], 1 to 63 characters)", self.node.id);
+        }
+        if self.masters.is_empty() || self.masters.len() > MAX_MASTERS {
+            bail!(
+                "masters lists {} masters; a cluster has 1 to {MAX_MASTERS} (3 or 5 tolerate failures)",
+                self.masters.len()
+            );
+        }
+        let mut ids = BTreeSet::new();
+        for master in &self.masters {
+            if !flotilla_transport::core::identity::valid_id(&master.id) {
+                bail!("masters: {:?} is not a valid node id", master.id);
+            }
+            if !ids.insert(master.id.as_str()) {
+                bail!("masters: {:?} is listed twice", master.id);
+            }
+        }
+        if !ids.contains(self.node.id.as_str()) {
+            bail!(
+                "masters does not list this node ({:?}); every voter, this one included, must be listed",
+                self.node.id
+            );
+        }
+        self.raft_config()?;
+        Ok(())
+    }
+
+    /// The Raft configuration, checked by the same rules `Raft::new` applies.
+    pub fn raft_config(&self) -> anyhow::Result<RaftConfig> {
+        let raft = &self.raft;
+        let config = RaftConfig {
+            election_timeout_min: Duration::from_millis(raft.election_timeout_min_ms),
+            election_timeout_max: Duration::from_millis(raft.election_timeout_max_ms),
+            heartbeat_interval: Duration::from_millis(raft.heartbeat_interval_ms),
+            retransmit_timeout: Duration::from_millis(raft.heartbeat_interval_ms.saturating_mul(2).max(1)),
+            ..RaftConfig::default()
+        };
+        config.validate().map_err(|error| anyhow::anyhow!("raft: {error}"))?;
+        Ok(config)
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.node.pki_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pki"))
+    }
+
+    /// The other masters, with their addresses.
+    pub fn peers(&self) -> Vec<&MasterEntry> {
+        self.masters.iter().filter(|master| master.id != self.node.id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = "m1"
+data_dir = "/tmp/m1"
+listen = "127.0.0.1:7101"
+
+[[masters]]
+id = "m1"
+address = "127.0.0.1:7101"
+
+[[masters]]
+id = "m2"
+address = "127.0.0.1:7102"
+"#;
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let config = MasterConfig::parse(GOOD).expect("valid");
+        assert_eq!(config.peers().len(), 1);
+        assert_eq!(config.pki_dir(), PathBuf::from("/tmp/m1/pki"));
+        assert_eq!(config.raft_config().unwrap().election_timeout_min, Duration::from_millis(150));
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", MasterConfig::parse(text).expect_err("invalid"))
+    }
+
+    #[test]
+    fn a_typo_is_refused_with_its_line() {
+        let error = error_of(&GOOD.replace("listen =", "lisen ="));
+        assert!(error.contains("line 5"), "{error}");
+        assert!(error.contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_with_its_line() {
+        let error = error_of(&GOOD.replace("\"127.0.0.1:7102\"", "\"nowhere\""));
+        assert!(error.contains("line 13"), "{error}");
+        assert!(error.contains("invalid socket address"), "{error}");
+    }
+
+    #[test]
+    fn inconsistent_masters_are_refused_with_the_reason() {
+        assert!(error_of(&GOOD.replace("id = \"m2\"", "id = \"m1\"")).contains("listed twice"));
+        assert!(
+            error_of(&GOOD.replace("id = \"m1\"\ndata_dir", "id = \"m9\"\ndata_dir"))
+                .contains("does not list this node")
+        );
+        let bad_timing = format!("{GOOD}\n[raft]\nheartbeat_interval_ms = 500\n");
+        assert!(error_of(&bad_timing).contains("heartbeat_interval"), "{}", error_of(&bad_timing));
+    }
+}

@@ -1,0 +1,142 @@
+//! Real `flotilla master` processes on loopback, for multi-process tests and benchmarks: a
+//! fresh cluster CA and certificates, one configuration file and data directory per master,
+//! and processes that can be killed (SIGKILL) and restarted under the same identity.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flotilla_transport::Role;
+
+use crate::client::ClusterClient;
+use crate::pki;
+
+/// The operator identity the cluster's clients use.
+pub const OPERATOR: &str = "operator";
+
+/// A cluster of master processes.
+pub struct LocalCluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    masters: Vec<(String, SocketAddr)>,
+    children: Vec<Option<Child>>,
+    /// Extra `[raft]` lines for every configuration.
+    raft: String,
+}
+
+impl LocalCluster {
+    /// Prepares (does not start) `count` masters under `dir`, which must not exist yet or be
+    /// empty. `binary` is the `flotilla` executable.
+    pub fn prepare(binary: &Path, dir: &Path, count: usize, raft: &str) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pki_dir = dir.join("pki");
+        pki::init_ca(&pki_dir, "local", true)?;
+        pki::issue(&pki_dir, OPERATOR, Role::Operator, &pki_dir, true)?;
+        let mut masters = Vec::new();
+        for i in 1..=count {
+            let id = format!("m{i}");
+            pki::issue(&pki_dir, &id, Role::Master, &pki_dir, true)?;
+            masters.push((id, free_udp_port()?));
+        }
+        let children = masters.iter().map(|_| None).collect();
+        Ok(LocalCluster { binary: binary.to_owned(), dir: dir.to_owned(), masters, children, raft: raft.to_owned() })
+    }
+
+    pub fn masters(&self) -> &[(String, SocketAddr)] {
+        &self.masters
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    fn config(&self, index: usize) -> String {
+        let (id, address) = &self.masters[index];
+        let mut text = format!(
+            "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\nlisten = \"{address}\"\npki_dir = \"{}\"\n",
+            self.dir.join(id).display(),
+            self.pki_dir().display()
+        );
+        for (peer, address) in &self.masters {
+            text.push_str(&format!("\n[[masters]]\nid = \"{peer}\"\naddress = \"{address}\"\n"));
+        }
+        if !self.raft.is_empty() {
+            text.push_str(&format!("\n[raft]\n{}\n", self.raft));
+        }
+        text
+    }
+
+    /// Starts master `index` and waits (at most `bound`) until it reports ready.
+    pub fn start(&mut self, index: usize, bound: Duration) -> anyhow::Result<()> {
+        let id = self.masters[index].0.clone();
+        let config = self.dir.join(format!("{id}.toml"));
+        std::fs::write(&config, self.config(index)).with_context(|| format!("writing {}", config.display()))?;
+        let mut child = Command::new(&self.binary)
+            .arg("master")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("the master's stdout")?;
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("flotilla master: ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        self.children[index] = Some(child);
+        if ready.recv_timeout(bound).is_err() {
+            self.kill(index);
+            bail!("master {id} did not report ready within {bound:?}");
+        }
+        Ok(())
+    }
+
+    pub fn start_all(&mut self, bound: Duration) -> anyhow::Result<()> {
+        (0..self.masters.len()).try_for_each(|index| self.start(index, bound))
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self, index: usize) -> bool {
+        self.children[index].is_some()
+    }
+
+    /// The index of master `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.masters.iter().position(|(master, _)| master == id)
+    }
+
+    /// A client connected to every master, as the operator.
+    pub async fn client(&self) -> anyhow::Result<ClusterClient> {
+        ClusterClient::connect(&self.pki_dir(), OPERATOR, &self.masters).await
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for index in 0..self.children.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// A UDP port free at the time of asking (the socket is closed before the master binds it).
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    let socket = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(socket.local_addr()?)
+}
