@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
-use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, RaftConfig};
+use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, RaftConfig, SnapshotMeta};
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::registry::client::{ClientError, RegistryClient};
 use flotilla_actors::registry::core::{EventKind, Txn};
@@ -39,7 +39,18 @@ impl RaftStorage for SharedDisk {
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
         self.0.lock().unwrap().persist(hard_state, entries)
     }
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
+        self.0.lock().unwrap().save_snapshot(meta, data, keep_log_after)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        self.0.lock().unwrap().snapshot()
+    }
 }
+
+/// Snapshots every 64 entries, so that the tests compact the log and stream snapshots.
+const SNAPSHOT_EVERY: u64 = 64;
 
 /// Which masters ran their leader-only subtree, and in which term, as the subtree saw it.
 type LeaderLog = Arc<Mutex<Vec<(String, u64, bool)>>>;
@@ -98,7 +109,7 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64, disk: &SharedDi
         me: PeerId::from(id),
         peers: MASTERS.iter().filter(|peer| **peer != id).map(|peer| PeerId::from(*peer)).collect(),
         raft: RaftConfig::default(),
-        registry: RegistryConfig::default(),
+        registry: RegistryConfig { snapshot_every: SNAPSHOT_EVERY, ..RegistryConfig::default() },
         tick_interval: Duration::from_millis(10),
         storage: Arc::new(move || Ok(Box::new(disk.clone()) as Box<dyn RaftStorage + Send>)),
         transport: Arc::new(move || Some(current.clone())),
@@ -293,6 +304,39 @@ async fn a_partitioned_leader_loses_its_subtree_and_a_new_leader_takes_writes() 
     cluster.net.heal(cut);
     let (_, kv) = client.get("/k", LONG).await.expect("read");
     assert_eq!(kv.map(|kv| kv.value), Some(b"during".to_vec()));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_follower_cut_off_while_the_log_is_compacted_catches_up_from_a_snapshot() {
+    let cluster = Cluster::start(3).await;
+    let (transport, mut client) = cluster.client("c1", &MASTERS).await;
+    let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
+    let lagging = MASTERS.iter().copied().find(|m| *m != leader).unwrap();
+    let behind = client.status_of(lagging).await.expect("status").applied;
+    let cut =
+        cluster.net.inject(Fault::Partition { a: NodeSet::one(lagging), b: NodeSet::All, one_way: false }).unwrap();
+    // Three snapshots' worth of writes: the leader compacts past everything `lagging` has.
+    for i in 0..3 * SNAPSHOT_EVERY {
+        client.put(&format!("/k/{i}"), format!("{i}").as_bytes(), LONG).await.expect("write");
+    }
+    let before = client.status_of(&leader).await.expect("status");
+    cluster.net.heal(cut);
+    let caught_up = wait_until("the cut-off follower catches up", LONG, async || {
+        let status = client.status_of(lagging).await.ok()?;
+        (status.revision == before.revision).then_some(status)
+    })
+    .await;
+    // The leader had compacted the entries the follower lacked: only a snapshot could bring it
+    // here.
+    assert!(before.snapshot > behind, "the leader compacted past {behind}: {before:?}");
+    assert!(caught_up.snapshot >= before.snapshot, "it installed a snapshot: {caught_up:?}");
+    // Its state is the leader's: a read through it alone sees the last write.
+    let mut via = RegistryClient::new(transport.clone(), vec![lagging.to_owned()], 4242);
+    let last = format!("/k/{}", 3 * SNAPSHOT_EVERY - 1);
+    assert_eq!(
+        via.get(&last, LONG).await.expect("read").1.map(|kv| kv.value),
+        Some(format!("{}", 3 * SNAPSHOT_EVERY - 1).into_bytes())
+    );
 }
 
 // --- The seeded battery ----------------------------------------------------------------------

@@ -119,9 +119,18 @@ pub enum CallError {
 /// A bulk transfer received from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BulkTransfer {
+    /// The sending node, as its session authenticated it.
     pub from: String,
+    pub from_role: Role,
     pub channel: String,
     pub data: Bytes,
+}
+
+/// Where the bulk transfers of a channel go.
+#[derive(Clone)]
+enum BulkSink {
+    Queue(mpsc::Sender<BulkTransfer>),
+    Actor(Arc<dyn Fn(BulkTransfer) + Send + Sync>),
 }
 
 /// Why a bulk transfer failed.
@@ -366,7 +375,7 @@ pub(crate) struct Shared {
     net: OnceLock<NetHandle>,
     peers: RwLock<BTreeMap<String, Arc<Peer>>>,
     exports: RwLock<BTreeMap<String, Export>>,
-    bulk: RwLock<BTreeMap<String, mpsc::Sender<BulkTransfer>>>,
+    bulk: RwLock<BTreeMap<String, BulkSink>>,
     pending: Mutex<BTreeMap<u64, Pending>>,
     monitors: Mutex<BTreeMap<u64, OutMonitor>>,
     next_id: AtomicU64,
@@ -910,8 +919,18 @@ impl Transport {
     /// Receives bulk transfers sent to `channel`; at most `depth` wait unread.
     pub fn bulk_channel(&self, channel: &str, depth: usize) -> mpsc::Receiver<BulkTransfer> {
         let (tx, rx) = mpsc::channel(depth.max(1));
-        self.shared.bulk.write().unwrap_or_else(|e| e.into_inner()).insert(channel.to_owned(), tx);
+        self.shared.bulk.write().unwrap_or_else(|e| e.into_inner()).insert(channel.to_owned(), BulkSink::Queue(tx));
         rx
+    }
+
+    /// Delivers each whole bulk transfer sent to `channel` to `actor`, wrapped by `wrap`
+    /// (a transfer cut short is never delivered). Replaces any earlier receiver of `channel`.
+    pub fn bulk_to_actor<M: ractor::Message>(&self, channel: &str, actor: &ActorRef<M>, wrap: fn(BulkTransfer) -> M) {
+        let actor = actor.clone();
+        let sink = BulkSink::Actor(Arc::new(move |transfer| {
+            let _ = actor.send_message(wrap(transfer));
+        }));
+        self.shared.bulk.write().unwrap_or_else(|e| e.into_inner()).insert(channel.to_owned(), sink);
     }
 
     /// Sends `data` to `channel` on `node` over a stream of its own, so that it never delays
@@ -930,6 +949,23 @@ impl Transport {
         tx.write_all(&header).await.map_err(|e| BulkError::Stream(e.to_string()))?;
         tx.write_all(&data).await.map_err(|e| BulkError::Stream(e.to_string()))?;
         tx.finish();
+        Ok(())
+    }
+
+    /// Starts sending `data` to `channel` on `node` in the background (the task belongs to
+    /// the session and ends with it), for callers that must not wait, such as an actor
+    /// streaming a snapshot. Fails at once only if there is no session; a transfer that fails
+    /// later is logged and never delivered, so the receiver's protocol must retry.
+    pub fn start_bulk(&self, node: &str, channel: &str, data: Bytes) -> Result<(), BulkError> {
+        let session =
+            self.shared.peer(node).and_then(|p| p.session()).ok_or_else(|| BulkError::NotConnected(node.to_owned()))?;
+        let (transport, node, channel) = (self.clone(), node.to_owned(), channel.to_owned());
+        let task = tokio::spawn(async move {
+            if let Err(error) = transport.send_bulk(&node, &channel, data).await {
+                tracing::warn!(peer = %node, channel, %error, "background bulk transfer failed");
+            }
+        });
+        keep_task(&session.tasks, task.abort_handle());
         Ok(())
     }
 
@@ -1613,10 +1649,17 @@ async fn bulk_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) 
         };
         // Read concurrently so one slow transfer does not hold up the next.
         let from = peer.node.clone();
+        let from_role = session.sender.role;
         let task = tokio::spawn(async move {
             match reader.read_body(len as usize).await {
                 Ok(data) => {
-                    let _ = sink.send(BulkTransfer { from, channel, data: Bytes::from(data) }).await;
+                    let transfer = BulkTransfer { from, from_role, channel, data: Bytes::from(data) };
+                    match sink {
+                        BulkSink::Queue(queue) => {
+                            let _ = queue.send(transfer).await;
+                        }
+                        BulkSink::Actor(deliver) => deliver(transfer),
+                    }
                 }
                 Err(err) => tracing::warn!(peer = from, %err, "bulk transfer cut short"),
             }

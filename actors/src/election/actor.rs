@@ -8,25 +8,45 @@
 //! under the name of a voter (the certificate's node id and role over QUIC); a name written in
 //! the message itself is never trusted.
 //!
+//! Snapshots: the owner hands in a snapshot of its state machine ([`ElectionMsg::Compact`]);
+//! the actor stores it durably and compacts the log. A follower that needs compacted entries
+//! gets that snapshot streamed on the transport's bulk channel [`SNAPSHOT_CHANNEL`] (in the
+//! background: the actor never waits for a transfer), and installs it before anything else
+//! of its `Ready`; the owner restores from it ([`ElectionEvent::Restore`]).
+//!
 //! A storage error stops the actor with a failure: its supervisor restarts it, and the new
-//! instance reloads the hard state and log from the (new) storage it is given. Because
-//! `Persisted::applied` is 0, a restarted actor re-delivers committed entries from index 1:
-//! the owner must skip indexes it has already applied.
+//! instance reloads the snapshot, hard state and log from the (new) storage it is given. A
+//! restarted actor first hands the owner the stored snapshot, then re-delivers the committed
+//! entries after it: the owner must skip indexes it has already applied.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_supervisors::{Node, Rng};
-use flotilla_transport::{RemoteMessage, Role as NodeRole, Sender, Transport};
+use flotilla_transport::{BulkTransfer, RemoteMessage, Role as NodeRole, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use super::core::{Entry, Index, Message, PeerId, ProposeError, Raft, RaftConfig, ReadError, ReadState, Role, Term};
+use super::core::{
+    Entry, Index, Message, PeerId, ProposeError, Raft, RaftConfig, ReadError, ReadState, Role, SnapshotMeta, Term,
+};
 use crate::storage::RaftStorage;
 
 /// The name the election actor is exported under on every master.
 pub const ELECTION_NAME: &str = "election";
+
+/// The bulk channel snapshots are streamed on.
+pub const SNAPSHOT_CHANNEL: &str = "raft-snapshot";
+
+/// A snapshot as it travels on the bulk channel: the leader's term, where it ends, its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotTransfer {
+    term: Term,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
 
 /// How often the core's timers are advanced unless the arguments say otherwise.
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(10);
@@ -75,6 +95,9 @@ pub enum ElectionEvent {
     /// The outcome of an [`ElectionMsg::ProposeTagged`]: the entry's index and term, or why
     /// it was refused. Only an entry applied with that index and term is committed.
     Proposed { tag: u64, result: Result<(Index, Term), ProposeError> },
+    /// Replace the state machine by this snapshot (stored on start, or received from the
+    /// leader); the entries after `meta.index` follow as `Committed`.
+    Restore { meta: SnapshotMeta, data: Arc<Vec<u8>> },
 }
 
 /// Where the election actor sends its events.
@@ -96,6 +119,14 @@ pub enum ElectionMsg {
     /// Queue a linearizable read tagged `ctx`; the outcome comes back as an event.
     ReadIndex(u64),
     Status(RpcReplyPort<Status>),
+    /// The owner's snapshot of its state machine after applying `index`: store it and compact
+    /// the log through `index`.
+    Compact {
+        index: Index,
+        data: Vec<u8>,
+    },
+    /// A snapshot streamed by the leader.
+    SnapshotArrived(BulkTransfer),
     /// Carry out what the messages handled since the last flush produced (sent by the actor
     /// to itself, so that it queues behind the messages already waiting: a burst of proposals
     /// or appends becomes one `Ready`, one fsync).
@@ -129,6 +160,10 @@ pub struct ElectionState {
     events: EventSink,
     reported: Option<Status>,
     flush_scheduled: bool,
+    /// The latest stored snapshot, sent to followers that need it.
+    snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// A snapshot received from the leader, until the core says to install it.
+    received: Option<(SnapshotMeta, Vec<u8>)>,
     ticker: JoinHandle<()>,
 }
 
@@ -144,10 +179,12 @@ impl Actor for Election {
     ) -> Result<ElectionState, ActorProcessingErr> {
         let ElectionArgs { transport, me, peers, config, mut storage, node, events, tick_interval } = args;
         let persisted = storage.load()?;
+        let snapshot = storage.snapshot()?.map(|(meta, data)| (meta, Arc::new(data)));
         let mut rng = node.fork_rng();
         let raft = Raft::new(me, peers, config, persisted, node.now(), &mut rng)?;
         node.register(ELECTION_NAME, myself.get_cell())?;
         transport.export_from::<RaftEnvelope, ElectionMsg>(ELECTION_NAME, &myself, ElectionMsg::Inbound);
+        transport.bulk_to_actor(SNAPSHOT_CHANNEL, &myself, ElectionMsg::SnapshotArrived);
         let ticker = myself.send_interval(tick_interval, || ElectionMsg::Tick);
         let mut state = ElectionState {
             raft,
@@ -158,8 +195,13 @@ impl Actor for Election {
             events,
             reported: None,
             flush_scheduled: false,
+            snapshot,
+            received: None,
             ticker,
         };
+        if let Some((meta, data)) = &state.snapshot {
+            (state.events)(ElectionEvent::Restore { meta: *meta, data: Arc::clone(data) });
+        }
         state.report_leadership();
         Ok(state)
     }
@@ -215,6 +257,8 @@ impl Actor for Election {
                 let _ = reply.send(state.status());
             }
             ElectionMsg::Flush => state.flush_scheduled = false,
+            ElectionMsg::Compact { index, data } => state.compact(index, data)?,
+            ElectionMsg::SnapshotArrived(transfer) => state.snapshot_arrived(transfer),
         }
         if flush_now {
             state.drain()?;
@@ -251,10 +295,55 @@ impl ElectionState {
         }
     }
 
-    /// Carries out every pending `Ready`: persist, then send, then apply, then answer reads.
+    /// Stores the owner's snapshot through `index` and compacts the log; a snapshot no newer
+    /// than the last one is ignored.
+    fn compact(&mut self, index: Index, data: Vec<u8>) -> Result<(), ActorProcessingErr> {
+        let Some(term) = self.raft.term_at(index).filter(|_| index > self.raft.snapshot().index) else {
+            return Ok(());
+        };
+        let meta = SnapshotMeta { index, term };
+        self.storage.save_snapshot(meta, &data, true)?;
+        self.raft.compact(index)?;
+        self.snapshot = Some((meta, Arc::new(data)));
+        Ok(())
+    }
+
+    /// A snapshot from a master: kept until the core decides to install it.
+    fn snapshot_arrived(&mut self, transfer: BulkTransfer) {
+        if transfer.from_role != NodeRole::Master {
+            return;
+        }
+        let Ok(SnapshotTransfer { term, meta, data }) = postcard::from_bytes::<SnapshotTransfer>(&transfer.data) else {
+            return;
+        };
+        self.received = Some((meta, data));
+        let message = Message::InstallSnapshot { term, meta };
+        let _ = self.raft.step(self.node.now(), &PeerId(transfer.from), message);
+    }
+
+    /// Streams the latest snapshot to `peer` in the background.
+    fn send_snapshot(&self, peer: &PeerId) {
+        let Some((meta, data)) = &self.snapshot else { return };
+        let transfer = SnapshotTransfer { term: self.raft.term(), meta: *meta, data: data.to_vec() };
+        let Ok(bytes) = postcard::to_stdvec(&transfer) else { return };
+        // A failed transfer is retried by the core after its snapshot timeout.
+        let _ = self.transport.start_bulk(&peer.0, SNAPSHOT_CHANNEL, bytes.into());
+    }
+
+    /// Carries out every pending `Ready`: install, persist, then send, then apply, then answer
+    /// reads.
     fn drain(&mut self) -> Result<(), ActorProcessingErr> {
         while self.raft.has_ready() {
             let ready = self.raft.poll_ready();
+            if let Some(meta) = ready.install {
+                let Some((received, data)) = self.received.take().filter(|(received, _)| *received == meta) else {
+                    return Err(format!("asked to install snapshot {meta:?}, which never arrived").into());
+                };
+                self.storage.save_snapshot(received, &data, false)?;
+                let data = Arc::new(data);
+                self.snapshot = Some((meta, Arc::clone(&data)));
+                (self.events)(ElectionEvent::Restore { meta, data });
+            }
             if ready.hard_state.is_some() || !ready.entries.is_empty() {
                 self.storage.persist(ready.hard_state.as_ref(), &ready.entries)?;
             }
@@ -262,6 +351,9 @@ impl ElectionState {
                 let envelope = RaftEnvelope { message: out.message };
                 // Raft tolerates loss: an unreachable peer is retried by the core's timers.
                 let _ = self.transport.cast(&out.to.0, ELECTION_NAME, &envelope);
+            }
+            for peer in &ready.send_snapshots {
+                self.send_snapshot(peer);
             }
             if !ready.committed.is_empty() {
                 (self.events)(ElectionEvent::Committed(ready.committed));

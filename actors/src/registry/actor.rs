@@ -42,6 +42,9 @@ pub struct RegistryConfig {
     pub request_timeout: Duration,
     /// How often deadlines are checked and requests without a leader are re-routed.
     pub tick_interval: Duration,
+    /// A snapshot of the store is handed to the election actor (which compacts the log
+    /// through it) after this many applied entries.
+    pub snapshot_every: u64,
 }
 
 impl Default for RegistryConfig {
@@ -50,6 +53,7 @@ impl Default for RegistryConfig {
             store: StoreConfig::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tick_interval: Duration::from_millis(20),
+            snapshot_every: 10_000,
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct RegistryState {
     local_proposals: BTreeMap<u64, RequestId>,
     watches: BTreeMap<u64, Watch>,
     leadership: Option<ActorRef<LeadershipMsg>>,
+    /// The applied index of the last snapshot taken or restored.
+    last_snapshot: u64,
     ticker: JoinHandle<()>,
 }
 
@@ -202,6 +208,7 @@ impl Actor for Registry {
             local_proposals: BTreeMap::new(),
             watches: BTreeMap::new(),
             leadership: None,
+            last_snapshot: 0,
             ticker,
         })
     }
@@ -321,6 +328,7 @@ impl RegistryState {
             commit: status.map_or(0, |s| s.commit.0),
             applied: self.store.applied_index(),
             revision: self.store.revision(),
+            snapshot: self.last_snapshot,
         }
     }
 
@@ -479,6 +487,7 @@ impl RegistryState {
     fn election_event(&mut self, event: ElectionEvent) {
         match event {
             ElectionEvent::Committed(entries) => self.apply(&entries),
+            ElectionEvent::Restore { meta, data } => self.restore(meta.index.0, &data),
             ElectionEvent::ReadReady(read) => match self.remote_reads.remove(&read.ctx) {
                 Some((node, ctx)) => {
                     let message = PeerMessage::ReadIndexed { ctx, index: Some(read.index.0) };
@@ -560,6 +569,40 @@ impl RegistryState {
         }
         self.serve_reads();
         self.push_watches();
+        self.maybe_snapshot();
+    }
+
+    /// Replaces the store by a snapshot through `index` (unless the store is already there).
+    fn restore(&mut self, index: u64, data: &[u8]) {
+        if index <= self.store.applied_index() {
+            return;
+        }
+        match Store::restore(data) {
+            Ok(store) if store.applied_index() == index => {
+                self.store = store;
+                self.last_snapshot = index;
+                self.serve_reads();
+                self.push_watches();
+            }
+            Ok(store) => {
+                tracing::error!(index, found = store.applied_index(), "a snapshot does not end where its meta says")
+            }
+            Err(error) => tracing::error!(index, %error, "a snapshot does not restore"),
+        }
+    }
+
+    /// Hands the election actor a snapshot every `snapshot_every` applied entries.
+    fn maybe_snapshot(&mut self) {
+        let applied = self.store.applied_index();
+        if applied.saturating_sub(self.last_snapshot) < self.config.snapshot_every {
+            return;
+        }
+        if let Some(election) = self.election() {
+            let index = crate::election::core::Index(applied);
+            if election.send_message(ElectionMsg::Compact { index, data: self.store.snapshot() }).is_ok() {
+                self.last_snapshot = applied;
+            }
+        }
     }
 
     fn apply_command(&mut self, entry: &Entry) {

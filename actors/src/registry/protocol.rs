@@ -71,6 +71,8 @@ pub struct RegistryStatus {
     pub commit: u64,
     pub applied: u64,
     pub revision: Revision,
+    /// The applied index of the last snapshot this master took or installed.
+    pub snapshot: u64,
 }
 
 /// Why a request did not succeed.

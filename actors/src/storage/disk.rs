@@ -4,13 +4,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::election::core::{Entry, HardState, Index, Persisted};
+use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
 
 use super::core::{self, Tail};
-use super::{RaftStorage, StorageError, not_loaded};
+use super::{RaftStorage, StorageError, check_after_snapshot, not_loaded};
 
 /// The log's file name inside the storage directory.
 pub const LOG_FILE_NAME: &str = "raft.log";
+/// The snapshot's file name inside the storage directory.
+pub const SNAPSHOT_FILE_NAME: &str = "snapshot";
 
 /// A Raft log in `<dir>/raft.log`.
 ///
@@ -22,10 +24,13 @@ pub const LOG_FILE_NAME: &str = "raft.log";
 /// without touching the file.
 #[derive(Debug)]
 pub struct DiskStorage {
+    dir: PathBuf,
     path: PathBuf,
     file: File,
     /// The last stored index and the file's good length, once loaded.
     loaded: Option<(Index, u64)>,
+    /// Where the stored snapshot ends (index 0 without one), once loaded.
+    snapshot_end: Index,
     poisoned: bool,
     last_recovery: Option<Tail>,
 }
@@ -37,16 +42,53 @@ impl DiskStorage {
         fs::create_dir_all(dir).map_err(|error| StorageError::from_io(&error, dir))?;
         let path = dir.join(LOG_FILE_NAME);
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|error| StorageError::from_io(&error, &path))?;
+        let file = open_log(&path)?;
         if !existed {
             sync_dir(dir)?;
         }
-        Ok(DiskStorage { path, file, loaded: None, poisoned: false, last_recovery: None })
+        Ok(DiskStorage {
+            dir: dir.to_owned(),
+            path,
+            file,
+            loaded: None,
+            snapshot_end: Index(0),
+            poisoned: false,
+            last_recovery: None,
+        })
+    }
+
+    /// Writes `bytes` to `name` in the directory atomically: a temporary file, fsync'd, then
+    /// renamed over `name`, then the directory fsync'd.
+    fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let target = self.dir.join(name);
+        let temporary = self.dir.join(format!("{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&temporary)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        };
+        write().map_err(|error| StorageError::from_io(&error, &temporary))?;
+        fs::rename(&temporary, &target).map_err(|error| StorageError::from_io(&error, &target))?;
+        sync_dir(&self.dir)
+    }
+
+    fn read_log(&mut self) -> Result<core::Recovered, StorageError> {
+        let mut buffer = Vec::new();
+        self.file.seek(SeekFrom::Start(0)).map_err(|error| self.io(error))?;
+        self.file.read_to_end(&mut buffer).map_err(|error| self.io(error))?;
+        Ok(core::recover(&buffer)?)
+    }
+
+    fn read_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE_NAME);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let (meta, data) = core::decode_snapshot(&bytes)?;
+                Ok(Some((meta, data.to_vec())))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StorageError::from_io(&error, &path)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -76,19 +118,18 @@ impl DiskStorage {
 impl RaftStorage for DiskStorage {
     fn load(&mut self) -> Result<Persisted, StorageError> {
         self.loaded = None;
-        let mut buffer = Vec::new();
-        self.file.seek(SeekFrom::Start(0)).map_err(|error| self.io(error))?;
-        self.file.read_to_end(&mut buffer).map_err(|error| self.io(error))?;
-        let recovered = core::recover(&buffer)?;
+        let recovered = self.read_log()?;
         if let Tail::Torn { .. } = recovered.tail {
             self.file.set_len(recovered.valid_len).map_err(|error| self.io(error))?;
             self.file.sync_all().map_err(|error| self.io(error))?;
         }
+        let snapshot = self.read_snapshot()?.map(|(meta, _)| meta);
+        let persisted = core::with_snapshot(recovered.persisted, snapshot)?;
         self.poisoned = false;
         self.last_recovery = Some(recovered.tail);
-        let last = recovered.persisted.entries.last().map_or(Index(0), |entry| entry.index);
-        self.loaded = Some((last, recovered.valid_len));
-        Ok(recovered.persisted)
+        self.snapshot_end = persisted.snapshot.map_or(Index(0), |snapshot| snapshot.index);
+        self.loaded = Some((core::last_index(&persisted), recovered.valid_len));
+        Ok(persisted)
     }
 
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
@@ -96,6 +137,7 @@ impl RaftStorage for DiskStorage {
             return Err(StorageError::Poisoned);
         }
         let (last, len) = self.loaded.ok_or_else(not_loaded)?;
+        check_after_snapshot(self.snapshot_end, entries)?;
         let batch = core::encode_batch(last, hard_state, entries)?;
         if batch.is_empty() {
             return Ok(());
@@ -109,6 +151,36 @@ impl RaftStorage for DiskStorage {
         self.loaded = Some((last, len + batch.len() as u64));
         Ok(())
     }
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        self.loaded.ok_or_else(not_loaded)?;
+        self.replace_file(SNAPSHOT_FILE_NAME, &core::encode_snapshot(meta, data))?;
+        // From here a crash is safe: load continues the old log from the new snapshot.
+        let current = core::with_snapshot(self.read_log()?.persisted, Some(meta))?;
+        let log = core::compacted_log(&current, meta, keep_log_after)?;
+        self.replace_file(LOG_FILE_NAME, &log)?;
+        self.file = open_log(&self.path)?;
+        let rewritten = core::recover(&log)?.persisted;
+        self.snapshot_end = meta.index;
+        self.loaded = Some((core::last_index(&rewritten), log.len() as u64));
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        self.read_snapshot()
+    }
+}
+
+fn open_log(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|error| StorageError::from_io(&error, path))
 }
 
 /// Makes a new file's directory entry durable.

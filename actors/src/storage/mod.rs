@@ -7,12 +7,14 @@
 //! (what a crash leaves) is dropped on load; corruption anywhere else is an error, never
 //! silently accepted.
 //!
+//! Snapshots live next to the log: [`RaftStorage::save_snapshot`] writes the state machine's
+//! snapshot atomically (temporary file, fsync, rename), then rewrites the log to continue
+//! from it. [`Persisted::applied`] is the snapshot's index (the state machine is restored
+//! from it and re-applies only the entries after it).
+//!
 //! # Not yet
 //!
-//! - Compaction and snapshots: the log file only grows (as the in-memory log does).
 //! - Exclusive access: nothing stops two processes from opening the same directory.
-//! - Storing `applied`: [`Persisted::applied`] is always 0 (the state machine is rebuilt by
-//!   re-applying from index 1).
 
 pub mod core;
 mod disk;
@@ -24,9 +26,9 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-use crate::election::core::{Entry, HardState, Persisted};
+use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
 
-pub use disk::{DiskStorage, LOG_FILE_NAME};
+pub use disk::{DiskStorage, LOG_FILE_NAME, SNAPSHOT_FILE_NAME};
 pub use sim::SimDisk;
 
 /// Where a Raft node keeps its hard state and log.
@@ -43,6 +45,26 @@ pub trait RaftStorage {
     /// After an error nothing of this call is stored and the store stays usable, unless the
     /// error is [`StorageError::Poisoned`].
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Stores `data`, the state machine's snapshot through `meta`, durably, then rewrites the
+    /// log to continue from it: keeping the entries after `meta.index` if `keep_log_after` (a
+    /// compaction), none otherwise (installing a leader's snapshot). The hard state is kept.
+    /// A crash leaves the old snapshot and log, or the new snapshot with the old or the new
+    /// log; `load` makes the same `Persisted` of the last two.
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError>;
+
+    /// The stored snapshot and where it ends, if there is one.
+    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+}
+
+/// Refuses a persist whose entries reach into the snapshot (the core never sends one).
+fn check_after_snapshot(snapshot: Index, entries: &[Entry]) -> Result<(), StorageError> {
+    match entries.first() {
+        Some(first) if first.index <= snapshot => Err(StorageError::Rejected {
+            reason: format!("entry {} is inside the snapshot ending at {snapshot}", first.index),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Why a storage operation failed.

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use flotilla_supervisors::Rng;
 
-use crate::election::core::{Entry, HardState, Index, Persisted};
+use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
 
 use super::core::{self, Tail};
-use super::{RaftStorage, StorageError, not_loaded};
+use super::{RaftStorage, StorageError, check_after_snapshot, not_loaded};
 
 /// The name a simulated disk gives in its I/O errors.
 const SIM_PATH: &str = "<sim-disk>";
@@ -35,6 +35,8 @@ pub struct SimDisk {
     /// The last stored index (including unsynced batches), once loaded.
     loaded: Option<Index>,
     last_recovery: Option<Tail>,
+    /// The snapshot file: written whole and synced, as a rename makes it on a real disk.
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl SimDisk {
@@ -49,6 +51,7 @@ impl SimDisk {
             capacity: None,
             loaded: None,
             last_recovery: None,
+            snapshot: None,
         }
     }
 
@@ -97,6 +100,7 @@ impl SimDisk {
     /// then sees all of it or none.
     pub fn persist_unsynced(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
         let last = self.loaded.ok_or_else(not_loaded)?;
+        check_after_snapshot(self.snapshot.as_ref().map_or(Index(0), |(meta, _)| meta.index), entries)?;
         let batch = core::encode_batch(last, hard_state, entries)?;
         if batch.is_empty() {
             return Ok(());
@@ -165,13 +169,42 @@ impl RaftStorage for SimDisk {
             self.unsynced.truncate(valid - self.synced.len());
         }
         self.last_recovery = Some(recovered.tail);
-        self.loaded = Some(recovered.persisted.entries.last().map_or(Index(0), |entry| entry.index));
-        Ok(recovered.persisted)
+        let persisted = core::with_snapshot(recovered.persisted, self.snapshot.as_ref().map(|(meta, _)| *meta))?;
+        self.loaded = Some(core::last_index(&persisted));
+        Ok(persisted)
     }
 
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
         self.persist_unsynced(hard_state, entries)?;
         self.sync();
         Ok(())
+    }
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
+        self.loaded.ok_or_else(not_loaded)?;
+        if self.failing_writes > 0 {
+            self.failing_writes -= 1;
+            return Err(StorageError::Io {
+                kind: std::io::ErrorKind::Other,
+                path: PathBuf::from(SIM_PATH),
+                message: "injected write failure".to_owned(),
+            });
+        }
+        self.sync();
+        let current = core::with_snapshot(core::recover(&self.synced)?.persisted, Some(meta))?;
+        let log = core::compacted_log(&current, meta, keep_log_after)?;
+        if let Some(capacity) = self.capacity
+            && (log.len() + data.len()) as u64 > capacity
+        {
+            return Err(StorageError::Full);
+        }
+        self.snapshot = Some((meta, data.to_vec()));
+        self.loaded = Some(core::last_index(&core::recover(&log)?.persisted));
+        self.synced = log;
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        Ok(self.snapshot.clone())
     }
 }

@@ -353,3 +353,84 @@ fn io_errors_are_classified() {
         StorageError::Io { kind: std::io::ErrorKind::PermissionDenied, .. }
     ));
 }
+
+// --- Snapshots -----------------------------------------------------------------------------
+
+fn meta(index: u64, term: u64) -> SnapshotMeta {
+    SnapshotMeta { index: Index(index), term: crate::election::core::Term(term) }
+}
+
+/// Five entries of term 1 and a hard state, then a snapshot through 3: compaction keeps 4 and
+/// 5 after the base, survives a restart, and later appends continue the log; installing a
+/// leader's snapshot drops every entry.
+fn snapshots<S: RaftStorage>(mut storage: S, restart: impl Fn(S) -> S) {
+    storage.load().expect("load");
+    let entries: Vec<Entry> = (1..=5).map(|i| entry(1, i, &[i as u8])).collect();
+    storage.persist(Some(&hard_state(1, Some("a"), 5)), &entries).expect("persist");
+    storage.save_snapshot(meta(3, 1), b"state through 3", true).expect("compact");
+    let mut storage = restart(storage);
+    let loaded = storage.load().expect("load after compaction");
+    assert_eq!(loaded.snapshot, Some(meta(3, 1)));
+    assert_eq!(loaded.applied, Index(3));
+    assert_eq!(loaded.entries, entries[3..].to_vec());
+    assert_eq!(loaded.hard_state, hard_state(1, Some("a"), 5));
+    assert_eq!(storage.snapshot().expect("read"), Some((meta(3, 1), b"state through 3".to_vec())));
+
+    // Appends continue after the compacted log; an entry inside the snapshot is refused.
+    storage.persist(None, &[entry(2, 6, b"six")]).expect("append after compaction");
+    assert!(matches!(storage.persist(None, &[entry(2, 3, b"old")]), Err(StorageError::Rejected { .. })));
+    let mut storage = restart(storage);
+    assert_eq!(storage.load().expect("load").entries.last().map(|e| e.index), Some(Index(6)));
+
+    // A leader's snapshot replaces everything.
+    storage.save_snapshot(meta(9, 2), b"leader's state", false).expect("install");
+    let mut storage = restart(storage);
+    let loaded = storage.load().expect("load after install");
+    assert_eq!((loaded.snapshot, loaded.entries.len(), loaded.applied), (Some(meta(9, 2)), 0, Index(9)));
+    storage.persist(None, &[entry(2, 10, b"ten")]).expect("append after install");
+}
+
+#[test]
+fn disk_snapshots_compact_and_install_across_restarts() {
+    let dir = TempDir::new("snapshots");
+    let open = |path: &Path| DiskStorage::open(path).expect("open");
+    snapshots(open(&dir.0), |storage| open(storage.path().parent().expect("dir")));
+}
+
+#[test]
+fn sim_snapshots_compact_and_install_across_crashes() {
+    snapshots(SimDisk::new(Rng::seeded(5)), |mut disk| {
+        disk.crash();
+        disk
+    });
+}
+
+#[test]
+fn a_snapshot_saved_before_the_log_was_rewritten_still_loads() {
+    // What a crash between the two renames leaves: the new snapshot and the old log.
+    let dir = TempDir::new("snapshot-crash");
+    let mut storage = DiskStorage::open(&dir.0).expect("open");
+    storage.load().expect("load");
+    let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
+    storage.persist(Some(&hard_state(1, None, 4)), &entries).expect("persist");
+    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 1), b"s")).expect("write");
+    let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
+    assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 1)), Index(2)));
+    assert_eq!(loaded.entries, entries[2..].to_vec());
+}
+
+#[test]
+fn a_damaged_snapshot_file_is_reported_as_corruption() {
+    let dir = TempDir::new("snapshot-corrupt");
+    let mut storage = DiskStorage::open(&dir.0).expect("open");
+    storage.load().expect("load");
+    storage.persist(Some(&hard_state(1, None, 1)), &[entry(1, 1, b"x")]).expect("persist");
+    storage.save_snapshot(meta(1, 1), b"snapshot bytes", true).expect("snapshot");
+    let path = dir.0.join(SNAPSHOT_FILE_NAME);
+    let mut bytes = fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs::write(&path, bytes).expect("write");
+    let error = DiskStorage::open(&dir.0).expect("open").load().expect_err("corrupt");
+    assert!(matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("data checksum")), "{error}");
+}

@@ -37,10 +37,14 @@
 //!   the commit index (at least the start of the leader's term), the leader confirms it still
 //!   leads with one `ReadPing` round to a majority, and the read comes back in
 //!   [`Ready::reads`], to be answered once applied through its index. No clock is trusted.
+//! - Log compaction and snapshots (Raft §7): [`Raft::compact`] drops the log through an index
+//!   the shell's state machine snapshot covers; a follower whose next entry is compacted gets
+//!   the snapshot ([`Ready::send_snapshots`], no appends until it is acknowledged or
+//!   `snapshot_timeout` passes) and installs it ([`Message::InstallSnapshot`],
+//!   [`Ready::install`]) when it goes beyond its commit index.
 //!
 //! # Not yet
 //!
-//! - Snapshots and log compaction: the whole log stays in memory and on disk.
 //! - Membership changes: the voter set is fixed at construction.
 //! - Leader leases (reads always take a read-index round) and leadership transfer.
 
@@ -54,9 +58,10 @@ mod sim;
 mod tests;
 
 pub use raft::{
-    InitError, MAX_APPLY_PER_READY, MAX_ENTRIES_PER_MESSAGE, MAX_ENTRY_BYTES, MAX_INFLIGHT_LIMIT, MAX_PEERS,
-    MAX_PENDING_MESSAGES, MAX_PENDING_READS, ProposeError, Raft, RaftConfig, ReadError, Role, StepError,
+    CompactError, InitError, MAX_APPLY_PER_READY, MAX_ENTRIES_PER_MESSAGE, MAX_ENTRY_BYTES, MAX_INFLIGHT_LIMIT,
+    MAX_PEERS, MAX_PENDING_MESSAGES, MAX_PENDING_READS, ProposeError, Raft, RaftConfig, ReadError, Role, StepError,
 };
 pub use types::{
-    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready, Term,
+    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready,
+    SnapshotMeta, Term,
 };

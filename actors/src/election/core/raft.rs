@@ -9,7 +9,8 @@ use flotilla_supervisors::core::time::Time;
 
 use super::log::RaftLog;
 use super::types::{
-    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready, Term,
+    AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready,
+    SnapshotMeta, Term,
 };
 
 /// The most peers (voters other than this node) a cluster may have.
@@ -51,6 +52,8 @@ pub struct RaftConfig {
     pub pre_vote: bool,
     /// A leader that has not heard from a majority within `election_timeout_min` steps down.
     pub check_quorum: bool,
+    /// A snapshot sent to a follower and not acknowledged within this long is sent again.
+    pub snapshot_timeout: Duration,
 }
 
 impl Default for RaftConfig {
@@ -65,6 +68,7 @@ impl Default for RaftConfig {
             max_uncommitted_entries: 4096,
             pre_vote: true,
             check_quorum: true,
+            snapshot_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -89,6 +93,15 @@ pub enum ProposeError {
     TooLarge { size: usize, limit: usize },
     #[error("{limit} entries are already waiting to commit")]
     Backpressure { limit: usize },
+}
+
+/// Why [`Raft::compact`] refused to drop a prefix of the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    #[error("index {index} is not applied yet (applied through {applied})")]
+    NotApplied { index: Index, applied: Index },
+    #[error("index {index} is already compacted (the log starts after {snapshot})")]
+    AlreadyCompacted { index: Index, snapshot: Index },
 }
 
 /// Why [`Raft::read_index`] refused a read.
@@ -134,6 +147,9 @@ enum ReplicationState {
     Probe,
     /// Appends are pipelined up to `max_inflight_appends`.
     Replicate,
+    /// The entries the follower needs are compacted: the snapshot ending at `index` is being
+    /// streamed to it (sent at `sent`); no appends until it is acknowledged or times out.
+    Snapshot { index: Index, sent: Time },
 }
 
 /// A leader's view of one follower.
@@ -199,6 +215,9 @@ pub struct Raft {
     /// Entries appended since the last poll, contiguous.
     unstable: Vec<Entry>,
     messages: Vec<Outbound>,
+    /// A snapshot received from the leader, to be installed before anything else persists.
+    pending_install: Option<SnapshotMeta>,
+    snapshot_sends: Vec<PeerId>,
     confirmed_reads: Vec<ReadState>,
     failed_reads: Vec<u64>,
     dropped_messages: u64,
@@ -221,16 +240,18 @@ impl Raft {
         if peers.len() > MAX_PEERS {
             return Err(InitError::Peers("more peers than MAX_PEERS"));
         }
-        let Persisted { hard_state, entries, applied } = persisted;
-        validate_persisted(&me, &peers, &hard_state, &entries, applied)?;
+        let Persisted { hard_state, snapshot, entries, applied } = persisted;
+        validate_persisted(&me, &peers, &hard_state, snapshot, &entries, applied)?;
+        // The state machine starts from the snapshot, which holds only committed entries.
+        let compacted = snapshot.map_or(Index(0), |snapshot| snapshot.index);
         let mut raft = Raft {
             me,
             peers,
             term: hard_state.term,
             voted_for: hard_state.voted_for.clone(),
-            commit: hard_state.commit,
-            log: RaftLog::from_entries(entries),
-            applied,
+            commit: hard_state.commit.max(compacted),
+            log: RaftLog::from_parts(snapshot, entries),
+            applied: applied.max(compacted),
             role: Role::Follower,
             leader: None,
             now,
@@ -249,6 +270,8 @@ impl Raft {
             persisted_hard_state: hard_state,
             unstable: Vec::new(),
             messages: Vec::new(),
+            pending_install: None,
+            snapshot_sends: Vec::new(),
             confirmed_reads: Vec::new(),
             failed_reads: Vec::new(),
             dropped_messages: 0,
@@ -288,6 +311,32 @@ impl Raft {
 
     pub fn entry(&self, index: Index) -> Option<&Entry> {
         self.log.get(index)
+    }
+
+    /// The term of the entry at `index`: `None` beyond the log or inside its compacted
+    /// prefix (the snapshot's own end has its term).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// Where the compacted prefix of the log ends.
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.log.snapshot()
+    }
+
+    /// The highest index handed out for applying.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    /// The snapshot end a state machine snapshot taken now would have: the applied index and
+    /// its term (`None` if nothing was applied since the last compaction).
+    pub fn snapshot_point(&self) -> Option<SnapshotMeta> {
+        let index = self.applied;
+        if index <= self.log.snapshot().index {
+            return None;
+        }
+        Some(SnapshotMeta { index, term: self.log.term_at(index)? })
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -337,7 +386,7 @@ impl Raft {
                     // disruptive. Do not move to its term and do not answer.
                     return Ok(());
                 }
-                Message::AppendEntries { .. } | Message::ReadPing { .. } => {
+                Message::AppendEntries { .. } | Message::ReadPing { .. } | Message::InstallSnapshot { .. } => {
                     self.become_follower(msg_term, Some(from.clone()))
                 }
                 _ => self.become_follower(msg_term, None),
@@ -345,9 +394,9 @@ impl Raft {
         } else if msg_term < self.term {
             match message {
                 // Tell a stale leader (or pre-candidate) about the newer term so it steps down.
-                Message::AppendEntries { prev_index, .. } => {
-                    let result =
-                        AppendResult::Rejected { rejected: prev_index, hint_index: Index(0), hint_term: Term(0) };
+                Message::AppendEntries { prev_index: rejected, .. }
+                | Message::InstallSnapshot { meta: SnapshotMeta { index: rejected, .. }, .. } => {
+                    let result = AppendResult::Rejected { rejected, hint_index: Index(0), hint_term: Term(0) };
                     self.send(from, Message::AppendEntriesResponse { term: self.term, result });
                 }
                 Message::PreVote { .. } => {
@@ -369,6 +418,7 @@ impl Raft {
             Message::AppendEntriesResponse { result, .. } => self.handle_append_response(from, result),
             Message::ReadPing { round, .. } => self.handle_read_ping(from, round),
             Message::ReadPong { round, .. } => self.handle_read_pong(from, round),
+            Message::InstallSnapshot { meta, .. } => self.handle_install_snapshot(from, meta),
         }
         Ok(())
     }
@@ -391,6 +441,17 @@ impl Raft {
         self.broadcast_append();
         self.maybe_commit();
         Ok(index)
+    }
+
+    /// Drops the log through `index`, which a snapshot of the state machine taken after
+    /// applying it now covers (the shell stores that snapshot durably first). Followers that
+    /// need the dropped entries get the snapshot instead.
+    pub fn compact(&mut self, index: Index) -> Result<SnapshotMeta, CompactError> {
+        if index > self.applied {
+            return Err(CompactError::NotApplied { index, applied: self.applied });
+        }
+        let snapshot = self.log.snapshot().index;
+        self.log.compact(index).ok_or(CompactError::AlreadyCompacted { index, snapshot })
     }
 
     /// Queues a linearizable read tagged `ctx` (leader only). It comes back in
@@ -440,6 +501,8 @@ impl Raft {
             committed,
             reads: mem::take(&mut self.confirmed_reads),
             failed_reads: mem::take(&mut self.failed_reads),
+            install: self.pending_install.take(),
+            send_snapshots: mem::take(&mut self.snapshot_sends),
         }
     }
 
@@ -452,6 +515,8 @@ impl Raft {
             || self.read_ping_due
             || !self.confirmed_reads.is_empty()
             || !self.failed_reads.is_empty()
+            || self.pending_install.is_some()
+            || !self.snapshot_sends.is_empty()
     }
 
     // --- Roles ---------------------------------------------------------------------------------
@@ -673,6 +738,15 @@ impl Raft {
         self.leader_contact = Some(self.now);
         self.reset_election_timer();
 
+        let snapshot = self.log.snapshot();
+        let (prev_index, prev_term, entries) = if prev_index < snapshot.index {
+            // Entries through the snapshot are committed here, so they match the leader's:
+            // skip them and continue from the snapshot's end.
+            let rest: Vec<Entry> = entries.into_iter().filter(|entry| entry.index > snapshot.index).collect();
+            (snapshot.index, snapshot.term, rest)
+        } else {
+            (prev_index, prev_term, entries)
+        };
         if self.log.term_at(prev_index) != Some(prev_term) {
             let (hint_index, hint_term) = self.log.find_conflict_by_term(prev_index, prev_term);
             let result = AppendResult::Rejected { rejected: prev_index, hint_index, hint_term };
@@ -700,6 +774,29 @@ impl Raft {
             self.commit = new_commit;
         }
         let result = AppendResult::Accepted { match_index: last_new };
+        self.send(from, Message::AppendEntriesResponse { term: self.term, result });
+    }
+
+    fn handle_install_snapshot(&mut self, from: &PeerId, meta: SnapshotMeta) {
+        // Reached with the message's term equal to ours, so `from` is this term's leader.
+        if self.role == Role::Leader {
+            return;
+        }
+        if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
+            self.become_follower(self.term, Some(from.clone()));
+        }
+        self.leader_contact = Some(self.now);
+        self.reset_election_timer();
+        if meta.index > self.commit {
+            // Everything this node has is replaced: the snapshot holds only committed
+            // entries, and whatever followed here is re-sent by the leader.
+            self.log.install(meta);
+            self.unstable.clear();
+            self.commit = meta.index;
+            self.applied = meta.index;
+            self.pending_install = Some(meta);
+        }
+        let result = AppendResult::Accepted { match_index: meta.index.max(self.commit) };
         self.send(from, Message::AppendEntriesResponse { term: self.term, result });
     }
 
@@ -734,6 +831,15 @@ impl Raft {
                 if match_index > last_index {
                     return; // Claims entries this leader never sent.
                 }
+                if let ReplicationState::Snapshot { index, .. } = progress.state {
+                    if match_index < index {
+                        return; // A heartbeat's answer, from before the snapshot landed.
+                    }
+                    // Installed: replicate from just after it.
+                    progress.state = ReplicationState::Replicate;
+                    progress.next_index = match_index.next();
+                    progress.inflight.clear();
+                }
                 if match_index > progress.match_index {
                     progress.match_index = match_index;
                 }
@@ -751,8 +857,8 @@ impl Raft {
                 self.maybe_commit();
             }
             AppendResult::Rejected { rejected, hint_index, hint_term } => {
-                if rejected <= progress.match_index {
-                    return; // Stale: the follower has since matched beyond it.
+                if rejected <= progress.match_index || matches!(progress.state, ReplicationState::Snapshot { .. }) {
+                    return; // Stale, or answering a heartbeat while the snapshot streams.
                 }
                 let (index, _) = self.log.find_conflict_by_term(hint_index.min(rejected), hint_term);
                 let next = index.next().min(rejected).max(progress.match_index.next());
@@ -777,13 +883,21 @@ impl Raft {
                 ReplicationState::Replicate => {
                     progress.inflight.len() < max_inflight && progress.next_index <= last_index
                 }
+                ReplicationState::Snapshot { .. } => false,
             };
             if !can_send {
                 return;
             }
             progress.next_index = progress.next_index.min(last_index.next());
             let prev_index = progress.next_index.prev();
-            let Some(prev_term) = self.log.term_at(prev_index) else { return };
+            let Some(prev_term) = self.log.term_at(prev_index) else {
+                // The entries this follower needs are compacted: send the snapshot instead.
+                let snapshot = self.log.snapshot();
+                progress.state = ReplicationState::Snapshot { index: snapshot.index, sent: self.now };
+                progress.inflight.clear();
+                self.snapshot_sends.push(peer.clone());
+                return;
+            };
             let entries = self.log.slice(progress.next_index, max_batch);
             let last_sent = Index(prev_index.0.saturating_add(entries.len() as u64));
             progress.inflight.push_back((last_sent, self.now));
@@ -833,23 +947,38 @@ impl Raft {
         let now = self.now;
         let retransmit = self.config.retransmit_timeout;
         let last_index = self.log.last_index();
+        let snapshot_timeout = self.config.snapshot_timeout;
         let Some(progress) = self.progress.get_mut(peer) else { return };
         if progress.inflight.front().is_some_and(|(_, sent)| now.saturating_since(*sent) >= retransmit) {
             progress.state = ReplicationState::Probe;
             progress.next_index = progress.match_index.next();
             progress.inflight.clear();
         }
+        if let ReplicationState::Snapshot { sent, .. } = progress.state
+            && now.saturating_since(sent) >= snapshot_timeout
+        {
+            // The snapshot was lost (or the follower could not install it): start over.
+            progress.state = ReplicationState::Probe;
+            progress.next_index = progress.match_index.next();
+        }
         let sends_append = match progress.state {
             ReplicationState::Probe => progress.inflight.is_empty(),
             ReplicationState::Replicate => {
                 progress.inflight.len() < self.config.max_inflight_appends && progress.next_index <= last_index
             }
+            ReplicationState::Snapshot { .. } => false,
         };
         if sends_append {
             self.send_append(peer);
             return;
         }
-        let prev_index = progress.match_index;
+        // A heartbeat asserts the match index, or the snapshot's end while one streams (a
+        // follower still without it rejects, which is ignored; either way its timer resets).
+        let prev_index = match progress.state {
+            ReplicationState::Snapshot { index, .. } => index,
+            _ => progress.match_index,
+        };
+        let prev_index = if self.log.term_at(prev_index).is_some() { prev_index } else { self.log.snapshot().index };
         let Some(prev_term) = self.log.term_at(prev_index) else { return };
         let message = Message::AppendEntries {
             term: self.term,
@@ -969,6 +1098,9 @@ fn validate_config(config: &RaftConfig) -> Result<(), InitError> {
     if config.max_uncommitted_entries == 0 {
         return fail("max_uncommitted_entries must be positive");
     }
+    if config.snapshot_timeout.is_zero() {
+        return fail("snapshot_timeout must be positive");
+    }
     Ok(())
 }
 
@@ -976,14 +1108,22 @@ fn validate_persisted(
     me: &PeerId,
     peers: &BTreeSet<PeerId>,
     hard_state: &HardState,
+    snapshot: Option<SnapshotMeta>,
     entries: &[Entry],
     applied: Index,
 ) -> Result<(), InitError> {
     let fail = |why| Err(InitError::Persisted(why));
-    let mut previous_term = Term(0);
+    let snapshot = snapshot.unwrap_or_default();
+    if (snapshot.index == Index(0)) != (snapshot.term == Term(0)) {
+        return fail("a snapshot's index and term are zero together or not at all");
+    }
+    if snapshot.term > hard_state.term {
+        return fail("the snapshot's term is above the persisted term");
+    }
+    let mut previous_term = snapshot.term;
     for (position, entry) in entries.iter().enumerate() {
-        if entry.index != Index(position as u64 + 1) {
-            return fail("log entries are not contiguous from index 1");
+        if entry.index != Index(snapshot.index.0.saturating_add(position as u64 + 1)) {
+            return fail("log entries are not contiguous after the snapshot");
         }
         if entry.term < previous_term || entry.term == Term(0) {
             return fail("log entry terms decrease or are zero");
@@ -993,10 +1133,11 @@ fn validate_persisted(
     if previous_term > hard_state.term {
         return fail("a log entry's term is above the persisted term");
     }
-    if hard_state.commit > Index(entries.len() as u64) {
+    let last = Index(snapshot.index.0.saturating_add(entries.len() as u64));
+    if hard_state.commit > last {
         return fail("the commit index is beyond the log");
     }
-    if applied > hard_state.commit {
+    if applied > hard_state.commit.max(snapshot.index) {
         return fail("the applied index is beyond the commit index");
     }
     if let Some(voted) = &hard_state.voted_for
@@ -1010,6 +1151,12 @@ fn validate_persisted(
 
 /// Structural checks on a message from the network, before any state changes.
 fn validate_message(message: &Message) -> Result<(), StepError> {
+    if let Message::InstallSnapshot { term, meta } = message {
+        if meta.index == Index(0) || meta.term == Term(0) || meta.term > *term {
+            return Err(StepError::Malformed("a snapshot must end at an entry of a term up to the message's"));
+        }
+        return Ok(());
+    }
     let Message::AppendEntries { term, prev_index, prev_term, entries, .. } = message else { return Ok(()) };
     if entries.len() > MAX_ENTRIES_PER_MESSAGE {
         return Err(StepError::Malformed("more entries than MAX_ENTRIES_PER_MESSAGE"));

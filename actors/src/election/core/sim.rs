@@ -244,8 +244,12 @@ impl Sim {
         let names: Vec<PeerId> = self.nodes.iter().map(|node| node.id.clone()).collect();
         let node = &mut self.nodes[index];
         let peers = names.into_iter().filter(|name| *name != node.id).collect();
-        let persisted =
-            Persisted { hard_state: node.disk_hard_state.clone(), entries: node.disk_log.clone(), applied: Index(0) };
+        let persisted = Persisted {
+            snapshot: None,
+            hard_state: node.disk_hard_state.clone(),
+            entries: node.disk_log.clone(),
+            applied: Index(0),
+        };
         let raft = Raft::new(node.id.clone(), peers, self.config.clone(), persisted, self.now, &mut node.rng)
             .map_err(|error| format!("restart of {} failed: {error}", node.id))?;
         node.raft = Some(raft);

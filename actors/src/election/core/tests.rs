@@ -39,6 +39,7 @@ fn log_of(terms: &[u64]) -> Vec<Entry> {
 
 fn node_with(me: &str, others: &[&str], config: RaftConfig, term: u64, terms: &[u64]) -> Raft {
     let persisted = Persisted {
+        snapshot: None,
         hard_state: HardState { term: Term(term), voted_for: None, commit: Index(0) },
         entries: log_of(terms),
         applied: Index(0),
@@ -172,6 +173,7 @@ fn a_vote_is_refused_to_a_log_less_up_to_date() {
 #[test]
 fn a_restarted_node_keeps_its_vote() {
     let persisted = Persisted {
+        snapshot: None,
         hard_state: HardState { term: Term(1), voted_for: Some(id("a")), commit: Index(0) },
         entries: Vec::new(),
         applied: Index(0),
@@ -387,6 +389,7 @@ fn a_follower_truncates_a_conflicting_suffix_and_reports_the_overwrite() {
 #[test]
 fn a_committed_entry_is_never_overwritten() {
     let persisted = Persisted {
+        snapshot: None,
         hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
         entries: log_of(&[1, 2]),
         applied: Index(0),
@@ -595,6 +598,7 @@ fn new_refuses_bad_configs_and_corrupt_persisted_state() {
     let future_term = Persisted { entries: log_of(&[3]), ..Persisted::default() };
     assert!(matches!(new(&["b"], RaftConfig::default(), future_term), Err(InitError::Persisted(_))));
     let commit_beyond = Persisted {
+        snapshot: None,
         hard_state: HardState { term: Term(1), voted_for: None, commit: Index(2) },
         entries: log_of(&[1]),
         applied: Index(0),
@@ -605,6 +609,7 @@ fn new_refuses_bad_configs_and_corrupt_persisted_state() {
 #[test]
 fn a_restarted_node_re_applies_up_to_its_persisted_commit() {
     let persisted = Persisted {
+        snapshot: None,
         hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
         entries: log_of(&[1, 2, 2]),
         applied: Index(1),
@@ -806,4 +811,132 @@ fn a_single_node_confirms_reads_at_once() {
     raft.poll_ready();
     raft.read_index(3).expect("read");
     assert_eq!(raft.poll_ready().reads, vec![ReadState { ctx: 3, index: Index(1) }]);
+}
+
+// --- Snapshots and compaction ----------------------------------------------------------------
+
+/// A leader over peers b and c whose log holds `count` committed and applied commands: c
+/// acknowledged everything, b (down) nothing.
+fn leader_with_applied(count: u64) -> Raft {
+    leader_with_applied_under(count, RaftConfig::default())
+}
+
+fn leader_with_applied_under(count: u64, config: RaftConfig) -> Raft {
+    let mut raft = node("a", &["b", "c"], config);
+    elect(&mut raft, &["b", "c"], 1000);
+    for i in 0..count {
+        raft.propose(vec![i as u8]).expect("propose");
+    }
+    let term = raft.term().0;
+    let last = raft.last_index().0;
+    raft.step(at(1001), &id("c"), accepted(term, last)).expect("step");
+    raft.poll_ready();
+    assert_eq!(raft.applied(), Index(last));
+    raft
+}
+
+#[test]
+fn compaction_drops_applied_entries_and_refuses_what_it_cannot_drop() {
+    let mut raft = leader_with_applied(5);
+    assert_eq!(raft.compact(Index(9)), Err(CompactError::NotApplied { index: Index(9), applied: Index(6) }));
+    let meta = raft.compact(Index(4)).expect("applied entries compact");
+    assert_eq!(meta, SnapshotMeta { index: Index(4), term: raft.term() });
+    assert_eq!(raft.snapshot(), meta);
+    assert_eq!(raft.entry(Index(4)), None);
+    assert_eq!(raft.term_at(Index(4)), Some(raft.term()));
+    assert!(raft.entry(Index(5)).is_some());
+    assert_eq!(raft.compact(Index(3)), Err(CompactError::AlreadyCompacted { index: Index(3), snapshot: Index(4) }));
+}
+
+#[test]
+fn a_follower_behind_the_snapshot_gets_the_snapshot_then_appends() {
+    let mut raft = leader_with_applied(5);
+    raft.compact(Index(6)).expect("compact everything");
+    let term = raft.term();
+    // b never answered: its append is retransmitted from its match index 0, which is compacted.
+    raft.tick(at(1200), &mut Rng::seeded(3));
+    let ready = raft.poll_ready();
+    assert_eq!(ready.send_snapshots, vec![id("b")], "entries 1..=6 are compacted: send the snapshot");
+    assert!(sent_to(&ready, "b").is_empty(), "no append while the snapshot streams");
+
+    // New entries do not go to b until it acknowledges the snapshot.
+    raft.propose(b"x".to_vec()).expect("propose");
+    let ready = raft.poll_ready();
+    assert!(sent_to(&ready, "b").is_empty());
+    assert!(!sent_to(&ready, "c").is_empty());
+
+    raft.step(at(1003), &id("b"), accepted(term.0, 6)).expect("the snapshot is installed");
+    let ready = raft.poll_ready();
+    let appends = sent_to(&ready, "b");
+    assert!(
+        matches!(appends.first(), Some(Message::AppendEntries { prev_index: Index(6), entries, .. }) if entries.len() == 1),
+        "{appends:?}"
+    );
+}
+
+#[test]
+fn a_lost_snapshot_is_sent_again_after_the_snapshot_timeout() {
+    // Without check-quorum, so that the leader outlives c's silence in this test.
+    let mut raft = leader_with_applied_under(3, config(true, false));
+    raft.compact(Index(4)).expect("compact");
+    let mut rng = Rng::seeded(3);
+    raft.tick(at(1200), &mut rng);
+    assert_eq!(raft.poll_ready().send_snapshots, vec![id("b")]);
+    raft.tick(at(5000), &mut rng);
+    assert!(raft.poll_ready().send_snapshots.is_empty(), "still within the snapshot timeout");
+    raft.tick(at(12_000), &mut rng);
+    assert_eq!(raft.poll_ready().send_snapshots, vec![id("b")]);
+}
+
+#[test]
+fn a_follower_installs_a_snapshot_beyond_its_commit_and_replaces_its_log() {
+    let mut raft = node_with("b", &["a", "c"], RaftConfig::default(), 1, &[1, 1]);
+    let meta = SnapshotMeta { index: Index(10), term: Term(2) };
+    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(2), meta }).expect("step");
+    let ready = raft.poll_ready();
+    assert_eq!(ready.install, Some(meta));
+    assert!(ready.committed.is_empty(), "the snapshot replaces what would have been applied");
+    assert_eq!(sent_to(&ready, "a"), vec![accepted(2, 10)]);
+    assert_eq!((raft.commit_index(), raft.applied(), raft.last_index()), (Index(10), Index(10), Index(10)));
+    assert_eq!(ready.hard_state.map(|hard_state| hard_state.commit), Some(Index(10)));
+
+    // An older snapshot changes nothing and is answered with the commit index.
+    let old = SnapshotMeta { index: Index(5), term: Term(2) };
+    raft.step(at(11), &id("a"), Message::InstallSnapshot { term: Term(2), meta: old }).expect("step");
+    let ready = raft.poll_ready();
+    assert_eq!(ready.install, None);
+    assert_eq!(sent_to(&ready, "a"), vec![accepted(2, 10)]);
+}
+
+#[test]
+fn a_node_restarts_from_a_snapshot_and_the_log_after_it() {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(3), voted_for: None, commit: Index(2) },
+        snapshot: Some(SnapshotMeta { index: Index(5), term: Term(2) }),
+        entries: vec![Entry { term: Term(3), index: Index(6), kind: EntryKind::Command, data: vec![6] }],
+        applied: Index(5),
+    };
+    let raft = Raft::new(id("a"), peer_set(&["b"]), RaftConfig::default(), persisted, Time::ZERO, &mut Rng::seeded(1))
+        .unwrap();
+    assert_eq!((raft.commit_index(), raft.applied(), raft.last_index()), (Index(5), Index(5), Index(6)));
+
+    let gap = Persisted {
+        snapshot: Some(SnapshotMeta { index: Index(5), term: Term(2) }),
+        entries: log_of(&[2]),
+        hard_state: HardState { term: Term(3), ..HardState::default() },
+        ..Persisted::default()
+    };
+    let refused = Raft::new(id("a"), peer_set(&["b"]), RaftConfig::default(), gap, Time::ZERO, &mut Rng::seeded(1));
+    assert!(matches!(refused, Err(InitError::Persisted(_))));
+}
+
+#[test]
+fn a_malformed_install_snapshot_is_refused() {
+    let mut raft = node("b", &["a"], RaftConfig::default());
+    let zero = SnapshotMeta { index: Index(0), term: Term(0) };
+    let future = SnapshotMeta { index: Index(3), term: Term(9) };
+    for meta in [zero, future] {
+        let result = raft.step(at(1), &id("a"), Message::InstallSnapshot { term: Term(1), meta });
+        assert!(matches!(result, Err(StepError::Malformed(_))), "{result:?}");
+    }
 }

@@ -91,14 +91,24 @@ pub struct HardState {
     pub commit: Index,
 }
 
-/// What a node finds on disk when it starts: the last persisted hard state and log.
+/// Where a snapshot ends: the last log entry it includes, and that entry's term. The entries
+/// up to it are gone from the log; the snapshot's bytes replace them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub index: Index,
+    pub term: Term,
+}
+
+/// What a node finds on disk when it starts: the last persisted hard state, snapshot and log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
     pub hard_state: HardState,
-    /// The whole log, contiguous from index 1 (no compaction yet).
+    /// The snapshot the log continues from, if the log was compacted.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The log after the snapshot (from index 1 without one), contiguous.
     pub entries: Vec<Entry>,
-    /// The highest index the state machine has already applied (0 for an in-memory state
-    /// machine, which is rebuilt by re-applying from index 1).
+    /// The highest index the state machine has already applied: the snapshot's index when
+    /// the state machine is restored from it, 0 for an in-memory one rebuilt from the log.
     pub applied: Index,
 }
 
@@ -161,6 +171,13 @@ pub enum Message {
         term: Term,
         round: u64,
     },
+    /// A leader's snapshot, delivered whole: its bytes travel on the transport's bulk stream
+    /// and the shell feeds this message in once they have all arrived. Answered like an
+    /// append (accepted through `meta.index`).
+    InstallSnapshot {
+        term: Term,
+        meta: SnapshotMeta,
+    },
 }
 
 impl Message {
@@ -173,7 +190,8 @@ impl Message {
             | Message::AppendEntries { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::ReadPing { term, .. }
-            | Message::ReadPong { term, .. } => *term,
+            | Message::ReadPong { term, .. }
+            | Message::InstallSnapshot { term, .. } => *term,
         }
     }
 }
@@ -205,6 +223,12 @@ pub struct Outbound {
 ///    reordering.
 /// 3. **Apply** `committed`, in order: every entry is committed, has been persisted (by step 1
 ///    of this or an earlier `Ready`), and follows the previously applied one with no gap.
+///
+/// Snapshots add two duties. `install` (a follower receiving a leader's snapshot) comes first
+/// of all: store the snapshot received with this meta durably, replacing the whole log, and
+/// restore the state machine from it, before the persist step. `send_snapshots` are peers to
+/// stream this node's latest snapshot to (with the send step).
+///
 /// 4. **Answer reads**: each of `reads` may be served once the state machine has applied
 ///    through its index (at once if it already has); each of `failed_reads` lost its leader
 ///    before it was confirmed and must be retried (on the new leader).
@@ -219,6 +243,8 @@ pub struct Ready {
     pub committed: Vec<Entry>,
     pub reads: Vec<ReadState>,
     pub failed_reads: Vec<u64>,
+    pub install: Option<SnapshotMeta>,
+    pub send_snapshots: Vec<PeerId>,
 }
 
 impl Ready {
@@ -229,5 +255,7 @@ impl Ready {
             && self.committed.is_empty()
             && self.reads.is_empty()
             && self.failed_reads.is_empty()
+            && self.install.is_none()
+            && self.send_snapshots.is_empty()
     }
 }

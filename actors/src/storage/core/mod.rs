@@ -18,6 +18,8 @@
 //! - `2` truncate-from: `index: u64` — delete every entry at or above `index`
 //! - `3` append: `term: u64 | index: u64 | kind: u8 (0 noop, 1 command) | len: u32 | data`
 //! - `4` commit: `records: u32` — closes a batch of that many records
+//! - `5` base: `index: u64 | term: u64` — the log continues from a snapshot ending there
+//!   (entries through it are dropped); first in a log rewritten by compaction
 //!
 //! # Batches
 //!
@@ -41,6 +43,7 @@
 
 mod crc;
 mod record;
+mod snapshot;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -49,4 +52,8 @@ pub use crc::crc32c;
 pub use record::{
     BatchError, Corrupt, Decoded, HEADER_BYTES, Located, MAX_PAYLOAD_BYTES, MAX_PEER_ID_BYTES, Record, Recovered, Tail,
     decode, encode_batch, encode_record, recover, replay,
+};
+pub use snapshot::{
+    SNAPSHOT_HEADER_BYTES, compacted_log, decode_snapshot, encode_compacted_log, encode_snapshot, last_index,
+    with_snapshot,
 };

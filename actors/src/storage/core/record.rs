@@ -1,7 +1,7 @@
 //! Records: framing, payload encoding, decoding with torn-tail and corruption detection, and
 //! replay into a [`Persisted`].
 
-use crate::election::core::{Entry, EntryKind, HardState, Index, PeerId, Persisted, Term};
+use crate::election::core::{Entry, EntryKind, HardState, Index, PeerId, Persisted, SnapshotMeta, Term};
 
 use super::crc::crc32c;
 
@@ -20,6 +20,7 @@ const KIND_HARD_STATE: u8 = 1;
 const KIND_TRUNCATE_FROM: u8 = 2;
 const KIND_APPEND: u8 = 3;
 const KIND_COMMIT: u8 = 4;
+const KIND_BASE: u8 = 5;
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub enum Record {
     Append(Entry),
     /// Closes a batch of this many records (not counting itself).
     Commit { records: u32 },
+    /// The log continues from a snapshot ending here: the entries through it are dropped,
+    /// and the next append is at `index + 1`. First in a log rewritten by compaction.
+    Base(SnapshotMeta),
 }
 
 /// A record and the byte offset of its header.
@@ -164,6 +168,11 @@ pub fn encode_record(buffer: &mut Vec<u8>, record: &Record) -> Result<(), BatchE
             payload.push(KIND_COMMIT);
             payload.extend_from_slice(&records.to_le_bytes());
         }
+        Record::Base(meta) => {
+            payload.push(KIND_BASE);
+            payload.extend_from_slice(&meta.index.0.to_le_bytes());
+            payload.extend_from_slice(&meta.term.0.to_le_bytes());
+        }
     }
     frame(buffer, &payload)
 }
@@ -287,6 +296,7 @@ fn decode_payload(payload: &[u8]) -> Result<Record, String> {
             Record::Append(Entry { term, index, kind, data })
         }
         KIND_COMMIT => Record::Commit { records: reader.u32()? },
+        KIND_BASE => Record::Base(SnapshotMeta { index: Index(reader.u64()?), term: Term(reader.u64()?) }),
         other => return Err(format!("unknown record kind {other}")),
     };
     if !reader.bytes.is_empty() {
@@ -331,17 +341,29 @@ impl<'a> Reader<'a> {
 pub fn replay(records: Vec<Located>) -> Result<Persisted, Corrupt> {
     let mut persisted = Persisted::default();
     for Located { offset, record } in records {
-        let last = persisted.entries.len() as u64;
+        let base = persisted.snapshot.map_or(0, |snapshot| snapshot.index.0);
+        let last = base + persisted.entries.len() as u64;
         match record {
             Record::HardState(hard_state) => persisted.hard_state = hard_state,
-            Record::TruncateFrom(index) => {
-                if index.0 == 0 || index.0 > last + 1 {
+            Record::Base(meta) => {
+                if meta.index.0 < base || (meta.index.0 == 0) != (meta.term.0 == 0) {
                     return Err(Corrupt::at(
                         offset,
-                        format!("truncation from {index} outside a log ending at i{last}"),
+                        format!("base {} {} behind the log's base i{base}", meta.index, meta.term),
                     ));
                 }
-                persisted.entries.truncate((index.0 - 1) as usize);
+                let keep_from = usize::try_from(meta.index.0 - base).unwrap_or(usize::MAX).min(persisted.entries.len());
+                persisted.entries.drain(..keep_from);
+                persisted.snapshot = Some(meta);
+            }
+            Record::TruncateFrom(index) => {
+                if index.0 <= base || index.0 > last + 1 {
+                    return Err(Corrupt::at(
+                        offset,
+                        format!("truncation from {index} outside a log spanning i{}..=i{last}", base + 1),
+                    ));
+                }
+                persisted.entries.truncate((index.0 - base - 1) as usize);
             }
             Record::Append(entry) => {
                 if entry.index.0 != last + 1 {
