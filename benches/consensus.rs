@@ -157,13 +157,10 @@ impl FlotillaCluster {
     }
 }
 
-/// `target/release/flotilla`, next to `target/release/deps/consensus-*` (built by
-/// `cargo bench`, which builds the package's binary too).
+/// The `flotilla` binary of this build (cargo builds a package's binaries for its benches).
 fn flotilla_binary() -> anyhow::Result<PathBuf> {
-    let bench = std::env::current_exe()?;
-    let release = bench.parent().and_then(Path::parent).ok_or_else(|| anyhow::anyhow!("no target dir"))?;
-    let binary = release.join("flotilla");
-    anyhow::ensure!(binary.exists(), "{} is missing: run `cargo build --release` first", binary.display());
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_flotilla"));
+    anyhow::ensure!(binary.exists(), "{} is missing", binary.display());
     Ok(binary)
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the benchmark peers (Debian packages), then runs every benchmark unpinned and
-# pinned to one core (`taskset -c 0`), as BENCHMARKS.md records them.
+# Installs the benchmark peers (Debian packages), then runs every benchmark: the in-process
+# ones unpinned and pinned to one core (`taskset -c 0`), the multi-process consensus one
+# (three master processes and an etcd cluster, which need both cores) once, as
+# BENCHMARKS.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches/peers/install.sh
@@ -10,3 +12,5 @@ for bench in restart_latency actor_overhead transport; do
     echo "== $bench (pinned: taskset -c 0)"
     taskset -c 0 cargo bench -q --bench "$bench"
 done
+echo "== consensus"
+cargo bench -q --bench consensus

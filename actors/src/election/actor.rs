@@ -262,10 +262,12 @@ impl Actor for Election {
         }
         if flush_now {
             state.drain()?;
-            state.report_leadership();
         } else if state.raft.has_ready() && !state.flush_scheduled {
             state.flush_scheduled = myself.send_message(ElectionMsg::Flush).is_ok();
         }
+        // Also when nothing is to be drained: a leader stepping down on check-quorum changes
+        // only its role.
+        state.report_leadership();
         Ok(())
     }
 }
@@ -298,7 +300,10 @@ impl ElectionState {
     /// Stores the owner's snapshot through `index` and compacts the log; a snapshot no newer
     /// than the last one is ignored.
     fn compact(&mut self, index: Index, data: Vec<u8>) -> Result<(), ActorProcessingErr> {
-        let Some(term) = self.raft.term_at(index).filter(|_| index > self.raft.snapshot().index) else {
+        // Ignore a snapshot no newer than the last, or beyond what this (perhaps restarted)
+        // core has applied: it could not compact through it.
+        let compactable = index > self.raft.snapshot().index && index <= self.raft.applied();
+        let Some(term) = self.raft.term_at(index).filter(|_| compactable) else {
             return Ok(());
         };
         let meta = SnapshotMeta { index, term };
@@ -316,15 +321,20 @@ impl ElectionState {
         let Ok(SnapshotTransfer { term, meta, data }) = postcard::from_bytes::<SnapshotTransfer>(&transfer.data) else {
             return;
         };
-        self.received = Some((meta, data));
+        // Keep it only if the core takes it: an older or redundant transfer must not replace
+        // one that is waiting to be installed.
+        let waiting = self.received.replace((meta, data));
         let message = Message::InstallSnapshot { term, meta };
         let _ = self.raft.step(self.node.now(), &PeerId(transfer.from), message);
+        if self.raft.pending_install() != Some(meta) {
+            self.received = waiting;
+        }
     }
 
-    /// Streams the latest snapshot to `peer` in the background.
-    fn send_snapshot(&self, peer: &PeerId) {
+    /// Streams the latest snapshot to `peer` in the background, as its leader in `term`.
+    fn send_snapshot(&self, peer: &PeerId, term: Term) {
         let Some((meta, data)) = &self.snapshot else { return };
-        let transfer = SnapshotTransfer { term: self.raft.term(), meta: *meta, data: data.to_vec() };
+        let transfer = SnapshotTransfer { term, meta: *meta, data: data.to_vec() };
         let Ok(bytes) = postcard::to_stdvec(&transfer) else { return };
         // A failed transfer is retried by the core after its snapshot timeout.
         let _ = self.transport.start_bulk(&peer.0, SNAPSHOT_CHANNEL, bytes.into());
@@ -352,8 +362,8 @@ impl ElectionState {
                 // Raft tolerates loss: an unreachable peer is retried by the core's timers.
                 let _ = self.transport.cast(&out.to.0, ELECTION_NAME, &envelope);
             }
-            for peer in &ready.send_snapshots {
-                self.send_snapshot(peer);
+            for (peer, term) in &ready.send_snapshots {
+                self.send_snapshot(peer, *term);
             }
             if !ready.committed.is_empty() {
                 (self.events)(ElectionEvent::Committed(ready.committed));

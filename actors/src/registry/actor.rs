@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use flotilla_supervisors::Node;
 use flotilla_supervisors::core::time::Time;
-use flotilla_transport::{ReplyPort, Role as NodeRole, Sender, Transport};
+use flotilla_transport::{RemoteMonitor, ReplyPort, Role as NodeRole, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -28,7 +28,7 @@ use super::protocol::{
 };
 use crate::control_plane::leadership::LeadershipMsg;
 use crate::election::actor::{ELECTION_NAME, ElectionEvent, ElectionMsg, Status};
-use crate::election::core::{Entry, EntryKind};
+use crate::election::core::{Entry, EntryKind, ProposeError};
 
 /// How long a request may wait for a leader, a commit or a read index.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,6 +85,8 @@ pub enum RegistryMsg {
     Election(ElectionEvent),
     /// Send the current leadership status to this guard now and after every change.
     WatchLeadership(ActorRef<LeadershipMsg>),
+    /// The transport lost `node`: its watches end.
+    NodeDown(String),
     Tick,
 }
 
@@ -98,6 +100,7 @@ impl std::fmt::Debug for RegistryMsg {
             RegistryMsg::Peer(from, message) => write!(f, "Peer({}, {message:?})", from.node),
             RegistryMsg::Election(event) => write!(f, "Election({event:?})"),
             RegistryMsg::WatchLeadership(_) => f.write_str("WatchLeadership"),
+            RegistryMsg::NodeDown(node) => write!(f, "NodeDown({node})"),
             RegistryMsg::Tick => f.write_str("Tick"),
         }
     }
@@ -141,6 +144,18 @@ enum Sink {
     Remote { node: String, name: String },
 }
 
+impl Sink {
+    fn node(&self) -> Option<&String> {
+        match self {
+            Sink::Local(_) => None,
+            Sink::Remote { node, .. } => Some(node),
+        }
+    }
+}
+
+/// The most watches one remote node may hold on one master.
+const MAX_WATCHES_PER_NODE: usize = 1024;
+
 struct Watch {
     prefix: String,
     /// Every event up to this revision has been sent.
@@ -163,13 +178,17 @@ pub struct RegistryState {
     unrouted_writes: Vec<RequestId>,
     unrouted_reads: Vec<u64>,
     reads: BTreeMap<u64, PendingRead>,
-    /// Leader side: proposals and read-index rounds run for another master (tag → origin).
-    remote_proposals: BTreeMap<u64, (String, RequestId)>,
-    remote_reads: BTreeMap<u64, (String, u64)>,
+    /// Leader side: proposals and read-index rounds run for another master (tag → origin,
+    /// and when to forget it if the election actor never answers).
+    remote_proposals: BTreeMap<u64, (String, RequestId, Time)>,
+    remote_reads: BTreeMap<u64, (String, u64, Time)>,
     /// Leader side: this master's own proposals (tag → id), for refusals.
-    local_proposals: BTreeMap<u64, RequestId>,
+    local_proposals: BTreeMap<u64, (RequestId, Time)>,
     watches: BTreeMap<u64, Watch>,
     leadership: Option<ActorRef<LeadershipMsg>>,
+    /// Nodes holding watches here, monitored so that their watches end with them.
+    monitored: BTreeMap<String, RemoteMonitor>,
+    myself: ActorRef<RegistryMsg>,
     /// The applied index of the last snapshot taken or restored.
     last_snapshot: u64,
     ticker: JoinHandle<()>,
@@ -190,15 +209,19 @@ impl Actor for Registry {
         transport.export_call_from::<RegistryRequest, RegistryMsg>(REGISTRY_NAME, &myself, RegistryMsg::Remote);
         transport.export_from::<PeerMessage, RegistryMsg>(REGISTRY_NAME, &myself, RegistryMsg::Peer);
         let ticker = myself.send_interval(config.tick_interval, || RegistryMsg::Tick);
+        let client = node.random_u64();
+        // Tags name reads across masters: start each incarnation somewhere else, so that a
+        // late answer meant for a predecessor matches nothing here.
+        let first_tag = node.random_u64() >> 1;
         Ok(RegistryState {
-            client: node.random_u64(),
+            client,
             store: Store::new(config.store.clone()),
             node,
             transport,
             config,
             status: None,
             next_seq: 0,
-            next_tag: 0,
+            next_tag: first_tag,
             writes: BTreeMap::new(),
             unrouted_writes: Vec::new(),
             unrouted_reads: Vec::new(),
@@ -208,6 +231,8 @@ impl Actor for Registry {
             local_proposals: BTreeMap::new(),
             watches: BTreeMap::new(),
             leadership: None,
+            monitored: BTreeMap::new(),
+            myself: myself.clone(),
             last_snapshot: 0,
             ticker,
         })
@@ -220,6 +245,9 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
         state.node.unregister(REGISTRY_NAME, &myself.get_cell());
+        for (_, monitor) in std::mem::take(&mut state.monitored) {
+            state.transport.demonitor(monitor);
+        }
         state.transport.unexport(REGISTRY_NAME);
         for (_, write) in std::mem::take(&mut state.writes) {
             for reply in write.replies {
@@ -253,7 +281,7 @@ impl Actor for Registry {
                     state.peer(sender.node, message);
                 }
             }
-            RegistryMsg::Election(event) => state.election_event(event),
+            RegistryMsg::Election(event) => state.election_event(event)?,
             RegistryMsg::WatchLeadership(guard) => {
                 if let Some(status) = &state.status {
                     let _ = guard.send_message(LeadershipMsg::Changed(status.clone()));
@@ -261,6 +289,10 @@ impl Actor for Registry {
                 state.leadership = Some(guard);
             }
             RegistryMsg::Tick => state.tick(),
+            RegistryMsg::NodeDown(node) => {
+                state.watches.retain(|_, watch| watch.sink.node() != Some(&node));
+                state.monitored.remove(&node);
+            }
         }
         Ok(())
     }
@@ -309,7 +341,10 @@ impl RegistryState {
                 reply.send(answer);
             }
             RegistryRequest::Unwatch { watch } => {
-                self.watches.remove(&watch);
+                // Only the node that holds a watch may end it.
+                if self.watches.get(&watch).is_some_and(|held| held.sink.node() == from.as_ref()) {
+                    self.watches.remove(&watch);
+                }
                 reply.send(RegistryReply::Unwatched);
             }
             RegistryRequest::Status => {
@@ -371,7 +406,8 @@ impl RegistryState {
         let sent = match self.route() {
             Route::Local(election) => {
                 let tag = self.next_tag();
-                self.local_proposals.insert(tag, id.clone());
+                let deadline = self.deadline();
+                self.local_proposals.insert(tag, (id.clone(), deadline));
                 election.send_message(ElectionMsg::ProposeTagged(tag, command)).is_ok()
             }
             Route::Remote(leader) => {
@@ -440,18 +476,28 @@ impl RegistryState {
             PeerMessage::Propose { id, command } => match self.election().filter(|_| self.leads()) {
                 Some(election) => {
                     let tag = self.next_tag();
-                    self.remote_proposals.insert(tag, (from, id));
+                    let deadline = self.deadline();
+                    self.remote_proposals.insert(tag, (from, id, deadline));
                     let _ = election.send_message(ElectionMsg::ProposeTagged(tag, command));
                 }
                 None => {
-                    // Not the leader (any more): the origin re-sends to the next leader.
+                    // Not the leader (any more): the origin parks the write and routes it again.
+                    let message = PeerMessage::Refused { id, reason: "not the leader".to_owned(), retriable: true };
+                    let _ = self.transport.cast(&from, REGISTRY_NAME, &message);
                 }
             },
-            PeerMessage::Refused { id, reason } => self.fail_write(&id, RegistryFailure::Refused(reason)),
+            PeerMessage::Refused { id, reason, retriable } => {
+                if !retriable {
+                    self.fail_write(&id, RegistryFailure::Refused(reason));
+                } else if self.writes.contains_key(&id) && !self.unrouted_writes.contains(&id) {
+                    self.unrouted_writes.push(id);
+                }
+            }
             PeerMessage::ReadIndex { ctx } => match self.election().filter(|_| self.leads()) {
                 Some(election) => {
                     let tag = self.next_tag();
-                    self.remote_reads.insert(tag, (from, ctx));
+                    let deadline = self.deadline();
+                    self.remote_reads.insert(tag, (from, ctx, deadline));
                     let _ = election.send_message(ElectionMsg::ReadIndex(tag));
                 }
                 None => {
@@ -484,12 +530,12 @@ impl RegistryState {
 
     // --- Election events -------------------------------------------------------------------
 
-    fn election_event(&mut self, event: ElectionEvent) {
+    fn election_event(&mut self, event: ElectionEvent) -> Result<(), String> {
         match event {
-            ElectionEvent::Committed(entries) => self.apply(&entries),
-            ElectionEvent::Restore { meta, data } => self.restore(meta.index.0, &data),
+            ElectionEvent::Committed(entries) => return self.apply(&entries),
+            ElectionEvent::Restore { meta, data } => return self.restore(meta.index.0, &data),
             ElectionEvent::ReadReady(read) => match self.remote_reads.remove(&read.ctx) {
-                Some((node, ctx)) => {
+                Some((node, ctx, _)) => {
                     let message = PeerMessage::ReadIndexed { ctx, index: Some(read.index.0) };
                     let _ = self.transport.cast(&node, REGISTRY_NAME, &message);
                 }
@@ -501,7 +547,7 @@ impl RegistryState {
                 }
             },
             ElectionEvent::ReadFailed { ctx, .. } => match self.remote_reads.remove(&ctx) {
-                Some((node, ctx)) => {
+                Some((node, ctx, _)) => {
                     let _ = self.transport.cast(&node, REGISTRY_NAME, &PeerMessage::ReadIndexed { ctx, index: None });
                 }
                 None => {
@@ -510,9 +556,7 @@ impl RegistryState {
                     }
                 }
             },
-            ElectionEvent::Proposed { tag, result } => {
-                self.proposed(tag, result.map(|_| ()).map_err(|e| e.to_string()))
-            }
+            ElectionEvent::Proposed { tag, result } => self.proposed(tag, result.err()),
             ElectionEvent::Leadership(status) => {
                 let new_leader =
                     self.status.as_ref().map(|old| (&old.leader, old.term)) != Some((&status.leader, status.term));
@@ -525,19 +569,28 @@ impl RegistryState {
                 }
             }
         }
+        Ok(())
     }
 
     /// The outcome of a proposal this master made as the leader; only refusals need an
-    /// answer (an accepted proposal is answered when it is applied).
-    fn proposed(&mut self, tag: u64, result: Result<(), String>) {
-        if let Some((node, id)) = self.remote_proposals.remove(&tag) {
-            if let Err(reason) = result {
-                let _ = self.transport.cast(&node, REGISTRY_NAME, &PeerMessage::Refused { id, reason });
+    /// answer (an accepted proposal is answered when it is applied). Losing the leadership or
+    /// too many waiting writes leave the write pending, to be routed again; only a write too
+    /// large for any log fails.
+    fn proposed(&mut self, tag: u64, refusal: Option<ProposeError>) {
+        let retriable = !matches!(refusal, Some(ProposeError::TooLarge { .. }));
+        if let Some((node, id, _)) = self.remote_proposals.remove(&tag) {
+            if let Some(refusal) = refusal {
+                let message = PeerMessage::Refused { id, reason: refusal.to_string(), retriable };
+                let _ = self.transport.cast(&node, REGISTRY_NAME, &message);
             }
-        } else if let Some(id) = self.local_proposals.remove(&tag)
-            && let Err(reason) = result
+        } else if let Some((id, _)) = self.local_proposals.remove(&tag)
+            && let Some(refusal) = refusal
         {
-            self.fail_write(&id, RegistryFailure::Refused(reason));
+            if retriable {
+                self.unrouted_writes.push(id);
+            } else {
+                self.fail_write(&id, RegistryFailure::Refused(refusal.to_string()));
+            }
         }
     }
 
@@ -557,10 +610,16 @@ impl RegistryState {
         }
     }
 
-    fn apply(&mut self, entries: &[Entry]) {
+    /// Applies committed entries in order. A gap means this store missed entries (a snapshot
+    /// it could not restore): fail, so that the supervisor rebuilds it from the log.
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
         for entry in entries {
-            if entry.index.0 <= self.store.applied_index() {
+            let applied = self.store.applied_index();
+            if entry.index.0 <= applied {
                 continue; // Replayed by a restarted election actor.
+            }
+            if entry.index.0 != applied + 1 {
+                return Err(format!("entry {} follows applied index {applied}: entries are missing", entry.index));
             }
             match entry.kind {
                 EntryKind::Noop => self.store.apply_noop(entry.index.0),
@@ -570,25 +629,37 @@ impl RegistryState {
         self.serve_reads();
         self.push_watches();
         self.maybe_snapshot();
+        Ok(())
     }
 
     /// Replaces the store by a snapshot through `index` (unless the store is already there).
-    fn restore(&mut self, index: u64, data: &[u8]) {
+    /// A snapshot that does not restore is fatal: applying the entries after it to the old
+    /// state would silently diverge from the other masters.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
         if index <= self.store.applied_index() {
-            return;
+            return Ok(());
         }
-        match Store::restore(data) {
-            Ok(store) if store.applied_index() == index => {
-                self.store = store;
-                self.last_snapshot = index;
-                self.serve_reads();
-                self.push_watches();
-            }
-            Ok(store) => {
-                tracing::error!(index, found = store.applied_index(), "a snapshot does not end where its meta says")
-            }
-            Err(error) => tracing::error!(index, %error, "a snapshot does not restore"),
+        let store =
+            Store::restore(data).map_err(|error| format!("the snapshot through {index} does not restore: {error}"))?;
+        if store.applied_index() != index {
+            return Err(format!("the snapshot through {index} ends at {}", store.applied_index()));
         }
+        self.store = store;
+        self.last_snapshot = index;
+        // Writes applied inside the snapshot are answered from its record of their responses.
+        let ids: Vec<RequestId> = self.writes.keys().cloned().collect();
+        for id in ids {
+            if let Some(response) = self.store.recorded(&id).cloned()
+                && let Some(write) = self.writes.remove(&id)
+            {
+                for reply in write.replies {
+                    reply.send(RegistryReply::Written(response.clone()));
+                }
+            }
+        }
+        self.serve_reads();
+        self.push_watches();
+        Ok(())
     }
 
     /// Hands the election actor a snapshot every `snapshot_every` applied entries.
@@ -624,6 +695,22 @@ impl RegistryState {
         if let Err(error) = self.store.events_since(after, &prefix, 0) {
             return RegistryReply::Failed(RegistryFailure::Rejected(error));
         }
+        if let Sink::Remote { node, .. } = &sink {
+            let count = self.watches.values().filter(|watch| watch.sink.node() == Some(node)).count();
+            if count >= MAX_WATCHES_PER_NODE {
+                let why = format!("node {node} already has {count} watches (the limit is {MAX_WATCHES_PER_NODE})");
+                return RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid(why)));
+            }
+            // Its watches end when the node is lost: the watcher re-watches from its last
+            // revision when it reconnects.
+            if !self.monitored.contains_key(node) {
+                let (registry, down) = (self.myself.clone(), node.clone());
+                let monitor = self.transport.monitor_node(node, move |_| {
+                    let _ = registry.send_message(RegistryMsg::NodeDown(down.clone()));
+                });
+                self.monitored.insert(node.clone(), monitor);
+            }
+        }
         let id = self.next_tag();
         self.watches.insert(id, Watch { prefix, sent_through: after, sink });
         self.push_watch(id);
@@ -657,7 +744,8 @@ impl RegistryState {
                 return;
             }
         }
-        watch.sent_through = revision;
+        // A watcher may have asked from a revision this master has not reached yet.
+        watch.sent_through = watch.sent_through.max(revision);
         self.watches.insert(id, watch);
     }
 
@@ -686,7 +774,14 @@ impl RegistryState {
                 read.reply.send(RegistryReply::Failed(RegistryFailure::Timeout { timeout_ms }));
             }
         }
-        for id in std::mem::take(&mut self.unrouted_writes) {
+        // The election actor answers every tagged request unless it restarted meanwhile.
+        self.remote_proposals.retain(|_, (_, _, deadline)| *deadline > now);
+        self.remote_reads.retain(|_, (_, _, deadline)| *deadline > now);
+        self.local_proposals.retain(|_, (_, deadline)| *deadline > now);
+        let mut unrouted = std::mem::take(&mut self.unrouted_writes);
+        unrouted.sort();
+        unrouted.dedup();
+        for id in unrouted {
             self.route_write(id);
         }
         for ctx in std::mem::take(&mut self.unrouted_reads) {

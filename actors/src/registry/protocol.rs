@@ -122,8 +122,11 @@ impl RemoteMessage for WatchNotice {
 pub enum PeerMessage {
     /// Follower → leader: propose this encoded command (its id routes the answer back).
     Propose { id: RequestId, command: Vec<u8> },
-    /// Leader → follower: the proposal was refused; it will not be applied.
-    Refused { id: RequestId, reason: String },
+    /// Leader → follower: the proposal was refused. A `retriable` refusal (this master no
+    /// longer leads, or too many writes wait) says nothing about other copies of the write:
+    /// the origin keeps it pending and routes it again. Otherwise (too large) no copy can
+    /// ever be applied.
+    Refused { id: RequestId, reason: String, retriable: bool },
     /// Follower → leader: confirm a read tagged `ctx`.
     ReadIndex { ctx: u64 },
     /// Leader → follower: the read tagged `ctx` may be answered once applied through

@@ -217,7 +217,7 @@ pub struct Raft {
     messages: Vec<Outbound>,
     /// A snapshot received from the leader, to be installed before anything else persists.
     pending_install: Option<SnapshotMeta>,
-    snapshot_sends: Vec<PeerId>,
+    snapshot_sends: Vec<(PeerId, Term)>,
     confirmed_reads: Vec<ReadState>,
     failed_reads: Vec<u64>,
     dropped_messages: u64,
@@ -240,7 +240,16 @@ impl Raft {
         if peers.len() > MAX_PEERS {
             return Err(InitError::Peers("more peers than MAX_PEERS"));
         }
-        let Persisted { hard_state, snapshot, entries, applied } = persisted;
+        let Persisted { hard_state: stored, snapshot, entries, applied } = persisted;
+        // A snapshot installed from a leader of a later term may be on disk without that
+        // term (a crash between storing the snapshot and the hard state): this node had
+        // moved to the snapshot's term and voted in it for no one, so resume there.
+        let hard_state = match snapshot {
+            Some(snapshot) if snapshot.term > stored.term => {
+                HardState { term: snapshot.term, voted_for: None, commit: stored.commit }
+            }
+            _ => stored.clone(),
+        };
         validate_persisted(&me, &peers, &hard_state, snapshot, &entries, applied)?;
         // The state machine starts from the snapshot, which holds only committed entries.
         let compacted = snapshot.map_or(Index(0), |snapshot| snapshot.index);
@@ -267,7 +276,7 @@ impl Raft {
             read_round: 0,
             read_ping_due: false,
             pending_reads: VecDeque::new(),
-            persisted_hard_state: hard_state,
+            persisted_hard_state: stored,
             unstable: Vec::new(),
             messages: Vec::new(),
             pending_install: None,
@@ -327,6 +336,11 @@ impl Raft {
     /// The highest index handed out for applying.
     pub fn applied(&self) -> Index {
         self.applied
+    }
+
+    /// The snapshot the next `Ready` will ask to install, if any.
+    pub fn pending_install(&self) -> Option<SnapshotMeta> {
+        self.pending_install
     }
 
     /// The snapshot end a state machine snapshot taken now would have: the applied index and
@@ -788,13 +802,20 @@ impl Raft {
         self.leader_contact = Some(self.now);
         self.reset_election_timer();
         if meta.index > self.commit {
-            // Everything this node has is replaced: the snapshot holds only committed
-            // entries, and whatever followed here is re-sent by the leader.
-            self.log.install(meta);
-            self.unstable.clear();
-            self.commit = meta.index;
-            self.applied = meta.index;
-            self.pending_install = Some(meta);
+            if self.log.term_at(meta.index) == Some(meta.term) {
+                // This log already holds the snapshot's last entry, so (log matching) all it
+                // covers: keep the log, whose suffix this node may have acknowledged already,
+                // and only learn that the prefix is committed (Raft Fig. 13, step 6).
+                self.commit = meta.index;
+            } else {
+                // Otherwise everything here is replaced: the snapshot holds only committed
+                // entries, and whatever followed here is re-sent by the leader.
+                self.log.install(meta);
+                self.unstable.clear();
+                self.commit = meta.index;
+                self.applied = meta.index;
+                self.pending_install = Some(meta);
+            }
         }
         let result = AppendResult::Accepted { match_index: meta.index.max(self.commit) };
         self.send(from, Message::AppendEntriesResponse { term: self.term, result });
@@ -895,7 +916,7 @@ impl Raft {
                 let snapshot = self.log.snapshot();
                 progress.state = ReplicationState::Snapshot { index: snapshot.index, sent: self.now };
                 progress.inflight.clear();
-                self.snapshot_sends.push(peer.clone());
+                self.snapshot_sends.push((peer.clone(), self.term));
                 return;
             };
             let entries = self.log.slice(progress.next_index, max_batch);

@@ -856,7 +856,7 @@ fn a_follower_behind_the_snapshot_gets_the_snapshot_then_appends() {
     // b never answered: its append is retransmitted from its match index 0, which is compacted.
     raft.tick(at(1200), &mut Rng::seeded(3));
     let ready = raft.poll_ready();
-    assert_eq!(ready.send_snapshots, vec![id("b")], "entries 1..=6 are compacted: send the snapshot");
+    assert_eq!(ready.send_snapshots, vec![(id("b"), term)], "entries 1..=6 are compacted: send the snapshot");
     assert!(sent_to(&ready, "b").is_empty(), "no append while the snapshot streams");
 
     // New entries do not go to b until it acknowledges the snapshot.
@@ -879,13 +879,14 @@ fn a_lost_snapshot_is_sent_again_after_the_snapshot_timeout() {
     // Without check-quorum, so that the leader outlives c's silence in this test.
     let mut raft = leader_with_applied_under(3, config(true, false));
     raft.compact(Index(4)).expect("compact");
+    let term = raft.term();
     let mut rng = Rng::seeded(3);
     raft.tick(at(1200), &mut rng);
-    assert_eq!(raft.poll_ready().send_snapshots, vec![id("b")]);
+    assert_eq!(raft.poll_ready().send_snapshots, vec![(id("b"), term)]);
     raft.tick(at(5000), &mut rng);
     assert!(raft.poll_ready().send_snapshots.is_empty(), "still within the snapshot timeout");
     raft.tick(at(12_000), &mut rng);
-    assert_eq!(raft.poll_ready().send_snapshots, vec![id("b")]);
+    assert_eq!(raft.poll_ready().send_snapshots, vec![(id("b"), term)]);
 }
 
 #[test]
@@ -939,4 +940,34 @@ fn a_malformed_install_snapshot_is_refused() {
         let result = raft.step(at(1), &id("a"), Message::InstallSnapshot { term: Term(1), meta });
         assert!(matches!(result, Err(StepError::Malformed(_))), "{result:?}");
     }
+}
+
+#[test]
+fn a_follower_holding_the_snapshots_last_entry_keeps_its_log() {
+    // b acknowledged entries 1..=4 of term 1 but knows only 1 is committed; the leader's
+    // snapshot through 3 must not wipe entry 4, which the leader may count as replicated.
+    let mut raft = node_with("b", &["a", "c"], RaftConfig::default(), 1, &[1, 1, 1, 1]);
+    let meta = SnapshotMeta { index: Index(3), term: Term(1) };
+    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(1), meta }).expect("step");
+    let ready = raft.poll_ready();
+    assert_eq!(ready.install, None);
+    assert_eq!((raft.commit_index(), raft.last_index()), (Index(3), Index(4)));
+    assert_eq!(ready.committed.len(), 3, "the committed prefix is applied from the log");
+    assert_eq!(sent_to(&ready, "a"), vec![accepted(1, 3)]);
+}
+
+#[test]
+fn a_snapshot_of_a_later_term_than_the_stored_hard_state_lifts_the_term() {
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(3), voted_for: Some(id("b")), commit: Index(0) },
+        snapshot: Some(SnapshotMeta { index: Index(7), term: Term(5) }),
+        entries: Vec::new(),
+        applied: Index(7),
+    };
+    let mut raft =
+        Raft::new(id("a"), peer_set(&["b"]), RaftConfig::default(), persisted, Time::ZERO, &mut Rng::seeded(1))
+            .unwrap();
+    assert_eq!(raft.term(), Term(5));
+    let ready = raft.poll_ready();
+    assert_eq!(ready.hard_state, Some(HardState { term: Term(5), voted_for: None, commit: Index(7) }));
 }

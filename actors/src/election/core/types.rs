@@ -244,7 +244,9 @@ pub struct Ready {
     pub reads: Vec<ReadState>,
     pub failed_reads: Vec<u64>,
     pub install: Option<SnapshotMeta>,
-    pub send_snapshots: Vec<PeerId>,
+    /// Peers to stream the latest snapshot to, each with the term this node decided it in
+    /// as their leader (the transfer carries that term).
+    pub send_snapshots: Vec<(PeerId, Term)>,
 }
 
 impl Ready {

@@ -148,6 +148,12 @@ impl Store {
     }
 
     /// How many keys are stored.
+    /// The response recorded for request `id`, if it is the last one of its client that this
+    /// store remembers (an answer for a write that was applied from a snapshot).
+    pub fn recorded(&self, id: &RequestId) -> Option<&TxnResponse> {
+        self.dedup.get(&id.client).filter(|recorded| recorded.seq == id.seq).map(|recorded| &recorded.response)
+    }
+
     pub fn len(&self) -> usize {
         self.kvs.len()
     }

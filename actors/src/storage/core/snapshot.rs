@@ -105,8 +105,13 @@ pub fn with_snapshot(mut persisted: Persisted, meta: Option<SnapshotMeta>) -> Re
         let reason = format!("the snapshot file ends at {}, before the log's base {base}", meta.index);
         return Err(Corrupt { offset: 0, reason });
     }
+    // The entries after the snapshot continue it only if the log holds the snapshot's last
+    // entry (then, by log matching, everything before it too). Otherwise they may come from a
+    // diverged history (a crash while installing a leader's snapshot): drop them.
+    let continues = persisted.snapshot == Some(meta)
+        || persisted.entries.iter().any(|entry| entry.index == meta.index && entry.term == meta.term);
     persisted.entries.retain(|entry| entry.index > meta.index);
-    if persisted.entries.first().is_some_and(|entry| entry.index != meta.index.next()) {
+    if !continues || persisted.entries.first().is_some_and(|entry| entry.index != meta.index.next()) {
         persisted.entries.clear();
     }
     persisted.snapshot = Some(meta);
