@@ -434,3 +434,18 @@ fn a_damaged_snapshot_file_is_reported_as_corruption() {
     let error = DiskStorage::open(&dir.0).expect("open").load().expect_err("corrupt");
     assert!(matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("data checksum")), "{error}");
 }
+
+#[test]
+fn a_crash_while_installing_a_leaders_snapshot_drops_the_diverged_suffix() {
+    // The leader's snapshot (through 2, term 2) is on disk; the log still holds this node's
+    // own entries 1..=4 of term 1, which diverge from it at index 2.
+    let dir = TempDir::new("snapshot-install-crash");
+    let mut storage = DiskStorage::open(&dir.0).expect("open");
+    storage.load().expect("load");
+    let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
+    storage.persist(Some(&hard_state(1, None, 1)), &entries).expect("persist");
+    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 2), b"leader")).expect("write");
+    let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
+    assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 2)), Index(2)));
+    assert!(loaded.entries.is_empty(), "entries 3 and 4 follow a different entry 2: {:?}", loaded.entries);
+}
