@@ -97,7 +97,11 @@ async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (Node
     let node = Node::builder(NodeId::new(id).unwrap()).seed(seed).start().await.unwrap();
     let identity = PeerIdentity { cluster: ClusterId::new("test").unwrap(), node: id.into(), role };
     let network = flotilla_transport::Network::Sim(net.clone());
-    let transport = Transport::start(&node, identity, TransportConfig::default(), network, None).await.unwrap();
+    // SimNet loses a handshake cut by a partition for good, where QUIC would retransmit it
+    // as soon as the path heals; a 1 s handshake timeout stands in for that retransmission
+    // (with the default 5 s, a dial in flight at healing delays reconnection by up to 5 s).
+    let config = TransportConfig { handshake_timeout: Duration::from_secs(1), ..TransportConfig::default() };
+    let transport = Transport::start(&node, identity, config, network, None).await.unwrap();
     (node, transport)
 }
 
