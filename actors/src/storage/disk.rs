@@ -13,6 +13,8 @@ use super::{RaftStorage, StorageError, check_after_snapshot, not_loaded};
 pub const LOG_FILE_NAME: &str = "raft.log";
 /// The snapshot's file name inside the storage directory.
 pub const SNAPSHOT_FILE_NAME: &str = "snapshot";
+/// The file whose exclusive lock a store holds while it is open.
+pub const LOCK_FILE_NAME: &str = "lock";
 
 /// A Raft log in `<dir>/raft.log`.
 ///
@@ -31,6 +33,9 @@ pub struct DiskStorage {
     loaded: Option<(Index, u64)>,
     /// Where the stored snapshot ends (index 0 without one), once loaded.
     snapshot_end: Index,
+    /// Holds the directory's exclusive lock (released when the store is dropped or the
+    /// process dies): two processes appending to one log would corrupt it.
+    _lock: File,
     poisoned: bool,
     last_recovery: Option<Tail>,
 }
@@ -40,6 +45,7 @@ impl DiskStorage {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|error| StorageError::from_io(&error, dir))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(LOG_FILE_NAME);
         let existed = path.exists();
         let file = open_log(&path)?;
@@ -52,6 +58,7 @@ impl DiskStorage {
             file,
             loaded: None,
             snapshot_end: Index(0),
+            _lock: lock,
             poisoned: false,
             last_recovery: None,
         })
@@ -171,6 +178,22 @@ impl RaftStorage for DiskStorage {
 
     fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         self.read_snapshot()
+    }
+}
+
+/// Takes the directory's exclusive lock, or says who cannot have it.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| StorageError::from_io(&error, &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
+        Err(fs::TryLockError::Error(error)) => Err(StorageError::from_io(&error, &path)),
     }
 }
 

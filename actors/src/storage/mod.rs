@@ -12,9 +12,9 @@
 //! from it. [`Persisted::applied`] is the snapshot's index (the state machine is restored
 //! from it and re-applies only the entries after it).
 //!
-//! # Not yet
-//!
-//! - Exclusive access: nothing stops two processes from opening the same directory.
+//! A [`DiskStorage`] holds an exclusive lock on its directory while open, so a second process
+//! (or a second store in one process) pointed at the same directory is refused with
+//! [`StorageError::Locked`] instead of corrupting the log.
 
 pub mod core;
 mod disk;
@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
 
-pub use disk::{DiskStorage, LOG_FILE_NAME, SNAPSHOT_FILE_NAME};
+pub use disk::{DiskStorage, LOCK_FILE_NAME, LOG_FILE_NAME, SNAPSHOT_FILE_NAME};
 pub use sim::SimDisk;
 
 /// Where a Raft node keeps its hard state and log.
@@ -83,6 +83,9 @@ pub enum StorageError {
     /// log, an oversize entry, `persist` before `load`); nothing was written.
     #[error("rejected: {reason}")]
     Rejected { reason: String },
+    /// Another store (in this process or another) holds the directory's lock.
+    #[error("{} is locked by another store: is another master running on this data directory?", path.display())]
+    Locked { path: PathBuf },
     /// An earlier failure could not be rolled back, so what is on disk is unknown: reopen the
     /// store (which recovers from the file) before using it again.
     #[error("storage poisoned by an earlier failure that could not be rolled back; reopen it")]

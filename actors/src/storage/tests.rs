@@ -394,7 +394,10 @@ fn snapshots<S: RaftStorage>(mut storage: S, restart: impl Fn(S) -> S) {
 fn disk_snapshots_compact_and_install_across_restarts() {
     let dir = TempDir::new("snapshots");
     let open = |path: &Path| DiskStorage::open(path).expect("open");
-    snapshots(open(&dir.0), |storage| open(storage.path().parent().expect("dir")));
+    snapshots(open(&dir.0), |storage| {
+        drop(storage); // A new process: the old one released the directory's lock.
+        open(&dir.0)
+    });
 }
 
 #[test]
@@ -414,6 +417,7 @@ fn a_snapshot_saved_before_the_log_was_rewritten_still_loads() {
     let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
     storage.persist(Some(&hard_state(1, None, 4)), &entries).expect("persist");
     fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 1), b"s")).expect("write");
+    drop(storage);
     let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
     assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 1)), Index(2)));
     assert_eq!(loaded.entries, entries[2..].to_vec());
@@ -431,6 +435,7 @@ fn a_damaged_snapshot_file_is_reported_as_corruption() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     fs::write(&path, bytes).expect("write");
+    drop(storage);
     let error = DiskStorage::open(&dir.0).expect("open").load().expect_err("corrupt");
     assert!(matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("data checksum")), "{error}");
 }
@@ -445,7 +450,18 @@ fn a_crash_while_installing_a_leaders_snapshot_drops_the_diverged_suffix() {
     let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
     storage.persist(Some(&hard_state(1, None, 1)), &entries).expect("persist");
     fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 2), b"leader")).expect("write");
+    drop(storage);
     let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
     assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 2)), Index(2)));
     assert!(loaded.entries.is_empty(), "entries 3 and 4 follow a different entry 2: {:?}", loaded.entries);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = TempDir::new("lock");
+    let first = DiskStorage::open(&dir.0).expect("open");
+    let second = DiskStorage::open(&dir.0);
+    assert!(matches!(&second, Err(StorageError::Locked { .. })), "{second:?}");
+    drop(first);
+    DiskStorage::open(&dir.0).expect("the lock is released with the store");
 }
