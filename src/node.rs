@@ -120,6 +120,7 @@ pub fn master_plan(me: &str, peers: &[String], raft: RaftConfig, raft_dir: PathB
     ControlPlanePlan {
         me: PeerId::from(me),
         peers: peers.iter().map(|peer| PeerId::from(peer.as_str())).collect(),
+        joining: false,
         raft,
         registry: RegistryConfig::default(),
         tick_interval: DEFAULT_TICK_INTERVAL,

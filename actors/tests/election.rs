@@ -59,6 +59,7 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64) -> Master {
         transport: transport.clone(),
         me: PeerId::from(id),
         peers: IDS.iter().filter(|p| **p != id).map(|p| PeerId::from(*p)).collect::<BTreeSet<_>>(),
+        joining: false,
         config: RaftConfig::default(),
         storage: Box::new(SimDisk::new(Rng::seeded(seed))),
         node,

@@ -4,7 +4,7 @@
 //! partitions and crashes whose client history must be linearizable and lose no acknowledged
 //! write. A failing seed is printed; `FLOTILLA_REGISTRY_SEEDS=N` runs more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use flotilla_actors::registry::actor::RegistryMsg;
 use flotilla_actors::registry::client::{ClientError, RegistryClient};
 use flotilla_actors::registry::core::{EventKind, Txn};
 use flotilla_actors::registry::protocol::{REGISTRY_NAME, RegistryReply, RegistryRequest, WatchBody, WatchNotice};
-use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError};
+use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
 use flotilla_supervisors::{
     ChildSpec, Node, NodeId, Rng, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec,
 };
@@ -43,11 +43,17 @@ impl RaftStorage for SharedDisk {
         self.0.lock().unwrap().persist(hard_state, entries)
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
-        self.0.lock().unwrap().save_snapshot(meta, data, keep_log_after)
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
+        self.0.lock().unwrap().save_snapshot(meta, voters, data, keep_log_after)
     }
 
-    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.0.lock().unwrap().snapshot()
     }
 }
@@ -111,6 +117,7 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64, disk: &SharedDi
     let plan = ControlPlanePlan {
         me: PeerId::from(id),
         peers: MASTERS.iter().filter(|peer| **peer != id).map(|peer| PeerId::from(*peer)).collect(),
+        joining: false,
         raft: RaftConfig::default(),
         registry: RegistryConfig { snapshot_every: SNAPSHOT_EVERY, ..RegistryConfig::default() },
         tick_interval: Duration::from_millis(10),

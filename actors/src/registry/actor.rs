@@ -533,7 +533,9 @@ impl RegistryState {
     fn election_event(&mut self, event: ElectionEvent) -> Result<(), String> {
         match event {
             ElectionEvent::Committed(entries) => return self.apply(&entries),
-            ElectionEvent::Restore { meta, data } => return self.restore(meta.index.0, &data),
+            ElectionEvent::Restore { meta, data, .. } => return self.restore(meta.index.0, &data),
+            // Membership reaches the registry in the next step.
+            ElectionEvent::Bootstrap { .. } | ElectionEvent::MembershipProposed { .. } => {}
             ElectionEvent::ReadReady(read) => match self.remote_reads.remove(&read.ctx) {
                 Some((node, ctx, _)) => {
                     let message = PeerMessage::ReadIndexed { ctx, index: Some(read.index.0) };
@@ -622,7 +624,7 @@ impl RegistryState {
                 return Err(format!("entry {} follows applied index {applied}: entries are missing", entry.index));
             }
             match entry.kind {
-                EntryKind::Noop => self.store.apply_noop(entry.index.0),
+                EntryKind::Noop | EntryKind::Config => self.store.apply_noop(entry.index.0),
                 EntryKind::Command => self.apply_command(entry),
             }
         }

@@ -1,7 +1,11 @@
 //! A deterministic cluster simulator for the Raft core: nodes on a virtual clock, a seeded
 //! network that drops, duplicates and reorders messages, partitions, crashes and restarts from
-//! the persisted state. The safety invariants are checked after every step; liveness after
-//! the faults heal. A failure names its seed; `FLOTILLA_RAFT_SEEDS=<n>` runs more seeds.
+//! the persisted state, and membership changes: one spare node starts as a joiner, and the
+//! leader adds a non-voter or removes a voter (itself included) one at a time, so the
+//! configuration moves between `size` and `size + 1` voters drawn from all `size + 1` nodes.
+//! The safety invariants are checked after every step; liveness after the faults heal (every
+//! voter of the leader's configuration applies fresh commands). A failure names its seed;
+//! `FLOTILLA_RAFT_SEEDS=<n>` runs more seeds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,6 +42,8 @@ fn chain_hash(previous: u64, entry: &Entry) -> u64 {
 
 struct SimNode {
     id: PeerId,
+    /// Started outside the configuration (the spare), and restarted the same way.
+    joining: bool,
     /// `None` while crashed.
     raft: Option<Raft>,
     rng: Rng,
@@ -58,6 +64,13 @@ struct InFlight {
 struct Sim {
     config: RaftConfig,
     nodes: Vec<SimNode>,
+    /// The bootstrap voters (every node but the spare).
+    bootstrap: BTreeSet<PeerId>,
+    /// Configuration entries appended so far; once there is one, a message from a node
+    /// outside the receiver's configuration may be refused.
+    membership_changes: u64,
+    /// Of those, the ones where the leader removed itself.
+    self_removals: u64,
     now: Time,
     rng: Rng,
     queue: Vec<InFlight>,
@@ -78,7 +91,13 @@ struct Sim {
 }
 
 impl Sim {
+    /// `size` voters, and with `spare` one more node that starts as a joiner and membership
+    /// changes among the chaos.
     fn new(seed: u64, size: usize) -> Sim {
+        Sim::build(seed, size, true)
+    }
+
+    fn build(seed: u64, size: usize, spare: bool) -> Sim {
         let mut rng = Rng::seeded(seed);
         let config = RaftConfig {
             pre_vote: rng.below(4) != 0,
@@ -87,17 +106,19 @@ impl Sim {
             max_inflight_appends: 1 + rng.below(4) as usize,
             ..RaftConfig::default()
         };
-        let names: Vec<PeerId> = (0..size).map(|n| PeerId(format!("n{n}"))).collect();
+        let names: Vec<PeerId> = (0..size + usize::from(spare)).map(|n| PeerId(format!("n{n}"))).collect();
+        let bootstrap: BTreeSet<PeerId> = names.iter().take(size).cloned().collect();
         let nodes = names
             .iter()
             .map(|name| {
                 let mut node_rng = rng.fork();
-                let peers = names.iter().filter(|other| *other != name).cloned().collect();
+                let joining = !bootstrap.contains(name);
                 let raft =
-                    Raft::new(name.clone(), peers, config.clone(), Persisted::default(), Time::ZERO, &mut node_rng)
+                    start_node(name, joining, &bootstrap, &config, Persisted::default(), Time::ZERO, &mut node_rng)
                         .expect("valid node");
                 SimNode {
                     id: name.clone(),
+                    joining,
                     raft: Some(raft),
                     rng: node_rng,
                     disk_hard_state: HardState::default(),
@@ -110,6 +131,9 @@ impl Sim {
         Sim {
             config,
             nodes,
+            bootstrap,
+            membership_changes: 0,
+            self_removals: 0,
             now: Time::ZERO,
             rng,
             queue: Vec::new(),
@@ -134,7 +158,8 @@ impl Sim {
                     self.deliver_one()?;
                 }
             }
-            900..960 => self.propose_somewhere()?,
+            900..950 => self.propose_somewhere()?,
+            950..960 => self.change_membership(),
             960..975 => self.change_partition(),
             975..982 => self.crash(),
             _ => self.restart_one()?,
@@ -176,7 +201,13 @@ impl Sim {
         let Some(raft) = self.nodes[in_flight.to].raft.as_mut() else { return Ok(()) };
         self.digest = fnv(self.digest, &[in_flight.from as u8, in_flight.to as u8]);
         self.digest = fnv(self.digest, &in_flight.message.term().0.to_le_bytes());
-        raft.step(now, &from, in_flight.message).map_err(|error| format!("a valid message was refused: {error}"))?;
+        match raft.step(now, &from, in_flight.message) {
+            Ok(()) => {}
+            // A message from a node outside the receiver's configuration (removed, or added
+            // in an entry the receiver has not seen) is refused by design.
+            Err(StepError::UnknownPeer(_)) if self.membership_changes > 0 => {}
+            Err(error) => return Err(format!("a valid message was refused: {error}")),
+        }
         self.process_ready(in_flight.to);
         Ok(())
     }
@@ -199,6 +230,39 @@ impl Sim {
             self.process_ready(index);
         }
         Ok(())
+    }
+
+    /// The leader (of the highest term) adds a node outside its configuration while it has
+    /// `size` voters, or removes one of its voters (perhaps itself) while it has more.
+    fn change_membership(&mut self) {
+        if self.nodes.len() == self.bootstrap.len() {
+            return;
+        }
+        let Some((leader, _)) = self.leader() else { return };
+        let pick = self.rng.below(1 << 16) as usize;
+        let all: Vec<PeerId> = self.nodes.iter().map(|node| node.id.clone()).collect();
+        let size = self.bootstrap.len();
+        let Some(raft) = self.nodes[leader].raft.as_mut() else { return };
+        let mut voters = raft.voters().clone();
+        let mut removes_itself = false;
+        if voters.len() > size {
+            let members: Vec<PeerId> = voters.iter().cloned().collect();
+            let removed = &members[pick % members.len()];
+            removes_itself = removed == raft.me();
+            voters.remove(removed);
+        } else {
+            let outside: Vec<&PeerId> = all.iter().filter(|node| !voters.contains(*node)).collect();
+            if outside.is_empty() {
+                return;
+            }
+            voters.insert(outside[pick % outside.len()].clone());
+        }
+        if raft.propose_membership(voters).is_ok() {
+            self.membership_changes += 1;
+            self.self_removals += u64::from(removes_itself);
+            self.digest = fnv(self.digest, &[0xC0]);
+            self.process_ready(leader);
+        }
     }
 
     fn change_partition(&mut self) {
@@ -241,17 +305,17 @@ impl Sim {
     }
 
     fn restart(&mut self, index: usize) -> Result<(), String> {
-        let names: Vec<PeerId> = self.nodes.iter().map(|node| node.id.clone()).collect();
         let node = &mut self.nodes[index];
-        let peers = names.into_iter().filter(|name| *name != node.id).collect();
         let persisted = Persisted {
             snapshot: None,
+            snapshot_voters: None,
             hard_state: node.disk_hard_state.clone(),
             entries: node.disk_log.clone(),
             applied: Index(0),
         };
-        let raft = Raft::new(node.id.clone(), peers, self.config.clone(), persisted, self.now, &mut node.rng)
-            .map_err(|error| format!("restart of {} failed: {error}", node.id))?;
+        let raft =
+            start_node(&node.id, node.joining, &self.bootstrap, &self.config, persisted, self.now, &mut node.rng)
+                .map_err(|error| format!("restart of {} failed: {error}", node.id))?;
         node.raft = Some(raft);
         self.process_ready(index);
         Ok(())
@@ -339,8 +403,8 @@ impl Sim {
             .map(|(index, raft)| (index, raft.term()))
     }
 
-    /// Heals every fault, then requires a leader to commit fresh commands on every node within
-    /// [`LIVENESS_BOUND`] of virtual time.
+    /// Heals every fault, then requires a leader to commit fresh commands on every voter of its
+    /// configuration within [`LIVENESS_BOUND`] of virtual time.
     fn heal_and_check_liveness(&mut self) -> Result<(), String> {
         self.faults = false;
         self.cut.clear();
@@ -360,7 +424,15 @@ impl Sim {
                 self.check()?;
             }
             let everywhere = |sim: &Sim, command: &Vec<u8>| {
-                sim.nodes.iter().all(|node| node.applied.iter().any(|entry| entry.data == *command))
+                let Some(voters) =
+                    sim.leader().and_then(|(leader, _)| sim.nodes[leader].raft.as_ref()).map(Raft::voters)
+                else {
+                    return false;
+                };
+                sim.nodes
+                    .iter()
+                    .filter(|node| voters.contains(&node.id))
+                    .all(|node| node.applied.iter().any(|entry| entry.data == *command))
             };
             if commands.iter().all(|command| everywhere(self, command)) {
                 return Ok(());
@@ -381,6 +453,24 @@ impl Sim {
         }
         let leader = self.leader().map(|(index, term)| format!("{} in {term}", self.nodes[index].id));
         Err(format!("liveness: commands not applied everywhere {LIVENESS_BOUND:?} after healing; leader {leader:?}"))
+    }
+}
+
+/// A node as the sim starts it: a bootstrap voter, or the spare joining the bootstrap voters.
+fn start_node(
+    name: &PeerId,
+    joining: bool,
+    bootstrap: &BTreeSet<PeerId>,
+    config: &RaftConfig,
+    persisted: Persisted,
+    now: Time,
+    rng: &mut Rng,
+) -> Result<Raft, InitError> {
+    if joining {
+        Raft::new_joining(name.clone(), bootstrap.clone(), config.clone(), persisted, now, rng)
+    } else {
+        let peers = bootstrap.iter().filter(|peer| *peer != name).cloned().collect();
+        Raft::new(name.clone(), peers, config.clone(), persisted, now, rng)
     }
 }
 
@@ -420,6 +510,27 @@ fn five_nodes_stay_safe_and_recover_under_faults() {
 }
 
 #[test]
+fn the_chaos_changes_the_membership_and_removes_leaders() {
+    let (mut changes, mut self_removals, mut spare_voted) = (0, 0, 0);
+    for seed in 0..20 {
+        let mut sim = Sim::new(seed, 3);
+        for step in 0..5000 {
+            sim.chaos_step().unwrap_or_else(|error| panic!("seed {seed} step {step}: {error}"));
+        }
+        sim.heal_and_check_liveness().unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+        changes += sim.membership_changes;
+        self_removals += sim.self_removals;
+        let spare = PeerId::from("n3");
+        spare_voted += u64::from(sim.nodes[3].applied.iter().any(|entry| {
+            entry.kind == EntryKind::Config && decode_voters(&entry.data).is_ok_and(|voters| voters.contains(&spare))
+        }));
+    }
+    assert!(changes >= 40, "only {changes} membership changes in 20 seeds");
+    assert!(self_removals >= 3, "only {self_removals} leaders removed themselves in 20 seeds");
+    assert!(spare_voted >= 10, "the spare became a voter in only {spare_voted} of 20 seeds");
+}
+
+#[test]
 fn a_seed_replays_the_same_trace() {
     let first = run(42, 5, 2000).expect("seed 42 is safe");
     assert_eq!(run(42, 5, 2000), Ok(first));
@@ -429,7 +540,7 @@ fn a_seed_replays_the_same_trace() {
 #[test]
 fn a_fault_free_cluster_elects_one_leader_and_commits() {
     for size in [1, 3, 5] {
-        let mut sim = Sim::new(7, size);
+        let mut sim = Sim::build(7, size, false);
         sim.faults = false;
         sim.heal_and_check_liveness().unwrap_or_else(|error| panic!("{size} nodes: {error}"));
         let (leader, term) = sim.leader().expect("a leader");
