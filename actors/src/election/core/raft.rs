@@ -525,15 +525,17 @@ impl Raft {
     /// Feeds one message from `from`. Messages from unknown nodes and malformed messages are
     /// refused with an error and change nothing; stale ones are ignored or answered.
     ///
-    /// Who is known depends on the message. A leader's messages (`AppendEntries`,
-    /// `InstallSnapshot`, `ReadPing`) are taken from any node but this one: a follower may lag
-    /// behind the configuration that made its leader a voter (a server added while it was
-    /// down, now leading), or be ahead of it (a leader removing itself replicates the entry
-    /// that removes it), and only the leader's log can bring it up to date (thesis §4.1:
-    /// servers process requests without consulting their configuration). Everything else —
-    /// campaigns and the answers a leader or candidate counts — only from a voter of the
-    /// configuration in effect, or from the leader of this term: a removed server cannot
-    /// disrupt the cluster, and a vote never counts outside the configuration.
+    /// Requests are taken from any node but this one, answers only from voters of the
+    /// configuration in effect (thesis §4.1: servers process requests without consulting
+    /// their configuration). A follower may lag behind the configuration that made its
+    /// leader or a candidate a voter — a server added while it was down, now leading or
+    /// campaigning with its vote needed — or be ahead of it — a leader removing itself
+    /// replicates the entry that removes it —, and only that leader's log can bring it up to
+    /// date, only its vote can complete that majority. A removed server that does not know it
+    /// cannot disrupt the cluster: its log lacks the entry that removed it, so no voter that
+    /// has it grants its (pre-)votes, and pre-vote and leader stickiness keep it from moving
+    /// anyone's term while a leader is alive. Answers (votes, acknowledgements, read
+    /// confirmations) from outside the configuration would never count, and are refused.
     pub fn step(&mut self, now: Time, from: &PeerId, message: Message) -> Result<(), StepError> {
         self.observe(now);
         if !self.knows(from, &message) {
@@ -772,8 +774,15 @@ impl Raft {
             return false;
         }
         match message {
-            Message::AppendEntries { .. } | Message::InstallSnapshot { .. } | Message::ReadPing { .. } => true,
-            _ => self.membership.voters().contains(from) || self.leader.as_ref() == Some(from),
+            Message::PreVoteResponse { .. }
+            | Message::RequestVoteResponse { .. }
+            | Message::AppendEntriesResponse { .. }
+            | Message::ReadPong { .. } => self.membership.voters().contains(from),
+            Message::PreVote { .. }
+            | Message::RequestVote { .. }
+            | Message::AppendEntries { .. }
+            | Message::InstallSnapshot { .. }
+            | Message::ReadPing { .. } => true,
         }
     }
 

@@ -551,10 +551,12 @@ fn propose_fails_off_the_leader_with_a_hint_and_under_backpressure() {
 #[test]
 fn unknown_senders_malformed_and_out_of_range_messages_are_refused_without_panicking() {
     let mut raft = node_with("b", &["a", "c"], config(false, false), 1, &[1]);
-    // Campaigns and answers count only from voters (a leader's messages are taken from any
-    // node: see `membership_*` tests); nothing is taken from this node's own name.
-    assert_eq!(raft.step(at(1), &id("z"), vote_request(9, 9, 9)), Err(StepError::UnknownPeer(id("z"))));
-    assert_eq!(raft.step(at(1), &id("z"), pre_vote(9, 9, 9)), Err(StepError::UnknownPeer(id("z"))));
+    // Answers count only from voters (requests are taken from any node: see the
+    // `membership_*` tests); nothing is taken from this node's own name.
+    let granted = Message::RequestVoteResponse { term: Term(9), granted: true };
+    assert_eq!(raft.step(at(1), &id("z"), granted), Err(StepError::UnknownPeer(id("z"))));
+    assert_eq!(raft.step(at(1), &id("z"), accepted(9, 1)), Err(StepError::UnknownPeer(id("z"))));
+    assert_eq!(raft.step(at(1), &id("z"), read_pong(Term(9), 1)), Err(StepError::UnknownPeer(id("z"))));
     assert_eq!(raft.step(at(1), &id("b"), heartbeat(9)), Err(StepError::UnknownPeer(id("b"))));
     assert_eq!(raft.term(), Term(1));
     let gap = Message::AppendEntries {
@@ -632,13 +634,24 @@ fn a_restarted_node_re_applies_up_to_its_persisted_commit() {
 
 fn arbitrary_message() -> impl Strategy<Value = Message> {
     let small = 0u64..8;
-    let entries = (0u64..8, 0usize..4, any::<bool>()).prop_map(|(start, count, shuffle)| {
+    // Some entries are configurations: subsets of a, b, c, d and this node, so that
+    // configurations are appended, overwritten and reverted along the way.
+    let entries = (0u64..8, 0usize..4, any::<bool>(), any::<u8>()).prop_map(|(start, count, shuffle, configs)| {
         let mut entries: Vec<Entry> = (0..count as u64)
-            .map(|offset| Entry {
-                term: Term(1 + offset % 3),
-                index: Index(start + 1 + offset),
-                kind: EntryKind::Command,
-                data: vec![offset as u8],
+            .map(|offset| {
+                let (kind, data) = if configs & (1 << offset) != 0 {
+                    let members = (configs >> 4) | 1;
+                    let voters: BTreeSet<PeerId> = ["a", "b", "c", "d"]
+                        .iter()
+                        .enumerate()
+                        .filter(|(bit, _)| members & (1 << bit) != 0)
+                        .map(|(_, name)| id(name))
+                        .collect();
+                    (EntryKind::Config, encode_voters(&voters))
+                } else {
+                    (EntryKind::Command, vec![offset as u8])
+                };
+                Entry { term: Term(1 + offset % 3), index: Index(start + 1 + offset), kind, data }
             })
             .collect();
         if shuffle {
@@ -703,6 +716,14 @@ proptest! {
             prop_assert!(raft.term() >= last_term);
             last_term = raft.term();
             prop_assert!(raft.commit_index() <= raft.last_index());
+            // The configuration in effect is the latest in the log.
+            let latest = (1..=raft.last_index().0)
+                .rev()
+                .filter_map(|index| raft.entry(Index(index)))
+                .find(|entry| entry.kind == EntryKind::Config)
+                .map(|entry| decode_voters(&entry.data).expect("valid"));
+            prop_assert_eq!(raft.voters(), &latest.unwrap_or_else(|| peer_set(&["a", "b", "c", "d"])));
+            prop_assert_eq!(raft.is_voter(), raft.voters().contains(&id("b")));
             let ready = raft.poll_ready();
             for entry in &ready.committed {
                 prop_assert_eq!(entry.index, applied.next());
@@ -1189,7 +1210,7 @@ fn membership_a_truncated_configuration_entry_is_reverted() {
     raft.step(at(2), &id("c"), append(2, (1, 1), vec![noop_entry(2, 2)], 0)).expect("step");
     assert_eq!(raft.voters(), &peer_set(&["a", "b", "c"]));
     assert_eq!(raft.pending_configuration(), None);
-    assert_eq!(raft.step(at(3), &id("d"), vote_request(3, 9, 9)), Err(StepError::UnknownPeer(id("d"))));
+    assert_eq!(raft.step(at(3), &id("d"), accepted(2, 2)), Err(StepError::UnknownPeer(id("d"))));
 }
 
 #[test]
@@ -1334,4 +1355,17 @@ fn membership_a_restart_takes_the_configuration_of_the_snapshot_and_the_log() {
     assert!(!removed.is_voter());
     removed.tick(at(10_000), &mut Rng::seeded(1));
     assert_eq!(removed.role(), Role::Follower);
+}
+
+#[test]
+fn membership_a_lagging_voter_grants_its_vote_to_a_candidate_it_does_not_know() {
+    // d was added while b was down; now d campaigns and needs b's vote to make a majority of
+    // four. b, still on {a, b, c}, must answer it (found by the simulator, seed 312).
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 1, &[1]);
+    raft.step(at(1000), &id("d"), vote_request(2, 6, 1)).expect("a candidate outside b's configuration");
+    assert_eq!(sent_to(&raft.poll_ready(), "d"), vec![Message::RequestVoteResponse { term: Term(2), granted: true }]);
+    // A removed server lacks the entry that removed it: a voter that has it refuses.
+    let mut voter = node_with("c", &["a", "b"], config(true, false), 1, &[1, 1]);
+    voter.step(at(1000), &id("x"), pre_vote(2, 1, 1)).expect("step");
+    assert_eq!(sent_to(&voter.poll_ready(), "x"), vec![Message::PreVoteResponse { term: Term(1), granted: false }]);
 }
