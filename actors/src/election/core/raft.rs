@@ -40,8 +40,8 @@ pub struct RaftConfig {
     pub election_timeout_max: Duration,
     /// How often a leader sends heartbeats (and retries stalled appends).
     pub heartbeat_interval: Duration,
-    /// An append unacknowledged for this long is presumed lost: the follower goes back to
-    /// probing from its match index.
+    /// An append unacknowledged for this long is presumed lost: a replicating follower goes
+    /// back to probing from its match index; a probe is sent again at the same point.
     pub retransmit_timeout: Duration,
     /// Batching: the most entries per `AppendEntries`.
     pub max_entries_per_append: usize,
@@ -1238,8 +1238,14 @@ impl Raft {
         let snapshot_timeout = self.config.snapshot_timeout;
         let Some(progress) = self.progress.get_mut(peer) else { return };
         if progress.inflight.front().is_some_and(|(_, sent)| now.saturating_since(*sent) >= retransmit) {
+            // A replicating follower's match index is known: resume from it. A lost probe is
+            // sent again where it was: falling back to the match index (0 until a new leader
+            // hears from the follower) would resend the whole log, or a snapshot once it is
+            // compacted, to a follower that may lack nothing.
+            if progress.state == ReplicationState::Replicate {
+                progress.next_index = progress.match_index.next();
+            }
             progress.state = ReplicationState::Probe;
-            progress.next_index = progress.match_index.next();
             progress.inflight.clear();
         }
         if let ReplicationState::Snapshot { sent, .. } = progress.state

@@ -1369,3 +1369,26 @@ fn membership_a_lagging_voter_grants_its_vote_to_a_candidate_it_does_not_know() 
     voter.step(at(1000), &id("x"), pre_vote(2, 1, 1)).expect("step");
     assert_eq!(sent_to(&voter.poll_ready(), "x"), vec![Message::PreVoteResponse { term: Term(1), granted: false }]);
 }
+
+#[test]
+fn a_lost_probe_is_sent_again_at_the_same_point_not_as_a_snapshot() {
+    // A leader whose log was compacted through 5: b's first probe (at 6, the leader's last
+    // entry before its no-op) is lost. Retrying from b's match index, still 0, would send b
+    // the whole snapshot although it may lack nothing.
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(1), voted_for: None, commit: Index(5) },
+        snapshot: Some(SnapshotMeta { index: Index(5), term: Term(1) }),
+        snapshot_voters: None,
+        entries: vec![Entry { term: Term(1), index: Index(6), kind: EntryKind::Command, data: vec![6] }],
+        applied: Index(5),
+    };
+    let mut raft =
+        Raft::new(id("a"), peer_set(&["b", "c"]), config(false, false), persisted, Time::ZERO, &mut Rng::seeded(1))
+            .unwrap();
+    let ready = elect(&mut raft, &["b", "c"], 400);
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(6), .. }]));
+    raft.tick(at(520), &mut Rng::seeded(1));
+    let ready = raft.poll_ready();
+    assert!(ready.send_snapshots.is_empty(), "{ready:?}");
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(6), .. }]));
+}
