@@ -360,11 +360,16 @@ impl ElectionState {
     /// Tells the owner when the role, term, leader or configuration changed (not on every
     /// commit).
     fn report_leadership(&mut self) {
-        let status = self.status();
-        let changed = self.reported.as_ref().is_none_or(|old| {
-            (old.role, old.term, &old.leader, &old.voters) != (status.role, status.term, &status.leader, &status.voters)
+        // Compared in place: this runs after every message, and rarely finds a change.
+        let raft = &self.raft;
+        let unchanged = self.reported.as_ref().is_some_and(|old| {
+            old.role == raft.role()
+                && old.term == raft.term()
+                && old.leader.as_ref() == raft.leader()
+                && &old.voters == raft.voters()
         });
-        if changed {
+        if !unchanged {
+            let status = self.status();
             self.reported = Some(status.clone());
             (self.events)(ElectionEvent::Leadership(status));
         }
