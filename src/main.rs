@@ -168,15 +168,16 @@ async fn registry(connection: ClusterConnection, command: RegistryCommand) -> an
             }
             RegistryCommand::Status => {
                 println!(
-                    "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
-                    "MASTER", "ROLE", "LEADER", "TERM", "APPLIED", "REVISION"
+                    "{:<12} {:<8} {:<6} {:<12} {:>6} {:>10} {:>10}",
+                    "MASTER", "ROLE", "VOTES", "LEADER", "TERM", "APPLIED", "REVISION"
                 );
                 for (id, _) in &connection.masters {
                     match registry.status_of(id).await {
                         Ok(status) => println!(
-                            "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
+                            "{:<12} {:<8} {:<6} {:<12} {:>6} {:>10} {:>10}",
                             id,
                             if status.is_leader { "leader" } else { "follower" },
+                            if status.voters.contains(id) { "yes" } else { "no" },
                             status.leader.as_deref().unwrap_or("-"),
                             status.term,
                             status.applied,

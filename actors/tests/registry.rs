@@ -179,7 +179,11 @@ impl Cluster {
     }
 
     async fn client(&self, id: &str, masters: &[&str]) -> (Transport, RegistryClient) {
-        let (_, transport) = start_transport(&self.net, id, Role::Agent, self.seed ^ 0xc11e).await;
+        self.client_as(id, Role::Agent, masters).await
+    }
+
+    async fn client_as(&self, id: &str, role: Role, masters: &[&str]) -> (Transport, RegistryClient) {
+        let (_, transport) = start_transport(&self.net, id, role, self.seed ^ 0xc11e).await;
         for master in MASTERS {
             transport.connect(master, Address::Sim);
         }
@@ -411,12 +415,16 @@ fn refusal(outcome: &Result<Vec<String>, ClientError>) -> Option<&MembershipErro
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_joining_master_is_added_catches_up_and_the_leader_is_removed_without_losing_a_write() {
     let mut cluster = Cluster::start(6).await;
-    let (transport, mut client) = cluster.client("c1", &MASTERS).await;
+    let (transport, mut client) = cluster.client_as("operator", Role::Operator, &MASTERS).await;
     transport.connect("m4", Address::Sim);
     let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
     assert_eq!(client.members(LONG).await.expect("members"), voters(&MASTERS));
 
-    // Refusals: nothing to change, or not a node id.
+    // Refusals: not an operator, nothing to change, or not a node id.
+    let (_agent_transport, mut agent) = cluster.client("agent", &MASTERS).await;
+    assert_eq!(agent.members(LONG).await.expect("anyone may list"), voters(&MASTERS));
+    let forbidden = agent.change_membership(MembershipChange::Remove(PeerId::from("m1")), LONG).await;
+    assert!(matches!(forbidden, Err(ClientError::Refused(RegistryFailure::Forbidden(_)))), "{forbidden:?}");
     let already = client.change_membership(MembershipChange::Add(PeerId::from("m1")), LONG).await;
     assert_eq!(refusal(&already), Some(&MembershipError::AlreadyVoter(PeerId::from("m1"))), "{already:?}");
     let absent = client.change_membership(MembershipChange::Remove(PeerId::from("m9")), LONG).await;
@@ -502,23 +510,33 @@ async fn a_joining_master_is_added_catches_up_and_the_leader_is_removed_without_
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_membership_change_without_a_quorum_times_out_and_changes_nothing() {
+async fn a_membership_change_whose_leader_is_cut_off_is_superseded_and_changes_nothing() {
     let cluster = Cluster::start(7).await;
-    let (_transport, mut client) = cluster.client("c1", &MASTERS).await;
+    let (transport, client) = cluster.client_as("operator", Role::Operator, &MASTERS).await;
     let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
-    let follower = MASTERS.iter().copied().find(|id| *id != leader).unwrap();
-    // Both followers cut off: the change cannot commit, and the request expires.
+    let followers: Vec<&str> = MASTERS.iter().copied().filter(|id| *id != leader).collect();
+    // The leader is cut off from the other masters (not from the client): it appends the
+    // change but cannot commit it; the others elect a new leader, whose log replaces the
+    // entry once the partition heals.
     let cut = cluster
         .net
-        .inject(Fault::Partition { a: NodeSet::one(leader.as_str()), b: NodeSet::All, one_way: false })
+        .inject(Fault::Partition {
+            a: NodeSet::one(leader.as_str()),
+            b: NodeSet::of(followers.clone()),
+            one_way: false,
+        })
         .unwrap();
-    let mut direct = RegistryClient::new(_transport.clone(), vec![leader.clone()], 8888);
-    let outcome =
-        direct.change_membership(MembershipChange::Remove(PeerId::from(follower)), Duration::from_secs(3)).await;
-    assert!(matches!(outcome, Err(ClientError::Unavailable(..))), "{outcome:?}");
-    cluster.net.heal(cut);
-    let members = wait_until("members", LONG, async || client.members(Duration::from_secs(2)).await.ok()).await;
-    assert_eq!(members, voters(&MASTERS));
+    let mut direct = RegistryClient::new(transport.clone(), vec![leader.clone()], 8888);
+    direct.attempt_timeout = LONG;
+    let change = direct.change_membership(MembershipChange::Remove(PeerId::from(followers[0])), LONG);
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.net.heal(cut);
+    };
+    let (outcome, ()) = tokio::join!(change, heal);
+    assert!(matches!(outcome, Err(ClientError::Refused(RegistryFailure::Superseded { .. }))), "{outcome:?}");
+    let mut any = RegistryClient::new(transport.clone(), MASTERS.iter().map(|id| (*id).to_owned()).collect(), 8889);
+    assert_eq!(any.members(LONG).await.expect("members"), voters(&MASTERS));
 }
 
 // --- The seeded battery ----------------------------------------------------------------------

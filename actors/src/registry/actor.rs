@@ -312,7 +312,18 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Request(request, reply) => state.request(None, request, reply),
-            RegistryMsg::Remote(sender, request, reply) => state.request(Some(sender.node), request, reply),
+            RegistryMsg::Remote(sender, request, reply) => {
+                if matches!(request, RegistryRequest::ChangeMembership(_)) && sender.role != NodeRole::Operator {
+                    // Changing who votes is an operator's act, never an agent's.
+                    let why = format!(
+                        "{} ({}) may not change the membership: it needs an operator's certificate",
+                        sender.node, sender.role
+                    );
+                    reply.send(RegistryReply::Failed(RegistryFailure::Forbidden(why)));
+                } else {
+                    state.request(Some(sender.node), request, reply);
+                }
+            }
             RegistryMsg::WatchLocal { prefix, after, sink, reply } => {
                 let answer = state.watch(prefix, after, Sink::Local(sink));
                 let _ = reply.send(answer);

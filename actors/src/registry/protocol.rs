@@ -43,7 +43,8 @@ pub enum RegistryRequest {
     /// The masters that vote: the committed configuration, read linearizably (a read-index
     /// round, like `Get`).
     Members,
-    /// Add or remove one voting master. Proposed on the leader (a follower forwards it) and
+    /// Add or remove one voting master (from an operator's node, or this master's own
+    /// actors; refused as [`RegistryFailure::Forbidden`] otherwise). Proposed on the leader (a follower forwards it) and
     /// answered with the new voters once the configuration entry is committed and applied
     /// here. Not retried across leaders: a change whose leader is lost times out, and
     /// `Members` tells whether it was made.
@@ -115,6 +116,9 @@ pub enum RegistryFailure {
     /// The master is shutting down.
     #[error("the registry is stopping")]
     Stopping,
+    /// The caller may not make this request (its certificate's role).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The leader refused the membership change; the configuration is unchanged.
     #[error("the membership change was refused: {0}")]
     Membership(MembershipError),
