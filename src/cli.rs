@@ -145,9 +145,9 @@ pub enum MembersCommand {
     /// Make master ID a voter. Start it first with `join = true` in its configuration (it
     /// catches up from the leader); prints the new voters once the change is committed.
     Add { id: String },
-    /// Stop master ID from voting (it may be the leader, which hands over once the change is
-    /// committed); prints the new voters once the change is committed. Stop its process
-    /// afterwards.
+    /// Stop master ID from voting (it may be the leader: it steps down once the change is
+    /// committed, and the others elect a new one); prints the new voters once the change is
+    /// committed. Stop its process afterwards.
     Remove { id: String },
 }
 
