@@ -5,8 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Exit status: 0 success; 1 refused or failed (for a write or a membership change: nothing
+/// was changed); 2 a usage error; 3 no master answered in time (a write or a membership change
+/// may or may not have been made).
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about = "A datacenter operating system built as a supervised actor system")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "A datacenter operating system built as a supervised actor system",
+    after_help = "Exit status: 0 success; 1 refused or failed (nothing was changed); 2 usage error; \
+                  3 no master answered in time (a write or membership change may or may not have been made)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +48,13 @@ pub enum Command {
         connection: ClusterConnection,
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+    /// List, add or remove the masters that vote (one at a time; as an operator).
+    Members {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: MembersCommand,
     },
     /// Manage the cluster's certificate authority and node certificates.
     Cert {
@@ -120,6 +136,19 @@ pub enum RegistryCommand {
     },
     /// Each master's view: leader, term, applied index, revision.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Print the voting masters, one per line (the committed configuration).
+    List,
+    /// Make master ID a voter. Start it first with `join = true` in its configuration (it
+    /// catches up from the leader); prints the new voters once the change is committed.
+    Add { id: String },
+    /// Stop master ID from voting (it may be the leader: it steps down once the change is
+    /// committed, and the others elect a new one); prints the new voters once the change is
+    /// committed. Stop its process afterwards.
+    Remove { id: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

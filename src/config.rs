@@ -8,8 +8,9 @@
 //! data_dir = "/var/lib/flotilla/m1" # Raft log and hard state under data_dir/raft
 //! listen = "0.0.0.0:7100"           # UDP address of the QUIC transport
 //! pki_dir = "/etc/flotilla/pki"     # ca.crt, <id>.crt, <id>.key [default: data_dir/pki]
+//! join = false                      # true: join a running cluster as a non-voter [default: false]
 //!
-//! [[masters]]                       # every voter, this one included (1, 3 or 5)
+//! [[masters]]                       # every master, this one included (1, 3 or 5 voters)
 //! id = "m1"
 //! address = "10.0.0.1:7100"
 //!
@@ -18,6 +19,16 @@
 //! election_timeout_max_ms = 300
 //! heartbeat_interval_ms = 50
 //! ```
+//!
+//! # Joining a running cluster
+//!
+//! Without `join`, every listed master is a voter of the bootstrap configuration: list the
+//! same masters on each of them when the cluster is created. To add a master later, start it
+//! with `join = true` and the running masters (and itself) listed: it dials them, follows
+//! their leader and catches up, but does not vote until an operator adds it
+//! (`flotilla members add <id>`). The configuration in the Raft log (and its snapshots)
+//! always wins over the file, so after a restart `join` and the list matter only for the
+//! addresses to dial; a master with an empty log and `join = true` never elects itself.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -45,6 +56,9 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub pki_dir: Option<PathBuf>,
+    /// Start outside the configuration, to be added to a running cluster.
+    #[serde(default)]
+    pub join: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -113,9 +127,12 @@ impl MasterConfig {
         }
         if !ids.contains(self.node.id.as_str()) {
             bail!(
-                "masters does not list this node ({:?}); every voter, this one included, must be listed",
+                "masters does not list this node ({:?}); every master, this one included, must be listed",
                 self.node.id
             );
+        }
+        if self.node.join && self.masters.len() < 2 {
+            bail!("node.join = true needs the running masters listed in masters, besides this node");
         }
         self.raft_config()?;
         Ok(())
@@ -188,6 +205,16 @@ address = "127.0.0.1:7102"
         let error = error_of(&GOOD.replace("\"127.0.0.1:7102\"", "\"nowhere\""));
         assert!(error.contains("line 13"), "{error}");
         assert!(error.contains("invalid socket address"), "{error}");
+    }
+
+    #[test]
+    fn join_is_optional_and_needs_other_masters() {
+        assert!(!MasterConfig::parse(GOOD).expect("valid").node.join);
+        let joining = GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"127.0.0.1:7101\"\njoin = true");
+        assert!(MasterConfig::parse(&joining).expect("valid").node.join);
+        let alone = joining.replace("[[masters]]\nid = \"m2\"\naddress = \"127.0.0.1:7102\"\n", "");
+        assert!(error_of(&alone).contains("join = true needs the running masters"), "{}", error_of(&alone));
+        assert!(error_of(&GOOD.replace("listen =", "join = \"yes\"\nlisten =")).contains("join"));
     }
 
     #[test]

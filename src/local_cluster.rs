@@ -1,6 +1,8 @@
 //! Real `flotilla master` processes on loopback, for multi-process tests and benchmarks: a
 //! fresh cluster CA and certificates, one configuration file and data directory per master,
-//! and processes that can be killed (SIGKILL) and restarted under the same identity.
+//! and processes that can be killed (SIGKILL) and restarted under the same identity. Masters
+//! prepared later with [`LocalCluster::add_master`] start with `join = true`, to be added to
+//! the running cluster with `flotilla members add` ([`LocalCluster::cli`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -23,6 +25,8 @@ pub struct LocalCluster {
     binary: PathBuf,
     dir: PathBuf,
     masters: Vec<(String, SocketAddr)>,
+    /// Whether each master starts with `join = true` (prepared after the cluster was created).
+    joining: Vec<bool>,
     children: Vec<Option<Child>>,
     /// Extra `[raft]` lines for every configuration.
     raft: String,
@@ -43,7 +47,38 @@ impl LocalCluster {
             masters.push((id, free_udp_port()?));
         }
         let children = masters.iter().map(|_| None).collect();
-        Ok(LocalCluster { binary: binary.to_owned(), dir: dir.to_owned(), masters, children, raft: raft.to_owned() })
+        let joining = vec![false; masters.len()];
+        Ok(LocalCluster {
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            masters,
+            joining,
+            children,
+            raft: raft.to_owned(),
+        })
+    }
+
+    /// Prepares (does not start) one more master, `m<n>`: its certificate, a free port, and a
+    /// configuration with `join = true` that lists every master. Returns its index; start it
+    /// with [`LocalCluster::start`], then add it with `flotilla members add`.
+    pub fn add_master(&mut self) -> anyhow::Result<usize> {
+        let id = format!("m{}", self.masters.len() + 1);
+        pki::issue(&self.pki_dir(), &id, Role::Master, &self.pki_dir(), true)?;
+        self.masters.push((id, free_udp_port()?));
+        self.joining.push(true);
+        self.children.push(None);
+        Ok(self.masters.len() - 1)
+    }
+
+    /// A `flotilla <command>` process as the operator, connected to every master (for
+    /// `registry` and `members`); add the subcommand's arguments and run it.
+    pub fn cli(&self, command: &str) -> Command {
+        let mut cli = Command::new(&self.binary);
+        cli.arg(command).arg("--pki-dir").arg(self.pki_dir()).arg("--as").arg(OPERATOR);
+        for (id, address) in &self.masters {
+            cli.arg("--master").arg(format!("{id}={address}"));
+        }
+        cli
     }
 
     pub fn masters(&self) -> &[(String, SocketAddr)] {
@@ -61,6 +96,9 @@ impl LocalCluster {
             self.dir.join(id).display(),
             self.pki_dir().display()
         );
+        if self.joining[index] {
+            text.push_str("join = true\n");
+        }
         for (peer, address) in &self.masters {
             text.push_str(&format!("\n[[masters]]\nid = \"{peer}\"\naddress = \"{address}\"\n"));
         }

@@ -1,17 +1,20 @@
 //! The `flotilla` binary: parses the command line, runs a node until a signal, exits with a
 //! meaningful code.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, RegistryCommand};
+use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, MembersCommand, RegistryCommand};
 use flotilla::client::{ClusterClient, quic_plan};
 use flotilla::config::MasterConfig;
 use flotilla::node::{Role, RunningNode, master_plan};
 use flotilla::pki;
-use flotilla_actors::election::core::RaftConfig;
+use flotilla_actors::election::core::{MembershipChange, PeerId, RaftConfig};
+use flotilla_actors::registry::client::ClientError;
 use flotilla_actors::registry::core::Txn;
 use flotilla_supervisors::NodeId;
 use flotilla_transport::Address;
@@ -20,7 +23,31 @@ use flotilla_transport::tls;
 /// How long an orderly shutdown may take before the process gives up on it.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn main() -> anyhow::Result<()> {
+/// The exit status when no master answered in time (see `flotilla --help`).
+const EXIT_NO_ANSWER: u8 = 3;
+
+/// No master answered a client command in time: the outcome of a write or a membership change
+/// is unknown.
+#[derive(Debug)]
+struct NoAnswer(String);
+
+impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// A client error, with [`NoAnswer`] for the one whose outcome is unknown.
+fn client_error(error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::Unavailable(..) => anyhow::Error::new(NoAnswer(error.to_string())),
+        other => anyhow::Error::new(other),
+    }
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -28,12 +55,19 @@ fn main() -> anyhow::Result<()> {
     // One crypto provider for the whole process, installed before anything builds a TLS config.
     tls::install_default_provider();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(run(cli))
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            if error.downcast_ref::<NoAnswer>().is_some() { ExitCode::from(EXIT_NO_ANSWER) } else { ExitCode::FAILURE }
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev { node_id, data_dir, listen } => dev(node_id, data_dir, listen).await,
         Command::Master { config } => master(&config).await,
         Command::Registry { connection, command } => registry(connection, command).await,
+        Command::Members { connection, command } => members(connection, command).await,
     }
 }
 
@@ -52,7 +87,7 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
     pki::dev_credentials(&data_dir, id.as_str())
         .with_context(|| format!("preparing certificates in {}", data_dir.display()))?;
     let plan = quic_plan(&data_dir.join("pki"), id.as_str(), listen, Vec::new())?;
-    let control_plane = master_plan(id.as_str(), &[], RaftConfig::default(), data_dir.join("raft"));
+    let control_plane = master_plan(id.as_str(), &[], false, RaftConfig::default(), data_dir.join("raft"));
     let node = RunningNode::start_with(id, Role::Dev, Some(plan), Some(control_plane))
         .await
         .context("starting the dev node")?;
@@ -79,13 +114,15 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
         bail!("{}'s certificate names role {}, not master", identity.node, identity.role);
     }
     let peer_ids: Vec<String> = peers.into_iter().map(|(id, _)| id).collect();
-    let control_plane = master_plan(id.as_str(), &peer_ids, config.raft_config()?, config.node.data_dir.join("raft"));
+    let control_plane =
+        master_plan(id.as_str(), &peer_ids, config.node.join, config.raft_config()?, config.node.data_dir.join("raft"));
     let node = RunningNode::start_with(id, Role::Master, Some(plan), Some(control_plane))
         .await
         .context("starting the master")?;
     print_transport(&node);
     println!("data: {}", config.node.data_dir.display());
-    println!("flotilla master: ready (cluster {}, {} masters)", identity.cluster, config.masters.len());
+    let joining = if config.node.join { ", joining: not a voter until added" } else { "" };
+    println!("flotilla master: ready (cluster {}, {} masters{joining})", identity.cluster, config.masters.len());
     wait_for_stop_signal().await?;
     println!("flotilla master: stopping");
     node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the master")?;
@@ -109,37 +146,38 @@ async fn registry(connection: ClusterConnection, command: RegistryCommand) -> an
     let registry = &mut client.registry;
     let outcome: anyhow::Result<()> = async {
         match command {
-            RegistryCommand::Get { key } => match registry.get(&key, deadline).await?.1 {
+            RegistryCommand::Get { key } => match registry.get(&key, deadline).await.map_err(client_error)?.1 {
                 Some(kv) => println!("{}", String::from_utf8_lossy(&kv.value)),
                 None => bail!("{key}: no such key"),
             },
             RegistryCommand::Put { key, value } => {
-                let response = registry.put(&key, value.as_bytes(), deadline).await?;
+                let response = registry.put(&key, value.as_bytes(), deadline).await.map_err(client_error)?;
                 println!("revision {}", response.revision);
             }
             RegistryCommand::Delete { key } => {
-                let response = registry.write(Txn::delete(key.clone()), deadline).await?;
+                let response = registry.write(Txn::delete(key.clone()), deadline).await.map_err(client_error)?;
                 if response.deleted == 0 {
                     bail!("{key}: no such key");
                 }
                 println!("revision {}", response.revision);
             }
             RegistryCommand::List { prefix } => {
-                for kv in registry.range(&prefix, u32::MAX, deadline).await?.1 {
+                for kv in registry.range(&prefix, u32::MAX, deadline).await.map_err(client_error)?.1 {
                     println!("{}\t{}", kv.key, String::from_utf8_lossy(&kv.value));
                 }
             }
             RegistryCommand::Status => {
                 println!(
-                    "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
-                    "MASTER", "ROLE", "LEADER", "TERM", "APPLIED", "REVISION"
+                    "{:<12} {:<8} {:<6} {:<12} {:>6} {:>10} {:>10}",
+                    "MASTER", "ROLE", "VOTES", "LEADER", "TERM", "APPLIED", "REVISION"
                 );
                 for (id, _) in &connection.masters {
                     match registry.status_of(id).await {
                         Ok(status) => println!(
-                            "{:<12} {:<8} {:<12} {:>6} {:>10} {:>10}",
+                            "{:<12} {:<8} {:<6} {:<12} {:>6} {:>10} {:>10}",
                             id,
                             if status.is_leader { "leader" } else { "follower" },
+                            if status.voters.contains(id) { "yes" } else { "no" },
                             status.leader.as_deref().unwrap_or("-"),
                             status.term,
                             status.applied,
@@ -155,6 +193,25 @@ async fn registry(connection: ClusterConnection, command: RegistryCommand) -> an
     .await;
     client.close().await;
     outcome
+}
+
+/// `flotilla members list|add|remove`: prints the voters, one per line.
+async fn members(connection: ClusterConnection, command: MembersCommand) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(connection.timeout_secs);
+    let mut client = ClusterClient::connect(&connection.pki_dir, &connection.name, &connection.masters).await?;
+    let registry = &mut client.registry;
+    let outcome = match command {
+        MembersCommand::List => registry.members(deadline).await,
+        MembersCommand::Add { id } => registry.change_membership(MembershipChange::Add(PeerId(id)), deadline).await,
+        MembersCommand::Remove { id } => {
+            registry.change_membership(MembershipChange::Remove(PeerId(id)), deadline).await
+        }
+    };
+    client.close().await;
+    for voter in outcome.map_err(client_error)? {
+        println!("{voter}");
+    }
+    Ok(())
 }
 
 /// `flotilla cert init` and `flotilla cert issue`.

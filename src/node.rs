@@ -112,14 +112,17 @@ pub fn root_spec(
     spec.child(subtree("discovery", Vec::new())).child(subtree("api", Vec::new()))
 }
 
-/// A master's control plane, its Raft log kept in `raft_dir` (created if missing). The
-/// transport is filled in by [`RunningNode::start_with`].
-pub fn master_plan(me: &str, peers: &[String], raft: RaftConfig, raft_dir: PathBuf) -> ControlPlanePlan {
+/// A master's control plane, its Raft log kept in `raft_dir` (created if missing): `peers` and
+/// this master are the bootstrap voters, or with `joining` this master starts outside the
+/// configuration of `peers` (to be added by an operator). The transport is filled in by
+/// [`RunningNode::start_with`].
+pub fn master_plan(me: &str, peers: &[String], joining: bool, raft: RaftConfig, raft_dir: PathBuf) -> ControlPlanePlan {
     let storage =
         move || -> Result<Box<dyn RaftStorage + Send>, StorageError> { Ok(Box::new(DiskStorage::open(&raft_dir)?)) };
     ControlPlanePlan {
         me: PeerId::from(me),
         peers: peers.iter().map(|peer| PeerId::from(peer.as_str())).collect(),
+        joining,
         raft,
         registry: RegistryConfig::default(),
         tick_interval: DEFAULT_TICK_INTERVAL,

@@ -97,3 +97,100 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A leader all running masters agree on other than `old` (which may still be believed in for
+/// an election timeout after it stopped leading), polled every 10 ms for at most `BOUND`.
+async fn leader_other_than(cluster: &LocalCluster, client: &RegistryClient, old: &str) -> String {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let leader = agreed_leader(cluster, client).await;
+        if leader != old {
+            return leader;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{old} still leads after {BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `flotilla <args>` as the operator; its exit code, stdout and stderr.
+fn run(mut command: std::process::Command, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = command.args(args).output().expect("flotilla runs");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_added_and_the_leader_removed_with_the_cli_then_the_new_leader_killed_loses_no_write() {
+    flotilla_transport::tls::install_default_provider();
+    let dir = std::env::temp_dir().join(format!("flotilla-membership-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cluster = LocalCluster::prepare(env!("CARGO_BIN_EXE_flotilla").as_ref(), &dir, 3, "").unwrap();
+    cluster.start_all(BOUND).unwrap();
+    let mut client = cluster.client().await.unwrap();
+    let leader = agreed_leader(&cluster, &client.registry).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        let key = format!("/before/{i}");
+        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write");
+        acknowledged.push(key);
+    }
+    client.close().await;
+
+    let members = |args: &[&str]| run(cluster.cli("members"), args);
+    assert_eq!(members(&["list"]), (Some(0), "m1\nm2\nm3\n".to_owned(), String::new()));
+    let (code, _, err) = members(&["add", "m1"]);
+    assert_eq!(code, Some(1), "a refused change exits 1: {err}");
+    assert!(err.contains("m1 is already a voter"), "{err}");
+
+    // A fourth master starts with `join = true`, then the operator adds it.
+    let m4 = cluster.add_master().unwrap();
+    cluster.start(m4, BOUND).unwrap();
+    let members = |args: &[&str]| run(cluster.cli("members"), args);
+    let (code, out, err) = members(&["add", "m4"]);
+    assert_eq!((code, out.as_str()), (Some(0), "m1\nm2\nm3\nm4\n"), "{err}");
+
+    // The operator removes the leader, then stops its process.
+    let (code, out, err) = members(&["remove", &leader]);
+    let mut remaining: Vec<&str> = ["m1", "m2", "m3", "m4"].into_iter().filter(|id| *id != leader).collect();
+    assert_eq!((code, out), (Some(0), remaining.iter().map(|id| format!("{id}\n")).collect()), "{err}");
+    cluster.kill(cluster.index_of(&leader).unwrap());
+
+    let mut client = cluster.client().await.unwrap();
+    let second = leader_other_than(&cluster, &client.registry, &leader).await;
+    let status = client.registry.status_of("m4").await.expect("m4 answers");
+    assert!(status.revision >= acknowledged.len() as u64, "m4 caught up: {status:?}");
+    for i in 0..10 {
+        let key = format!("/middle/{i}");
+        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write after removing the leader");
+        acknowledged.push(key);
+    }
+
+    // Kill the new leader: two of the three voters remain, and writes still commit.
+    cluster.kill(cluster.index_of(&second).unwrap());
+    remaining.retain(|id| *id != second);
+    for i in 0..10 {
+        let key = format!("/after/{i}");
+        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write after killing the new leader");
+        acknowledged.push(key);
+    }
+    let third = leader_other_than(&cluster, &client.registry, &second).await;
+    assert!(remaining.contains(&third.as_str()), "{third} leads, among {remaining:?}");
+    for id in &remaining {
+        let mut via = RegistryClient::new(client.transport.clone(), vec![(*id).to_owned()], 2000 + id.len() as u64);
+        for key in &acknowledged {
+            let (_, kv) = via.get(key, BOUND).await.unwrap_or_else(|e| panic!("read {key} via {id}: {e}"));
+            assert_eq!(kv.map(|kv| kv.value), Some(key.as_bytes().to_vec()), "{key} via {id}");
+        }
+    }
+    client.close().await;
+
+    // No master answers: exit status 3 (the outcome is unknown).
+    let mut silent = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    let (_, address) = &cluster.masters()[cluster.index_of(&leader).unwrap()];
+    silent.args(["members", "--timeout-secs", "1", "--master", &format!("{leader}={address}")]);
+    silent.arg("--pki-dir").arg(cluster.pki_dir());
+    let (code, _, err) = run(silent, &["list"]);
+    assert_eq!(code, Some(3), "{err}");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flotilla_actors::election::actor::{
     DEFAULT_TICK_INTERVAL, Election, ElectionArgs, ElectionEvent, ElectionMsg, Status,
 };
-use flotilla_actors::election::core::{Entry, EntryKind, PeerId, RaftConfig, Role};
+use flotilla_actors::election::core::{Entry, EntryKind, MembershipError, PeerId, RaftConfig, Role};
 use flotilla_actors::storage::SimDisk;
 use flotilla_supervisors::{Node, NodeId, Rng};
 use flotilla_transport::{
@@ -59,6 +59,7 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64) -> Master {
         transport: transport.clone(),
         me: PeerId::from(id),
         peers: IDS.iter().filter(|p| **p != id).map(|p| PeerId::from(*p)).collect::<BTreeSet<_>>(),
+        joining: false,
         config: RaftConfig::default(),
         storage: Box::new(SimDisk::new(Rng::seeded(seed))),
         node,
@@ -166,6 +167,47 @@ async fn elects_replicates_fails_over_and_catches_up() {
     let (_, last) = wait_until("one leader for all three", async || agreed_leader(&all).await).await;
     assert!(last.term >= second.term);
 
+    for m in &masters {
+        m.actor.stop(None);
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_follower_is_removed_through_the_actor_and_the_rest_commit_without_it() {
+    let net = SimNet::new(9);
+    let masters = cluster(&net).await;
+    let all: Vec<&Master> = masters.iter().collect();
+    let (leader, _) = wait_until("a leader", async || agreed_leader(&all).await).await;
+    propose(&masters[leader], b"a").await;
+    let removed = masters.iter().find(|m| m.id != masters[leader].id).unwrap();
+    let rest: Vec<&Master> = masters.iter().filter(|m| m.id != removed.id).collect();
+    let voters: BTreeSet<PeerId> = rest.iter().map(|m| PeerId::from(m.id)).collect();
+
+    // Two changes at once are refused; one is accepted, and in effect on the leader at once.
+    let everyone_and_more: BTreeSet<PeerId> = IDS.iter().chain(&["m4", "m5"]).map(|id| PeerId::from(*id)).collect();
+    let refused = ractor::call!(masters[leader].actor, ElectionMsg::ChangeMembership, everyone_and_more).expect("call");
+    assert_eq!(refused, Err(MembershipError::NotSingleChange { added: 2, removed: 0 }));
+    let (index, _) = ractor::call!(masters[leader].actor, ElectionMsg::ChangeMembership, voters.clone())
+        .expect("call")
+        .expect("the leader accepts one change");
+    assert_eq!(masters[leader].status().await.voters, voters);
+
+    // Committed on the two that remain; from then on they commit without the third.
+    wait_until("the change commits", async || {
+        let mut done = true;
+        for m in &rest {
+            let status = m.status().await;
+            done &= status.commit >= index && status.voters == voters;
+        }
+        done.then_some(())
+    })
+    .await;
+    let cut = net.inject(Fault::Partition { a: NodeSet::one(removed.id), b: NodeSet::All, one_way: false }).unwrap();
+    let (leader, _) = wait_until("a leader of the two", async || agreed_leader(&rest).await).await;
+    propose(rest[leader], b"b").await;
+    let expected = vec![b"a".to_vec(), b"b".to_vec()];
+    wait_until("b applied on the two", async || rest.iter().all(|m| m.commands() == expected).then_some(())).await;
+    net.heal(cut);
     for m in &masters {
         m.actor.stop(None);
     }

@@ -315,6 +315,7 @@ impl fmt::Debug for Node {
                 match entry.kind {
                     EntryKind::Noop => write!(f, "{sep}{}:noop", entry.term)?,
                     EntryKind::Command => write!(f, "{sep}{}:cmd{:?}", entry.term, entry.data)?,
+                    EntryKind::Config => write!(f, "{sep}{}:config", entry.term)?,
                 }
             }
         }

@@ -4,19 +4,23 @@
 //! partitions and crashes whose client history must be linearizable and lose no acknowledged
 //! write. A failing seed is printed; `FLOTILLA_REGISTRY_SEEDS=N` runs more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
-use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, RaftConfig, SnapshotMeta};
+use flotilla_actors::election::core::{
+    Entry, HardState, MembershipChange, MembershipError, PeerId, Persisted, RaftConfig, SnapshotMeta,
+};
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::registry::actor::RegistryMsg;
 use flotilla_actors::registry::client::{ClientError, RegistryClient};
 use flotilla_actors::registry::core::{EventKind, Txn};
-use flotilla_actors::registry::protocol::{REGISTRY_NAME, RegistryReply, RegistryRequest, WatchBody, WatchNotice};
-use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError};
+use flotilla_actors::registry::protocol::{
+    REGISTRY_NAME, RegistryFailure, RegistryReply, RegistryRequest, WatchBody, WatchNotice,
+};
+use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
 use flotilla_supervisors::{
     ChildSpec, Node, NodeId, Rng, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec,
 };
@@ -43,11 +47,17 @@ impl RaftStorage for SharedDisk {
         self.0.lock().unwrap().persist(hard_state, entries)
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
-        self.0.lock().unwrap().save_snapshot(meta, data, keep_log_after)
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
+        self.0.lock().unwrap().save_snapshot(meta, voters, data, keep_log_after)
     }
 
-    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.0.lock().unwrap().snapshot()
     }
 }
@@ -106,6 +116,19 @@ async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (Node
 }
 
 async fn start_master(net: &SimNet, id: &'static str, seed: u64, disk: &SharedDisk, log: &LeaderLog) -> Master {
+    start_master_as(net, id, false, seed, disk, log).await
+}
+
+/// A master of the cluster of [`MASTERS`]; with `joining`, one more master that joins it (it
+/// dials them; they reach it over its sessions).
+async fn start_master_as(
+    net: &SimNet,
+    id: &'static str,
+    joining: bool,
+    seed: u64,
+    disk: &SharedDisk,
+    log: &LeaderLog,
+) -> Master {
     let (node, transport) = start_transport(net, id, Role::Master, seed).await;
     for peer in MASTERS.iter().filter(|peer| **peer != id) {
         transport.connect(peer, Address::Sim);
@@ -115,6 +138,7 @@ async fn start_master(net: &SimNet, id: &'static str, seed: u64, disk: &SharedDi
     let plan = ControlPlanePlan {
         me: PeerId::from(id),
         peers: MASTERS.iter().filter(|peer| **peer != id).map(|peer| PeerId::from(*peer)).collect(),
+        joining,
         raft: RaftConfig::default(),
         registry: RegistryConfig { snapshot_every: SNAPSHOT_EVERY, ..RegistryConfig::default() },
         tick_interval: Duration::from_millis(10),
@@ -159,7 +183,11 @@ impl Cluster {
     }
 
     async fn client(&self, id: &str, masters: &[&str]) -> (Transport, RegistryClient) {
-        let (_, transport) = start_transport(&self.net, id, Role::Agent, self.seed ^ 0xc11e).await;
+        self.client_as(id, Role::Agent, masters).await
+    }
+
+    async fn client_as(&self, id: &str, role: Role, masters: &[&str]) -> (Transport, RegistryClient) {
+        let (_, transport) = start_transport(&self.net, id, role, self.seed ^ 0xc11e).await;
         for master in MASTERS {
             transport.connect(master, Address::Sim);
         }
@@ -361,6 +389,158 @@ async fn a_follower_cut_off_while_the_log_is_compacted_catches_up_from_a_snapsho
         via.get(&last, LONG).await.expect("read").1.map(|kv| kv.value),
         Some(format!("{}", 3 * SNAPSHOT_EVERY - 1).into_bytes())
     );
+}
+
+// --- Membership --------------------------------------------------------------------------------
+
+/// The leader that every master of `ids` agrees on, asked through `client`.
+async fn leader_among(client: &RegistryClient, ids: &[&str]) -> Option<String> {
+    let mut leaders = Vec::new();
+    for id in ids {
+        leaders.push(client.status_of(id).await.ok()?.leader?);
+    }
+    let first = leaders.first()?.clone();
+    leaders.iter().all(|leader| *leader == first).then_some(first)
+}
+
+fn voters(ids: &[&str]) -> Vec<String> {
+    let mut voters: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    voters.sort();
+    voters
+}
+
+fn refusal(outcome: &Result<Vec<String>, ClientError>) -> Option<&MembershipError> {
+    match outcome {
+        Err(ClientError::Refused(RegistryFailure::Membership(error))) => Some(error),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_joining_master_is_added_catches_up_and_the_leader_is_removed_without_losing_a_write() {
+    let mut cluster = Cluster::start(6).await;
+    let (transport, mut client) = cluster.client_as("operator", Role::Operator, &MASTERS).await;
+    transport.connect("m4", Address::Sim);
+    let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
+    assert_eq!(client.members(LONG).await.expect("members"), voters(&MASTERS));
+
+    // Refusals: not an operator, nothing to change, or not a node id.
+    let (_agent_transport, mut agent) = cluster.client("agent", &MASTERS).await;
+    assert_eq!(agent.members(LONG).await.expect("anyone may list"), voters(&MASTERS));
+    let forbidden = agent.change_membership(MembershipChange::Remove(PeerId::from("m1")), LONG).await;
+    assert!(matches!(forbidden, Err(ClientError::Refused(RegistryFailure::Forbidden(_)))), "{forbidden:?}");
+    let already = client.change_membership(MembershipChange::Add(PeerId::from("m1")), LONG).await;
+    assert_eq!(refusal(&already), Some(&MembershipError::AlreadyVoter(PeerId::from("m1"))), "{already:?}");
+    let absent = client.change_membership(MembershipChange::Remove(PeerId::from("m9")), LONG).await;
+    assert_eq!(refusal(&absent), Some(&MembershipError::NotVoter(PeerId::from("m9"))), "{absent:?}");
+    let invalid = client.change_membership(MembershipChange::Add(PeerId::from("Not An Id")), LONG).await;
+    assert!(matches!(invalid, Err(ClientError::Refused(RegistryFailure::Rejected(_)))), "{invalid:?}");
+
+    // Writes beyond a snapshot: the leader compacts the log before m4 exists.
+    let mut acknowledged = Vec::new();
+    for i in 0..2 * SNAPSHOT_EVERY {
+        let key = format!("/before/{i}");
+        client.put(&key, key.as_bytes(), LONG).await.expect("write");
+        acknowledged.push(key);
+    }
+
+    // m4 starts as a joiner: outside the configuration it never campaigns (and the leader
+    // does not replicate to it until it is added).
+    let disk = SharedDisk(Arc::new(Mutex::new(SimDisk::new(Rng::seeded(64)))));
+    let m4 = start_master_as(&cluster.net, "m4", true, 640, &disk, &cluster.log).await;
+    cluster.masters.push(Some(m4));
+    cluster.disks.push(disk);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let joiner = client.status_of("m4").await.expect("m4 answers");
+    assert_eq!((joiner.term, joiner.is_leader, joiner.voters.clone()), (0, false, voters(&MASTERS)), "{joiner:?}");
+
+    let added = client.change_membership(MembershipChange::Add(PeerId::from("m4")), LONG).await;
+    assert_eq!(added.expect("add m4"), voters(&["m1", "m2", "m3", "m4"]));
+    // It caught up from the leader's snapshot (the entries it needed were compacted).
+    let target = client.status_of(&leader).await.expect("status").revision;
+    let caught_up = wait_until("m4 catches up", LONG, async || {
+        let status = client.status_of("m4").await.ok()?;
+        (status.revision >= target).then_some(status)
+    })
+    .await;
+    assert!(caught_up.snapshot > 0, "m4 installed a snapshot: {caught_up:?}");
+    assert_eq!(caught_up.voters, voters(&["m1", "m2", "m3", "m4"]));
+
+    // Writes continue, also through the new master.
+    let mut via_m4 = RegistryClient::new(transport.clone(), vec!["m4".to_owned()], 4444);
+    for i in 0..10 {
+        let key = format!("/with-m4/{i}");
+        via_m4.put(&key, key.as_bytes(), LONG).await.expect("write through m4");
+        acknowledged.push(key);
+    }
+    assert_eq!(via_m4.members(LONG).await.expect("members"), voters(&["m1", "m2", "m3", "m4"]));
+
+    // Remove the leader, asked twice at once: one change at a time, so one is refused.
+    let mut twice = RegistryClient::new(transport.clone(), vec![leader.clone()], 5555);
+    let mut once = RegistryClient::new(transport.clone(), vec![leader.clone()], 5556);
+    let remove = || MembershipChange::Remove(PeerId::from(leader.as_str()));
+    let (first, second) = tokio::join!(once.change_membership(remove(), LONG), twice.change_membership(remove(), LONG));
+    let remaining: Vec<&str> = ["m1", "m2", "m3", "m4"].into_iter().filter(|id| *id != leader).collect();
+    let (done, refused) = if first.is_ok() { (first, second) } else { (second, first) };
+    assert_eq!(done.expect("the leader is removed"), voters(&remaining));
+    assert!(matches!(refusal(&refused), Some(MembershipError::ChangePending { .. })), "{refused:?}");
+
+    // The others elect a new leader; writes go on and nothing acknowledged is lost.
+    let new_leader =
+        wait_until("a new leader", LONG, async || leader_among(&client, &remaining).await.filter(|new| *new != leader))
+            .await;
+    let old = client.status_of(&leader).await.expect("the removed master still answers");
+    assert!(!old.is_leader, "{old:?}");
+    let mut survivors =
+        RegistryClient::new(transport.clone(), remaining.iter().map(|id| (*id).to_owned()).collect(), 6666);
+    for i in 0..10 {
+        let key = format!("/after/{i}");
+        survivors.put(&key, key.as_bytes(), LONG).await.expect("write after removing the leader");
+        acknowledged.push(key);
+    }
+    assert_eq!(survivors.members(LONG).await.expect("members"), voters(&remaining));
+    for id in &remaining {
+        let mut via = RegistryClient::new(transport.clone(), vec![(*id).to_owned()], 7000 + id.len() as u64);
+        for key in &acknowledged {
+            let (_, kv) = via.get(key, LONG).await.unwrap_or_else(|e| panic!("read {key} via {id}: {e}"));
+            assert_eq!(kv.map(|kv| kv.value), Some(key.as_bytes().to_vec()), "{key} via {id}");
+        }
+    }
+
+    // The removed leader's subtree stopped; the new leader runs one.
+    let log = cluster.log.lock().unwrap().clone();
+    assert!(log.iter().any(|(node, _, started)| *node == leader && !started), "{log:?}");
+    assert!(log.iter().any(|(node, _, started)| *node == new_leader && *started), "{log:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_membership_change_whose_leader_is_cut_off_is_superseded_and_changes_nothing() {
+    let cluster = Cluster::start(7).await;
+    let (transport, client) = cluster.client_as("operator", Role::Operator, &MASTERS).await;
+    let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
+    let followers: Vec<&str> = MASTERS.iter().copied().filter(|id| *id != leader).collect();
+    // The leader is cut off from the other masters (not from the client): it appends the
+    // change but cannot commit it; the others elect a new leader, whose log replaces the
+    // entry once the partition heals.
+    let cut = cluster
+        .net
+        .inject(Fault::Partition {
+            a: NodeSet::one(leader.as_str()),
+            b: NodeSet::of(followers.clone()),
+            one_way: false,
+        })
+        .unwrap();
+    let mut direct = RegistryClient::new(transport.clone(), vec![leader.clone()], 8888);
+    direct.attempt_timeout = LONG;
+    let change = direct.change_membership(MembershipChange::Remove(PeerId::from(followers[0])), LONG);
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.net.heal(cut);
+    };
+    let (outcome, ()) = tokio::join!(change, heal);
+    assert!(matches!(outcome, Err(ClientError::Refused(RegistryFailure::Superseded { .. }))), "{outcome:?}");
+    let mut any = RegistryClient::new(transport.clone(), MASTERS.iter().map(|id| (*id).to_owned()).collect(), 8889);
+    assert_eq!(any.members(LONG).await.expect("members"), voters(&MASTERS));
 }
 
 // --- The seeded battery ----------------------------------------------------------------------

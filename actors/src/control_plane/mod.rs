@@ -43,8 +43,10 @@ pub type CurrentTransport = Arc<dyn Fn() -> Option<Transport> + Send + Sync>;
 #[derive(Clone)]
 pub struct ControlPlanePlan {
     pub me: PeerId,
-    /// The other voters.
+    /// The other voters of the bootstrap configuration.
     pub peers: BTreeSet<PeerId>,
+    /// Start as a joiner, outside the configuration (see `ElectionArgs::joining`).
+    pub joining: bool,
     pub raft: RaftConfig,
     pub registry: RegistryConfig,
     pub tick_interval: Duration,
@@ -90,6 +92,7 @@ pub fn control_plane_spec(plan: ControlPlanePlan) -> SupervisorSpec {
                     transport,
                     me: plan.me.clone(),
                     peers: plan.peers.clone(),
+                    joining: plan.joining,
                     config: plan.raft.clone(),
                     storage,
                     node: ctx.node.clone(),

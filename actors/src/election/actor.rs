@@ -18,6 +18,17 @@
 //! instance reloads the snapshot, hard state and log from the (new) storage it is given. A
 //! restarted actor first hands the owner the stored snapshot, then re-delivers the committed
 //! entries after it: the owner must skip indexes it has already applied.
+//!
+//! Membership: [`ElectionMsg::ChangeMembership`] (a whole voter set) and
+//! [`ElectionMsg::ChangeTagged`] (one voter added or removed) propose a configuration on the
+//! leader; it is in effect once appended and done once its [`EntryKind::Config`] entry is
+//! committed (handed to the owner like any entry). A master started with
+//! [`ElectionArgs::joining`] is not a voter until such an entry lists it. Addresses are not in
+//! the log: a joining master dials every master it is configured with, and the others reach
+//! it over the session it opened (one connection per pair), so the leader's casts and
+//! snapshot transfers to it need no address of their own.
+//!
+//! [`EntryKind::Config`]: super::core::EntryKind::Config
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,9 +41,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use super::core::{
-    Entry, Index, Message, PeerId, ProposeError, Raft, RaftConfig, ReadError, ReadState, Role, SnapshotMeta, Term,
+    Entry, Index, MembershipChange, MembershipError, Message, PeerId, ProposeError, Raft, RaftConfig, ReadError,
+    ReadState, Role, SnapshotMeta, Term,
 };
-use crate::storage::RaftStorage;
+use crate::storage::{RaftStorage, StoredSnapshot};
 
 /// The name the election actor is exported under on every master.
 pub const ELECTION_NAME: &str = "election";
@@ -40,12 +52,22 @@ pub const ELECTION_NAME: &str = "election";
 /// The bulk channel snapshots are streamed on.
 pub const SNAPSHOT_CHANNEL: &str = "raft-snapshot";
 
-/// A snapshot as it travels on the bulk channel: the leader's term, where it ends, its bytes.
+/// A snapshot as it travels on the bulk channel: the leader's term, where it ends, the
+/// configuration there, its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SnapshotTransfer {
     term: Term,
     meta: SnapshotMeta,
+    voters: BTreeSet<PeerId>,
     data: Vec<u8>,
+}
+
+/// A snapshot this node holds: stored, or received and waiting to be installed.
+#[derive(Clone, Debug)]
+struct HeldSnapshot {
+    meta: SnapshotMeta,
+    voters: BTreeSet<PeerId>,
+    data: Arc<Vec<u8>>,
 }
 
 /// How often the core's timers are advanced unless the arguments say otherwise.
@@ -70,6 +92,8 @@ pub struct Status {
     pub term: Term,
     pub leader: Option<PeerId>,
     pub commit: Index,
+    /// The configuration in effect here: the latest in this node's log, committed or not.
+    pub voters: BTreeSet<PeerId>,
 }
 
 impl Status {
@@ -96,8 +120,17 @@ pub enum ElectionEvent {
     /// it was refused. Only an entry applied with that index and term is committed.
     Proposed { tag: u64, result: Result<(Index, Term), ProposeError> },
     /// Replace the state machine by this snapshot (stored on start, or received from the
-    /// leader); the entries after `meta.index` follow as `Committed`.
-    Restore { meta: SnapshotMeta, data: Arc<Vec<u8>> },
+    /// leader); the entries after `meta.index` follow as `Committed`. `voters` is the
+    /// configuration in effect at `meta.index`.
+    Restore { meta: SnapshotMeta, voters: BTreeSet<PeerId>, data: Arc<Vec<u8>> },
+    /// Sent once on start when there is no stored snapshot: the configuration in effect
+    /// before the log's first entry (the bootstrap voters); configuration entries in
+    /// `Committed` change it from there.
+    Bootstrap { voters: BTreeSet<PeerId> },
+    /// The outcome of an [`ElectionMsg::ChangeTagged`]: the configuration entry's index and
+    /// term, or why the change was refused. Only an entry applied with that index and term
+    /// made the change.
+    MembershipProposed { tag: u64, result: Result<(Index, Term), MembershipError> },
 }
 
 /// Where the election actor sends its events.
@@ -119,6 +152,12 @@ pub enum ElectionMsg {
     /// Queue a linearizable read tagged `ctx`; the outcome comes back as an event.
     ReadIndex(u64),
     Status(RpcReplyPort<Status>),
+    /// Propose the configuration `voters` (one voter more or fewer than the one in effect);
+    /// answers the configuration entry's index and term, or why it was refused.
+    ChangeMembership(BTreeSet<PeerId>, RpcReplyPort<Result<(Index, Term), MembershipError>>),
+    /// Propose adding or removing one voter without waiting: the outcome comes back as
+    /// [`ElectionEvent::MembershipProposed`] with this tag.
+    ChangeTagged(u64, MembershipChange),
     /// The owner's snapshot of its state machine after applying `index`: store it and compact
     /// the log through `index`.
     Compact {
@@ -137,8 +176,13 @@ pub enum ElectionMsg {
 pub struct ElectionArgs {
     pub transport: Transport,
     pub me: PeerId,
-    /// The other voters.
+    /// The other voters of the bootstrap configuration (the cluster's masters when joining).
     pub peers: BTreeSet<PeerId>,
+    /// Start outside the configuration: follow the leader of `peers` and vote only once a
+    /// configuration entry lists this node ([`Raft::new_joining`]). Without it, `peers` and
+    /// this node are the bootstrap voters. Either way, configurations in the stored log and
+    /// snapshot take precedence.
+    pub joining: bool,
     pub config: RaftConfig,
     pub storage: Box<dyn RaftStorage + Send>,
     /// The clock and the seed of the core's RNG.
@@ -161,9 +205,9 @@ pub struct ElectionState {
     reported: Option<Status>,
     flush_scheduled: bool,
     /// The latest stored snapshot, sent to followers that need it.
-    snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    snapshot: Option<HeldSnapshot>,
     /// A snapshot received from the leader, until the core says to install it.
-    received: Option<(SnapshotMeta, Vec<u8>)>,
+    received: Option<HeldSnapshot>,
     ticker: JoinHandle<()>,
 }
 
@@ -177,11 +221,22 @@ impl Actor for Election {
         myself: ActorRef<ElectionMsg>,
         args: ElectionArgs,
     ) -> Result<ElectionState, ActorProcessingErr> {
-        let ElectionArgs { transport, me, peers, config, mut storage, node, events, tick_interval } = args;
+        let ElectionArgs { transport, me, peers, joining, config, mut storage, node, events, tick_interval } = args;
         let persisted = storage.load()?;
-        let snapshot = storage.snapshot()?.map(|(meta, data)| (meta, Arc::new(data)));
+        let stored = storage.snapshot()?;
         let mut rng = node.fork_rng();
-        let raft = Raft::new(me, peers, config, persisted, node.now(), &mut rng)?;
+        let raft = if joining {
+            Raft::new_joining(me, peers, config, persisted, node.now(), &mut rng)?
+        } else {
+            Raft::new(me, peers, config, persisted, node.now(), &mut rng)?
+        };
+        // The core resolves the configuration of a snapshot stored without one (the bootstrap
+        // voters).
+        let snapshot = stored.map(|StoredSnapshot { meta, data, .. }| HeldSnapshot {
+            meta,
+            voters: raft.snapshot_voters().clone(),
+            data: Arc::new(data),
+        });
         node.register(ELECTION_NAME, myself.get_cell())?;
         transport.export_from::<RaftEnvelope, ElectionMsg>(ELECTION_NAME, &myself, ElectionMsg::Inbound);
         transport.bulk_to_actor(SNAPSHOT_CHANNEL, &myself, ElectionMsg::SnapshotArrived);
@@ -199,8 +254,13 @@ impl Actor for Election {
             received: None,
             ticker,
         };
-        if let Some((meta, data)) = &state.snapshot {
-            (state.events)(ElectionEvent::Restore { meta: *meta, data: Arc::clone(data) });
+        match &state.snapshot {
+            Some(held) => (state.events)(ElectionEvent::Restore {
+                meta: held.meta,
+                voters: held.voters.clone(),
+                data: Arc::clone(&held.data),
+            }),
+            None => (state.events)(ElectionEvent::Bootstrap { voters: state.raft.snapshot_voters().clone() }),
         }
         state.report_leadership();
         Ok(state)
@@ -222,7 +282,10 @@ impl Actor for Election {
         msg: ElectionMsg,
         state: &mut ElectionState,
     ) -> Result<(), ActorProcessingErr> {
-        let flush_now = matches!(msg, ElectionMsg::Flush | ElectionMsg::Status(_) | ElectionMsg::Propose(..));
+        let flush_now = matches!(
+            msg,
+            ElectionMsg::Flush | ElectionMsg::Status(_) | ElectionMsg::Propose(..) | ElectionMsg::ChangeMembership(..)
+        );
         match msg {
             ElectionMsg::Tick => {
                 let now = state.node.now();
@@ -256,6 +319,15 @@ impl Actor for Election {
             ElectionMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
+            ElectionMsg::ChangeMembership(voters, reply) => {
+                let term = state.raft.term();
+                let _ = reply.send(state.raft.propose_membership(voters).map(|index| (index, term)));
+            }
+            ElectionMsg::ChangeTagged(tag, change) => {
+                let term = state.raft.term();
+                let result = state.raft.propose_change(change).map(|index| (index, term));
+                (state.events)(ElectionEvent::MembershipProposed { tag, result });
+            }
             ElectionMsg::Flush => state.flush_scheduled = false,
             ElectionMsg::Compact { index, data } => state.compact(index, data)?,
             ElectionMsg::SnapshotArrived(transfer) => state.snapshot_arrived(transfer),
@@ -281,17 +353,23 @@ impl ElectionState {
             term: raft.term(),
             leader: raft.leader().cloned(),
             commit: raft.commit_index(),
+            voters: raft.voters().clone(),
         }
     }
 
-    /// Tells the owner when the role, term or leader changed (not on every commit).
+    /// Tells the owner when the role, term, leader or configuration changed (not on every
+    /// commit).
     fn report_leadership(&mut self) {
-        let status = self.status();
-        let changed = self
-            .reported
-            .as_ref()
-            .is_none_or(|old| (old.role, old.term, &old.leader) != (status.role, status.term, &status.leader));
-        if changed {
+        // Compared in place: this runs after every message, and rarely finds a change.
+        let raft = &self.raft;
+        let unchanged = self.reported.as_ref().is_some_and(|old| {
+            old.role == raft.role()
+                && old.term == raft.term()
+                && old.leader.as_ref() == raft.leader()
+                && &old.voters == raft.voters()
+        });
+        if !unchanged {
+            let status = self.status();
             self.reported = Some(status.clone());
             (self.events)(ElectionEvent::Leadership(status));
         }
@@ -306,10 +384,11 @@ impl ElectionState {
         let Some(term) = self.raft.term_at(index).filter(|_| compactable) else {
             return Ok(());
         };
+        let Some(voters) = self.raft.voters_at(index).cloned() else { return Ok(()) };
         let meta = SnapshotMeta { index, term };
-        self.storage.save_snapshot(meta, &data, true)?;
+        self.storage.save_snapshot(meta, &voters, &data, true)?;
         self.raft.compact(index)?;
-        self.snapshot = Some((meta, Arc::new(data)));
+        self.snapshot = Some(HeldSnapshot { meta, voters, data: Arc::new(data) });
         Ok(())
     }
 
@@ -318,13 +397,15 @@ impl ElectionState {
         if transfer.from_role != NodeRole::Master {
             return;
         }
-        let Ok(SnapshotTransfer { term, meta, data }) = postcard::from_bytes::<SnapshotTransfer>(&transfer.data) else {
+        let Ok(SnapshotTransfer { term, meta, voters, data }) =
+            postcard::from_bytes::<SnapshotTransfer>(&transfer.data)
+        else {
             return;
         };
         // Keep it only if the core takes it: an older or redundant transfer must not replace
         // one that is waiting to be installed.
-        let waiting = self.received.replace((meta, data));
-        let message = Message::InstallSnapshot { term, meta };
+        let waiting = self.received.replace(HeldSnapshot { meta, voters: voters.clone(), data: Arc::new(data) });
+        let message = Message::InstallSnapshot { term, meta, voters };
         let _ = self.raft.step(self.node.now(), &PeerId(transfer.from), message);
         if self.raft.pending_install() != Some(meta) {
             self.received = waiting;
@@ -333,8 +414,9 @@ impl ElectionState {
 
     /// Streams the latest snapshot to `peer` in the background, as its leader in `term`.
     fn send_snapshot(&self, peer: &PeerId, term: Term) {
-        let Some((meta, data)) = &self.snapshot else { return };
-        let transfer = SnapshotTransfer { term, meta: *meta, data: data.to_vec() };
+        let Some(held) = &self.snapshot else { return };
+        let transfer =
+            SnapshotTransfer { term, meta: held.meta, voters: held.voters.clone(), data: held.data.as_ref().clone() };
         let Ok(bytes) = postcard::to_stdvec(&transfer) else { return };
         // A failed transfer is retried by the core after its snapshot timeout.
         let _ = self.transport.start_bulk(&peer.0, SNAPSHOT_CHANNEL, bytes.into());
@@ -345,14 +427,16 @@ impl ElectionState {
     fn drain(&mut self) -> Result<(), ActorProcessingErr> {
         while self.raft.has_ready() {
             let ready = self.raft.poll_ready();
-            if let Some(meta) = ready.install {
-                let Some((received, data)) = self.received.take().filter(|(received, _)| *received == meta) else {
+            if let Some((meta, voters)) = ready.install {
+                let Some(received) =
+                    self.received.take().filter(|received| received.meta == meta && received.voters == voters)
+                else {
                     return Err(format!("asked to install snapshot {meta:?}, which never arrived").into());
                 };
-                self.storage.save_snapshot(received, &data, false)?;
-                let data = Arc::new(data);
-                self.snapshot = Some((meta, Arc::clone(&data)));
-                (self.events)(ElectionEvent::Restore { meta, data });
+                self.storage.save_snapshot(meta, &voters, &received.data, false)?;
+                let data = Arc::clone(&received.data);
+                self.snapshot = Some(received);
+                (self.events)(ElectionEvent::Restore { meta, voters, data });
             }
             if ready.hard_state.is_some() || !ready.entries.is_empty() {
                 self.storage.persist(ready.hard_state.as_ref(), &ready.entries)?;

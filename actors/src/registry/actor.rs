@@ -10,10 +10,15 @@
 //!   follower asks the leader for the index and answers from its own state).
 //! - **Watches** stream the changes after a revision to a local actor or to an actor on
 //!   another node, from whichever master the watcher asked.
+//! - **Membership**: the committed configuration follows the applied log (the bootstrap or a
+//!   snapshot's voters, then each configuration entry), and `Members` reads it like a `Get`.
+//!   A change is proposed on the leader (a follower forwards it) and answered by the leader
+//!   once it has applied the configuration entry with the index and term it was given, or
+//!   with why it was refused or discarded.
 //!
 //! Every request has a deadline; an unanswered one gets [`RegistryFailure::Timeout`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flotilla_supervisors::Node;
@@ -28,7 +33,9 @@ use super::protocol::{
 };
 use crate::control_plane::leadership::LeadershipMsg;
 use crate::election::actor::{ELECTION_NAME, ElectionEvent, ElectionMsg, Status};
-use crate::election::core::{Entry, EntryKind, ProposeError};
+use crate::election::core::{
+    Entry, EntryKind, MembershipChange, MembershipError, PeerId, ProposeError, Term, decode_voters,
+};
 
 /// How long a request may wait for a leader, a commit or a read index.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,6 +133,21 @@ struct PendingRead {
     index: Option<u64>,
 }
 
+/// A membership change a client asked this master for, waiting for its outcome.
+struct PendingChange {
+    change: MembershipChange,
+    reply: ReplyPort<RegistryReply>,
+    deadline: Time,
+}
+
+/// Who asked for a membership change the leader runs: this master's client (`None`) or the
+/// registry of another master, and its tag there.
+#[derive(Clone, Debug)]
+struct ChangeOrigin {
+    node: Option<String>,
+    ctx: u64,
+}
+
 /// A write waiting for the entry with its id to be applied here.
 struct PendingWrite {
     command: Vec<u8>,
@@ -191,6 +213,17 @@ pub struct RegistryState {
     myself: ActorRef<RegistryMsg>,
     /// The applied index of the last snapshot taken or restored.
     last_snapshot: u64,
+    /// The committed configuration as of the applied index, and the index it took effect at
+    /// (0 for the bootstrap configuration).
+    members: Option<(u64, BTreeSet<PeerId>)>,
+    /// Membership changes clients asked this master for (ctx → change), and those with no
+    /// leader to go to yet.
+    changes: BTreeMap<u64, PendingChange>,
+    unrouted_changes: Vec<u64>,
+    /// Leader side: changes handed to the election actor (tag → origin, and when to forget
+    /// it), then appended ones waiting to be applied (index → term, origin, deadline).
+    change_proposals: BTreeMap<u64, (ChangeOrigin, Time)>,
+    change_entries: BTreeMap<u64, (Term, ChangeOrigin, Time)>,
     ticker: JoinHandle<()>,
 }
 
@@ -234,6 +267,11 @@ impl Actor for Registry {
             monitored: BTreeMap::new(),
             myself: myself.clone(),
             last_snapshot: 0,
+            members: None,
+            changes: BTreeMap::new(),
+            unrouted_changes: Vec::new(),
+            change_proposals: BTreeMap::new(),
+            change_entries: BTreeMap::new(),
             ticker,
         })
     }
@@ -257,6 +295,9 @@ impl Actor for Registry {
         for (_, read) in std::mem::take(&mut state.reads) {
             read.reply.send(RegistryReply::Failed(RegistryFailure::Stopping));
         }
+        for (_, change) in std::mem::take(&mut state.changes) {
+            change.reply.send(RegistryReply::Failed(RegistryFailure::Stopping));
+        }
         for (id, watch) in std::mem::take(&mut state.watches) {
             state.notify(id, &watch.sink, WatchBody::Ended);
         }
@@ -271,7 +312,18 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Request(request, reply) => state.request(None, request, reply),
-            RegistryMsg::Remote(sender, request, reply) => state.request(Some(sender.node), request, reply),
+            RegistryMsg::Remote(sender, request, reply) => {
+                if matches!(request, RegistryRequest::ChangeMembership(_)) && sender.role != NodeRole::Operator {
+                    // Changing who votes is an operator's act, never an agent's.
+                    let why = format!(
+                        "{} ({}) may not change the membership: it needs an operator's certificate",
+                        sender.node, sender.role
+                    );
+                    reply.send(RegistryReply::Failed(RegistryFailure::Forbidden(why)));
+                } else {
+                    state.request(Some(sender.node), request, reply);
+                }
+            }
             RegistryMsg::WatchLocal { prefix, after, sink, reply } => {
                 let answer = state.watch(prefix, after, Sink::Local(sink));
                 let _ = reply.send(answer);
@@ -330,7 +382,10 @@ impl RegistryState {
     fn request(&mut self, from: Option<String>, request: RegistryRequest, reply: ReplyPort<RegistryReply>) {
         match request {
             RegistryRequest::Write(command) => self.write(command, reply),
-            query @ (RegistryRequest::Get { .. } | RegistryRequest::Range { .. }) => self.read(query, reply),
+            query @ (RegistryRequest::Get { .. } | RegistryRequest::Range { .. } | RegistryRequest::Members) => {
+                self.read(query, reply)
+            }
+            RegistryRequest::ChangeMembership(change) => self.change_membership(change, reply),
             RegistryRequest::Watch { prefix, after, sink } => {
                 let answer = match from {
                     Some(node) => self.watch(prefix, after, Sink::Remote { node, name: sink }),
@@ -364,6 +419,7 @@ impl RegistryState {
             applied: self.store.applied_index(),
             revision: self.store.revision(),
             snapshot: self.last_snapshot,
+            voters: status.map(|s| s.voters.iter().map(|voter| voter.0.clone()).collect()).unwrap_or_default(),
         }
     }
 
@@ -465,6 +521,12 @@ impl RegistryState {
                 let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
                 RegistryReply::Values { revision, kvs: self.store.range(prefix, limit) }
             }
+            RegistryRequest::Members => match &self.members {
+                Some((_, voters)) => RegistryReply::Members { voters: names(voters) },
+                None => RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid(
+                    "this master does not know its configuration yet".to_owned(),
+                ))),
+            },
             _ => RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid("not a read".to_owned()))),
         }
     }
@@ -504,6 +566,21 @@ impl RegistryState {
                     let _ = self.transport.cast(&from, REGISTRY_NAME, &PeerMessage::ReadIndexed { ctx, index: None });
                 }
             },
+            PeerMessage::ChangeMembership { ctx, change } => {
+                self.propose_change(ChangeOrigin { node: Some(from), ctx }, change);
+            }
+            PeerMessage::MembershipChanged { ctx, outcome, retriable } => {
+                if retriable {
+                    if self.changes.contains_key(&ctx) {
+                        self.unrouted_changes.push(ctx);
+                    }
+                } else if let Some(change) = self.changes.remove(&ctx) {
+                    change.reply.send(match outcome {
+                        Ok(voters) => RegistryReply::Members { voters },
+                        Err(failure) => RegistryReply::Failed(failure),
+                    });
+                }
+            }
             PeerMessage::ReadIndexed { ctx, index } => match index {
                 Some(index) => {
                     if let Some(read) = self.reads.get_mut(&ctx) {
@@ -533,7 +610,13 @@ impl RegistryState {
     fn election_event(&mut self, event: ElectionEvent) -> Result<(), String> {
         match event {
             ElectionEvent::Committed(entries) => return self.apply(&entries),
-            ElectionEvent::Restore { meta, data } => return self.restore(meta.index.0, &data),
+            ElectionEvent::Restore { meta, voters, data } => return self.restore(meta.index.0, voters, &data),
+            ElectionEvent::Bootstrap { voters } => {
+                if self.members.is_none() {
+                    self.members = Some((0, voters));
+                }
+            }
+            ElectionEvent::MembershipProposed { tag, result } => self.change_proposed(tag, result),
             ElectionEvent::ReadReady(read) => match self.remote_reads.remove(&read.ctx) {
                 Some((node, ctx, _)) => {
                     let message = PeerMessage::ReadIndexed { ctx, index: Some(read.index.0) };
@@ -608,6 +691,116 @@ impl RegistryState {
         for ctx in reads {
             self.route_read(ctx);
         }
+        // Changes already handed to a leader are not sent again (a change is not idempotent):
+        // they wait for its answer or their deadline.
+        let mut unrouted = std::mem::take(&mut self.unrouted_changes);
+        unrouted.sort_unstable();
+        unrouted.dedup();
+        for ctx in unrouted {
+            self.route_change(ctx);
+        }
+    }
+
+    // --- Membership ------------------------------------------------------------------------
+
+    fn change_membership(&mut self, change: MembershipChange, reply: ReplyPort<RegistryReply>) {
+        let (MembershipChange::Add(peer) | MembershipChange::Remove(peer)) = &change;
+        if !flotilla_transport::core::identity::valid_id(&peer.0) {
+            let why = format!("{:?} is not a valid node id ([a-z0-9._-], 1 to 63 characters)", peer.0);
+            reply.send(RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::Invalid(why))));
+            return;
+        }
+        let ctx = self.next_tag();
+        self.changes.insert(ctx, PendingChange { change, reply, deadline: self.deadline() });
+        self.route_change(ctx);
+    }
+
+    /// Sends a pending change to the leader (itself included), or parks it until one is known.
+    fn route_change(&mut self, ctx: u64) {
+        let Some(change) = self.changes.get(&ctx).map(|pending| pending.change.clone()) else { return };
+        let sent = match self.route() {
+            Route::Local(_) => {
+                self.propose_change(ChangeOrigin { node: None, ctx }, change);
+                true
+            }
+            Route::Remote(leader) => {
+                let message = PeerMessage::ChangeMembership { ctx, change };
+                self.transport.cast(&leader, REGISTRY_NAME, &message).is_ok()
+            }
+            Route::Nowhere => false,
+        };
+        if !sent {
+            self.unrouted_changes.push(ctx);
+        }
+    }
+
+    /// Leader side: hands a change to the election actor, or tells its origin to route it
+    /// again when this master does not lead.
+    fn propose_change(&mut self, origin: ChangeOrigin, change: MembershipChange) {
+        match self.election().filter(|_| self.leads()) {
+            Some(election) => {
+                let tag = self.next_tag();
+                let deadline = self.deadline();
+                self.change_proposals.insert(tag, (origin.clone(), deadline));
+                if election.send_message(ElectionMsg::ChangeTagged(tag, change)).is_err() {
+                    self.change_proposals.remove(&tag);
+                    self.finish_change(origin, Err(RegistryFailure::Stopping), true);
+                }
+            }
+            None => self.finish_change(origin, Err(RegistryFailure::Stopping), true),
+        }
+    }
+
+    /// The election actor's answer to a change this master proposed as the leader.
+    fn change_proposed(&mut self, tag: u64, result: Result<(crate::election::core::Index, Term), MembershipError>) {
+        let Some((origin, deadline)) = self.change_proposals.remove(&tag) else { return };
+        match result {
+            Ok((index, term)) => {
+                self.change_entries.insert(index.0, (term, origin, deadline));
+            }
+            // Transient: another leader, or this one's first entry is about to commit.
+            Err(MembershipError::NotLeader { .. } | MembershipError::TermNotCommitted { .. }) => {
+                self.finish_change(origin, Err(RegistryFailure::Stopping), true);
+            }
+            Err(refusal) => self.finish_change(origin, Err(RegistryFailure::Membership(refusal)), false),
+        }
+    }
+
+    /// Leader side: answers the change appended at `entry.index`, now applied here.
+    fn answer_change_at(&mut self, entry: &Entry) {
+        let Some((term, origin, _)) = self.change_entries.remove(&entry.index.0) else { return };
+        let outcome = match (entry.kind, entry.term == term) {
+            (EntryKind::Config, true) => match decode_voters(&entry.data) {
+                Ok(voters) => Ok(names(&voters)),
+                Err(error) => Err(RegistryFailure::OutcomeUnknown(error.to_string())),
+            },
+            _ => Err(RegistryFailure::Superseded { index: entry.index.0 }),
+        };
+        self.finish_change(origin, outcome, false);
+    }
+
+    /// Answers a change's origin: its client if it is this master's, else the registry of
+    /// the master that forwarded it. A `retriable` failure is routed again by the origin.
+    fn finish_change(&mut self, origin: ChangeOrigin, outcome: Result<Vec<String>, RegistryFailure>, retriable: bool) {
+        match origin.node {
+            Some(node) => {
+                let message = PeerMessage::MembershipChanged { ctx: origin.ctx, outcome, retriable };
+                let _ = self.transport.cast(&node, REGISTRY_NAME, &message);
+            }
+            None if retriable => {
+                if self.changes.contains_key(&origin.ctx) {
+                    self.unrouted_changes.push(origin.ctx);
+                }
+            }
+            None => {
+                if let Some(change) = self.changes.remove(&origin.ctx) {
+                    change.reply.send(match outcome {
+                        Ok(voters) => RegistryReply::Members { voters },
+                        Err(failure) => RegistryReply::Failed(failure),
+                    });
+                }
+            }
+        }
     }
 
     /// Applies committed entries in order. A gap means this store missed entries (a snapshot
@@ -624,7 +817,15 @@ impl RegistryState {
             match entry.kind {
                 EntryKind::Noop => self.store.apply_noop(entry.index.0),
                 EntryKind::Command => self.apply_command(entry),
+                EntryKind::Config => {
+                    self.store.apply_noop(entry.index.0);
+                    // Validated by the core before it reached the log.
+                    if let Ok(voters) = decode_voters(&entry.data) {
+                        self.members = Some((entry.index.0, voters));
+                    }
+                }
             }
+            self.answer_change_at(entry);
         }
         self.serve_reads();
         self.push_watches();
@@ -635,7 +836,10 @@ impl RegistryState {
     /// Replaces the store by a snapshot through `index` (unless the store is already there).
     /// A snapshot that does not restore is fatal: applying the entries after it to the old
     /// state would silently diverge from the other masters.
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, index: u64, voters: BTreeSet<PeerId>, data: &[u8]) -> Result<(), String> {
+        if self.members.is_none() {
+            self.members = Some((index, voters.clone()));
+        }
         if index <= self.store.applied_index() {
             return Ok(());
         }
@@ -646,6 +850,15 @@ impl RegistryState {
         }
         self.store = store;
         self.last_snapshot = index;
+        self.members = Some((index, voters));
+        // Changes whose entries the snapshot covers: this master cannot tell their outcome.
+        let skipped: Vec<u64> = self.change_entries.range(..=index).map(|(at, _)| *at).collect();
+        for at in skipped {
+            if let Some((_, origin, _)) = self.change_entries.remove(&at) {
+                let reason = format!("this master installed a snapshot through {index}, past the change at {at}");
+                self.finish_change(origin, Err(RegistryFailure::OutcomeUnknown(reason)), false);
+            }
+        }
         // Writes applied inside the snapshot are answered from its record of their responses.
         let ids: Vec<RequestId> = self.writes.keys().cloned().collect();
         for id in ids {
@@ -774,6 +987,21 @@ impl RegistryState {
                 read.reply.send(RegistryReply::Failed(RegistryFailure::Timeout { timeout_ms }));
             }
         }
+        let expired: Vec<u64> =
+            self.changes.iter().filter(|(_, change)| change.deadline <= now).map(|(ctx, _)| *ctx).collect();
+        for ctx in expired {
+            if let Some(change) = self.changes.remove(&ctx) {
+                change.reply.send(RegistryReply::Failed(RegistryFailure::Timeout { timeout_ms }));
+            }
+        }
+        self.change_proposals.retain(|_, (_, deadline)| *deadline > now);
+        self.change_entries.retain(|_, (_, _, deadline)| *deadline > now);
+        let mut unrouted = std::mem::take(&mut self.unrouted_changes);
+        unrouted.sort_unstable();
+        unrouted.dedup();
+        for ctx in unrouted {
+            self.route_change(ctx);
+        }
         // The election actor answers every tagged request unless it restarted meanwhile.
         self.remote_proposals.retain(|_, (_, _, deadline)| *deadline > now);
         self.remote_reads.retain(|_, (_, _, deadline)| *deadline > now);
@@ -790,4 +1018,9 @@ impl RegistryState {
             }
         }
     }
+}
+
+/// Voter names, sorted.
+fn names(voters: &BTreeSet<PeerId>) -> Vec<String> {
+    voters.iter().map(|voter| voter.0.clone()).collect()
 }

@@ -8,6 +8,7 @@ use flotilla_transport::{CallError, Transport};
 
 use super::core::{Command, KeyValue, RequestId, Revision, Txn, TxnResponse};
 use super::protocol::{REGISTRY_NAME, RegistryFailure, RegistryReply, RegistryRequest, RegistryStatus};
+use crate::election::core::MembershipChange;
 
 /// Why a client request failed for good.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +79,29 @@ impl RegistryClient {
     ) -> Result<(Revision, Vec<KeyValue>), ClientError> {
         match self.request(&RegistryRequest::Range { prefix: prefix.to_owned(), limit }, deadline).await? {
             RegistryReply::Values { revision, kvs } => Ok((revision, kvs)),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// The voting masters (the committed configuration, read linearizably), sorted.
+    pub async fn members(&mut self, deadline: Duration) -> Result<Vec<String>, ClientError> {
+        match self.request(&RegistryRequest::Members, deadline).await? {
+            RegistryReply::Members { voters } => Ok(voters),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Adds or removes one voting master; answers the new voters once the change is
+    /// committed. When a master does not answer in time the next one is asked the same: if
+    /// the first attempt went through meanwhile, the retry is refused (`AlreadyVoter`,
+    /// `NotVoter` or `ChangePending`), and [`RegistryClient::members`] tells what holds.
+    pub async fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        deadline: Duration,
+    ) -> Result<Vec<String>, ClientError> {
+        match self.request(&RegistryRequest::ChangeMembership(change), deadline).await? {
+            RegistryReply::Members { voters } => Ok(voters),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }

@@ -6,6 +6,7 @@ use flotilla_transport::{RemoteCall, RemoteMessage};
 use serde::{Deserialize, Serialize};
 
 use super::core::{Command, Event, KeyValue, RegistryError, RequestId, Revision, TxnResponse};
+use crate::election::core::{MembershipChange, MembershipError};
 
 /// The name the registry actor is exported under on every master.
 pub const REGISTRY_NAME: &str = "registry";
@@ -39,6 +40,15 @@ pub enum RegistryRequest {
     },
     /// This master's view of the cluster.
     Status,
+    /// The masters that vote: the committed configuration, read linearizably (a read-index
+    /// round, like `Get`).
+    Members,
+    /// Add or remove one voting master (from an operator's node, or this master's own
+    /// actors; refused as [`RegistryFailure::Forbidden`] otherwise). Proposed on the leader (a follower forwards it) and
+    /// answered with the new voters once the configuration entry is committed and applied
+    /// here. Not retried across leaders: a change whose leader is lost times out, and
+    /// `Members` tells whether it was made.
+    ChangeMembership(MembershipChange),
 }
 
 impl RemoteMessage for RegistryRequest {
@@ -53,11 +63,23 @@ impl RemoteCall for RegistryRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryReply {
     Written(TxnResponse),
-    Value { revision: Revision, kv: Option<KeyValue> },
-    Values { revision: Revision, kvs: Vec<KeyValue> },
-    Watching { watch: u64 },
+    Value {
+        revision: Revision,
+        kv: Option<KeyValue>,
+    },
+    Values {
+        revision: Revision,
+        kvs: Vec<KeyValue>,
+    },
+    Watching {
+        watch: u64,
+    },
     Unwatched,
     Status(RegistryStatus),
+    /// The voting masters, sorted.
+    Members {
+        voters: Vec<String>,
+    },
     Failed(RegistryFailure),
 }
 
@@ -73,6 +95,9 @@ pub struct RegistryStatus {
     pub revision: Revision,
     /// The applied index of the last snapshot this master took or installed.
     pub snapshot: u64,
+    /// The voters of the configuration in effect on this master (the latest in its log,
+    /// committed or not).
+    pub voters: Vec<String>,
 }
 
 /// Why a request did not succeed.
@@ -91,6 +116,20 @@ pub enum RegistryFailure {
     /// The master is shutting down.
     #[error("the registry is stopping")]
     Stopping,
+    /// The caller may not make this request (its certificate's role).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The leader refused the membership change; the configuration is unchanged.
+    #[error("the membership change was refused: {0}")]
+    Membership(MembershipError),
+    /// The change was appended at `index`, but a new leader replaced that entry before it
+    /// committed: it was not made. Check the members and retry.
+    #[error("the membership change appended at {index} was discarded by a new leader; it was not made")]
+    Superseded { index: u64 },
+    /// This master skipped the change's entry (it installed a snapshot past it): whether the
+    /// change was made is unknown here. Check the members.
+    #[error("the outcome of the membership change is unknown here: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// What a watcher receives, in revision order.
@@ -132,6 +171,12 @@ pub enum PeerMessage {
     /// Leader → follower: the read tagged `ctx` may be answered once applied through
     /// `index`, or (with `None`) could not be confirmed.
     ReadIndexed { ctx: u64, index: Option<u64> },
+    /// Follower → leader: propose this membership change (`ctx` routes the answer back).
+    ChangeMembership { ctx: u64, change: MembershipChange },
+    /// Leader → follower: the change tagged `ctx` is committed and applied (the new voters)
+    /// or failed. A `retriable` failure (the receiver does not lead, or has not committed an
+    /// entry of its term yet) says the change was not proposed: the origin routes it again.
+    MembershipChanged { ctx: u64, outcome: Result<Vec<String>, RegistryFailure>, retriable: bool },
 }
 
 impl RemoteMessage for PeerMessage {

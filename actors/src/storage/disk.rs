@@ -1,13 +1,14 @@
 //! [`DiskStorage`]: the log in one append-only file, fsync'd before `persist` returns.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
+use crate::election::core::{Entry, HardState, Index, PeerId, Persisted, SnapshotMeta};
 
 use super::core::{self, Tail};
-use super::{RaftStorage, StorageError, check_after_snapshot, not_loaded};
+use super::{RaftStorage, StorageError, StoredSnapshot, check_after_snapshot, check_voters, not_loaded};
 
 /// The log's file name inside the storage directory.
 pub const LOG_FILE_NAME: &str = "raft.log";
@@ -86,12 +87,12 @@ impl DiskStorage {
         Ok(core::recover(&buffer)?)
     }
 
-    fn read_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         let path = self.dir.join(SNAPSHOT_FILE_NAME);
         match fs::read(&path) {
             Ok(bytes) => {
-                let (meta, data) = core::decode_snapshot(&bytes)?;
-                Ok(Some((meta, data.to_vec())))
+                let core::DecodedSnapshot { meta, voters, data } = core::decode_snapshot(&bytes)?;
+                Ok(Some(StoredSnapshot { meta, voters, data: data.to_vec() }))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(StorageError::from_io(&error, &path)),
@@ -130,8 +131,9 @@ impl RaftStorage for DiskStorage {
             self.file.set_len(recovered.valid_len).map_err(|error| self.io(error))?;
             self.file.sync_all().map_err(|error| self.io(error))?;
         }
-        let snapshot = self.read_snapshot()?.map(|(meta, _)| meta);
-        let persisted = core::with_snapshot(recovered.persisted, snapshot)?;
+        let snapshot = self.read_snapshot()?;
+        let mut persisted = core::with_snapshot(recovered.persisted, snapshot.as_ref().map(|stored| stored.meta))?;
+        persisted.snapshot_voters = snapshot.and_then(|stored| stored.voters);
         self.poisoned = false;
         self.last_recovery = Some(recovered.tail);
         self.snapshot_end = persisted.snapshot.map_or(Index(0), |snapshot| snapshot.index);
@@ -159,12 +161,19 @@ impl RaftStorage for DiskStorage {
         Ok(())
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
         self.loaded.ok_or_else(not_loaded)?;
-        self.replace_file(SNAPSHOT_FILE_NAME, &core::encode_snapshot(meta, data))?;
+        check_voters(voters)?;
+        self.replace_file(SNAPSHOT_FILE_NAME, &core::encode_snapshot(meta, voters, data))?;
         // From here a crash is safe: load continues the old log from the new snapshot.
         let current = core::with_snapshot(self.read_log()?.persisted, Some(meta))?;
         let log = core::compacted_log(&current, meta, keep_log_after)?;
@@ -176,7 +185,7 @@ impl RaftStorage for DiskStorage {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.read_snapshot()
     }
 }

@@ -8,9 +8,10 @@
 //! silently accepted.
 //!
 //! Snapshots live next to the log: [`RaftStorage::save_snapshot`] writes the state machine's
-//! snapshot atomically (temporary file, fsync, rename), then rewrites the log to continue
-//! from it. [`Persisted::applied`] is the snapshot's index (the state machine is restored
-//! from it and re-applies only the entries after it).
+//! snapshot and the configuration it ends with atomically (temporary file, fsync, rename),
+//! then rewrites the log to continue from it. [`Persisted::applied`] is the snapshot's index
+//! (the state machine is restored from it and re-applies only the entries after it), and
+//! [`Persisted::snapshot_voters`] its configuration.
 //!
 //! A [`DiskStorage`] holds an exclusive lock on its directory while open, so a second process
 //! (or a second store in one process) pointed at the same directory is refused with
@@ -23,10 +24,11 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 
-use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
+use crate::election::core::{Entry, HardState, Index, PeerId, Persisted, SnapshotMeta};
 
 pub use disk::{DiskStorage, LOCK_FILE_NAME, LOG_FILE_NAME, SNAPSHOT_FILE_NAME};
 pub use sim::SimDisk;
@@ -46,15 +48,38 @@ pub trait RaftStorage {
     /// error is [`StorageError::Poisoned`].
     fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError>;
 
-    /// Stores `data`, the state machine's snapshot through `meta`, durably, then rewrites the
-    /// log to continue from it: keeping the entries after `meta.index` if `keep_log_after` (a
-    /// compaction), none otherwise (installing a leader's snapshot). The hard state is kept.
-    /// A crash leaves the old snapshot and log, or the new snapshot with the old or the new
-    /// log; `load` makes the same `Persisted` of the last two.
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError>;
+    /// Stores `data`, the state machine's snapshot through `meta`, with `voters`, the
+    /// configuration in effect at `meta.index`, durably, then rewrites the log to continue
+    /// from it: keeping the entries after `meta.index` if `keep_log_after` (a compaction),
+    /// none otherwise (installing a leader's snapshot). The hard state is kept. A crash leaves
+    /// the old snapshot and log, or the new snapshot with the old or the new log; `load`
+    /// makes the same `Persisted` of the last two.
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError>;
 
-    /// The stored snapshot and where it ends, if there is one.
-    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+    /// The stored snapshot, if there is one.
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError>;
+}
+
+/// A snapshot as a store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    /// The configuration at `meta.index`; `None` for a snapshot stored before membership
+    /// changes existed (the bootstrap configuration).
+    pub voters: Option<BTreeSet<PeerId>>,
+    pub data: Vec<u8>,
+}
+
+/// Refuses a snapshot configuration the snapshot file could not be read back with.
+fn check_voters(voters: &BTreeSet<PeerId>) -> Result<(), StorageError> {
+    crate::election::core::validate_voters(voters)
+        .map_err(|error| StorageError::Rejected { reason: format!("snapshot voters: {error}") })
 }
 
 /// Refuses a persist whose entries reach into the snapshot (the core never sends one).

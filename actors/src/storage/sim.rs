@@ -1,14 +1,15 @@
 //! [`SimDisk`]: a simulated disk for whole-cluster simulation, with fsync semantics and fault
 //! hooks.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use flotilla_supervisors::Rng;
 
-use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta};
+use crate::election::core::{Entry, HardState, Index, PeerId, Persisted, SnapshotMeta};
 
 use super::core::{self, Tail};
-use super::{RaftStorage, StorageError, check_after_snapshot, not_loaded};
+use super::{RaftStorage, StorageError, StoredSnapshot, check_after_snapshot, check_voters, not_loaded};
 
 /// The name a simulated disk gives in its I/O errors.
 const SIM_PATH: &str = "<sim-disk>";
@@ -36,7 +37,7 @@ pub struct SimDisk {
     loaded: Option<Index>,
     last_recovery: Option<Tail>,
     /// The snapshot file: written whole and synced, as a rename makes it on a real disk.
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    snapshot: Option<StoredSnapshot>,
 }
 
 impl SimDisk {
@@ -100,7 +101,7 @@ impl SimDisk {
     /// then sees all of it or none.
     pub fn persist_unsynced(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
         let last = self.loaded.ok_or_else(not_loaded)?;
-        check_after_snapshot(self.snapshot.as_ref().map_or(Index(0), |(meta, _)| meta.index), entries)?;
+        check_after_snapshot(self.snapshot.as_ref().map_or(Index(0), |stored| stored.meta.index), entries)?;
         let batch = core::encode_batch(last, hard_state, entries)?;
         if batch.is_empty() {
             return Ok(());
@@ -169,7 +170,8 @@ impl RaftStorage for SimDisk {
             self.unsynced.truncate(valid - self.synced.len());
         }
         self.last_recovery = Some(recovered.tail);
-        let persisted = core::with_snapshot(recovered.persisted, self.snapshot.as_ref().map(|(meta, _)| *meta))?;
+        let mut persisted = core::with_snapshot(recovered.persisted, self.snapshot.as_ref().map(|stored| stored.meta))?;
+        persisted.snapshot_voters = self.snapshot.as_ref().and_then(|stored| stored.voters.clone());
         self.loaded = Some(core::last_index(&persisted));
         Ok(persisted)
     }
@@ -180,8 +182,15 @@ impl RaftStorage for SimDisk {
         Ok(())
     }
 
-    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8], keep_log_after: bool) -> Result<(), StorageError> {
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
         self.loaded.ok_or_else(not_loaded)?;
+        check_voters(voters)?;
         if self.failing_writes > 0 {
             self.failing_writes -= 1;
             return Err(StorageError::Io {
@@ -198,13 +207,13 @@ impl RaftStorage for SimDisk {
         {
             return Err(StorageError::Full);
         }
-        self.snapshot = Some((meta, data.to_vec()));
+        self.snapshot = Some(StoredSnapshot { meta, voters: Some(voters.clone()), data: data.to_vec() });
         self.loaded = Some(core::last_index(&core::recover(&log)?.persisted));
         self.synced = log;
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
         Ok(self.snapshot.clone())
     }
 }

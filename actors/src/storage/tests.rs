@@ -360,21 +360,31 @@ fn meta(index: u64, term: u64) -> SnapshotMeta {
     SnapshotMeta { index: Index(index), term: crate::election::core::Term(term) }
 }
 
+fn voters(names: &[&str]) -> std::collections::BTreeSet<crate::election::core::PeerId> {
+    names.iter().map(|name| crate::election::core::PeerId::from(*name)).collect()
+}
+
 /// Five entries of term 1 and a hard state, then a snapshot through 3: compaction keeps 4 and
-/// 5 after the base, survives a restart, and later appends continue the log; installing a
-/// leader's snapshot drops every entry.
+/// 5 after the base, survives a restart with the snapshot's configuration, and later appends
+/// continue the log; installing a leader's snapshot drops every entry.
 fn snapshots<S: RaftStorage>(mut storage: S, restart: impl Fn(S) -> S) {
     storage.load().expect("load");
     let entries: Vec<Entry> = (1..=5).map(|i| entry(1, i, &[i as u8])).collect();
     storage.persist(Some(&hard_state(1, Some("a"), 5)), &entries).expect("persist");
-    storage.save_snapshot(meta(3, 1), b"state through 3", true).expect("compact");
+    storage.save_snapshot(meta(3, 1), &voters(&["a", "b", "c"]), b"state through 3", true).expect("compact");
     let mut storage = restart(storage);
     let loaded = storage.load().expect("load after compaction");
     assert_eq!(loaded.snapshot, Some(meta(3, 1)));
+    assert_eq!(loaded.snapshot_voters, Some(voters(&["a", "b", "c"])));
     assert_eq!(loaded.applied, Index(3));
     assert_eq!(loaded.entries, entries[3..].to_vec());
     assert_eq!(loaded.hard_state, hard_state(1, Some("a"), 5));
-    assert_eq!(storage.snapshot().expect("read"), Some((meta(3, 1), b"state through 3".to_vec())));
+    let stored =
+        StoredSnapshot { meta: meta(3, 1), voters: Some(voters(&["a", "b", "c"])), data: b"state through 3".to_vec() };
+    assert_eq!(storage.snapshot().expect("read"), Some(stored));
+    // A configuration no snapshot file could be read back with is refused.
+    let empty = voters(&[]);
+    assert!(matches!(storage.save_snapshot(meta(4, 1), &empty, b"x", true), Err(StorageError::Rejected { .. })));
 
     // Appends continue after the compacted log; an entry inside the snapshot is refused.
     storage.persist(None, &[entry(2, 6, b"six")]).expect("append after compaction");
@@ -383,10 +393,11 @@ fn snapshots<S: RaftStorage>(mut storage: S, restart: impl Fn(S) -> S) {
     assert_eq!(storage.load().expect("load").entries.last().map(|e| e.index), Some(Index(6)));
 
     // A leader's snapshot replaces everything.
-    storage.save_snapshot(meta(9, 2), b"leader's state", false).expect("install");
+    storage.save_snapshot(meta(9, 2), &voters(&["a", "d"]), b"leader's state", false).expect("install");
     let mut storage = restart(storage);
     let loaded = storage.load().expect("load after install");
     assert_eq!((loaded.snapshot, loaded.entries.len(), loaded.applied), (Some(meta(9, 2)), 0, Index(9)));
+    assert_eq!(loaded.snapshot_voters, Some(voters(&["a", "d"])));
     storage.persist(None, &[entry(2, 10, b"ten")]).expect("append after install");
 }
 
@@ -416,7 +427,7 @@ fn a_snapshot_saved_before_the_log_was_rewritten_still_loads() {
     storage.load().expect("load");
     let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
     storage.persist(Some(&hard_state(1, None, 4)), &entries).expect("persist");
-    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 1), b"s")).expect("write");
+    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 1), &voters(&["a"]), b"s")).expect("write");
     drop(storage);
     let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
     assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 1)), Index(2)));
@@ -429,7 +440,7 @@ fn a_damaged_snapshot_file_is_reported_as_corruption() {
     let mut storage = DiskStorage::open(&dir.0).expect("open");
     storage.load().expect("load");
     storage.persist(Some(&hard_state(1, None, 1)), &[entry(1, 1, b"x")]).expect("persist");
-    storage.save_snapshot(meta(1, 1), b"snapshot bytes", true).expect("snapshot");
+    storage.save_snapshot(meta(1, 1), &voters(&["a"]), b"snapshot bytes", true).expect("snapshot");
     let path = dir.0.join(SNAPSHOT_FILE_NAME);
     let mut bytes = fs::read(&path).expect("read");
     let last = bytes.len() - 1;
@@ -449,7 +460,8 @@ fn a_crash_while_installing_a_leaders_snapshot_drops_the_diverged_suffix() {
     storage.load().expect("load");
     let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
     storage.persist(Some(&hard_state(1, None, 1)), &entries).expect("persist");
-    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 2), b"leader")).expect("write");
+    fs::write(dir.0.join(SNAPSHOT_FILE_NAME), core::encode_snapshot(meta(2, 2), &voters(&["a"]), b"leader"))
+        .expect("write");
     drop(storage);
     let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
     assert_eq!((loaded.snapshot, loaded.applied), (Some(meta(2, 2)), Index(2)));
@@ -464,4 +476,35 @@ fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
     assert!(matches!(&second, Err(StorageError::Locked { .. })), "{second:?}");
     drop(first);
     DiskStorage::open(&dir.0).expect("the lock is released with the store");
+}
+
+#[test]
+fn a_log_continuing_from_a_snapshot_needs_the_snapshot_file() {
+    let dir = TempDir::new("snapshot-missing");
+    let mut storage = DiskStorage::open(&dir.0).expect("open");
+    storage.load().expect("load");
+    let entries: Vec<Entry> = (1..=4).map(|i| entry(1, i, &[i as u8])).collect();
+    storage.persist(Some(&hard_state(1, None, 4)), &entries).expect("persist");
+    storage.save_snapshot(meta(2, 1), &voters(&["a"]), b"s", true).expect("compact");
+    fs::remove_file(dir.0.join(SNAPSHOT_FILE_NAME)).expect("remove the snapshot file");
+    drop(storage);
+    let error = DiskStorage::open(&dir.0).expect("open").load().expect_err("the entries through 2 are gone");
+    assert!(matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("no snapshot file")), "{error}");
+}
+
+#[test]
+fn configuration_entries_survive_a_restart() {
+    let dir = TempDir::new("config-entry");
+    let mut storage = DiskStorage::open(&dir.0).expect("open");
+    storage.load().expect("load");
+    let config = Entry {
+        term: crate::election::core::Term(1),
+        index: Index(1),
+        kind: crate::election::core::EntryKind::Config,
+        data: crate::election::core::encode_voters(&voters(&["a", "b"])),
+    };
+    storage.persist(Some(&hard_state(1, None, 0)), std::slice::from_ref(&config)).expect("persist");
+    drop(storage);
+    let loaded = DiskStorage::open(&dir.0).expect("open").load().expect("load");
+    assert_eq!(loaded.entries, vec![config]);
 }

@@ -7,7 +7,8 @@
 //!   randomized election timeout (drawn from the injected [`flotilla_supervisors::Rng`])
 //!   expires; a leader sends heartbeats, retries stalled appends and checks its quorum.
 //! - [`Raft::step`]`(now, from, message)`: a [`Message`] from a peer.
-//! - [`Raft::propose`]`(data)`: a command for the leader to replicate.
+//! - [`Raft::propose`]`(data)`: a command for the leader to replicate, and
+//!   [`Raft::propose_membership`]`(voters)`: a new configuration.
 //!
 //! Its effects accumulate in a [`Ready`] taken with [`Raft::poll_ready`], carried out in the
 //! order **persist, then send, then apply** (the contract is on [`Ready`]).
@@ -43,12 +44,24 @@
 //!   `snapshot_timeout` passes) and installs it ([`Message::InstallSnapshot`],
 //!   [`Ready::install`]) when it goes beyond its commit index.
 //!
+//! - Single-server membership changes (thesis §4.1): [`Raft::propose_membership`] appends an
+//!   [`EntryKind::Config`] entry holding the whole new voter set, which every server uses as
+//!   soon as it is in its log (committed or not; a truncation reverts it). Quorums — votes,
+//!   commitment, check-quorum, read-index rounds — count the voters of that configuration; a
+//!   leader counts itself only while it votes, so a leader removing itself replicates the
+//!   change without counting itself and steps down once it commits. A change is refused while
+//!   another is uncommitted and before the leader has committed an entry of its own term.
+//!   A server started with [`Raft::new_joining`] follows the leader without campaigning until
+//!   a configuration lists it. Snapshots carry the configuration they end with.
+//!
 //! # Not yet
 //!
-//! - Membership changes: the voter set is fixed at construction.
+//! - Catching a new server up before it counts (thesis §4.2.1): an added server votes at
+//!   once, so adding one to a cluster with a failed member waits for it to catch up.
 //! - Leader leases (reads always take a read-index round) and leadership transfer.
 
 mod log;
+mod membership;
 mod raft;
 mod types;
 
@@ -57,9 +70,11 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use membership::{MAX_PEER_ID_BYTES, MAX_VOTERS, VotersError, decode_voters, encode_voters, validate_voters};
 pub use raft::{
     CompactError, InitError, MAX_APPLY_PER_READY, MAX_ENTRIES_PER_MESSAGE, MAX_ENTRY_BYTES, MAX_INFLIGHT_LIMIT,
-    MAX_PEERS, MAX_PENDING_MESSAGES, MAX_PENDING_READS, ProposeError, Raft, RaftConfig, ReadError, Role, StepError,
+    MAX_PEERS, MAX_PENDING_MESSAGES, MAX_PENDING_READS, MembershipChange, MembershipError, ProposeError, Raft,
+    RaftConfig, ReadError, Role, StepError,
 };
 pub use types::{
     AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready,

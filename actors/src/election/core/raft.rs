@@ -8,6 +8,7 @@ use flotilla_supervisors::Rng;
 use flotilla_supervisors::core::time::Time;
 
 use super::log::RaftLog;
+use super::membership::{MAX_VOTERS, Membership, decode_voters, encode_voters, validate_voters};
 use super::types::{
     AppendResult, Entry, EntryKind, HardState, Index, Message, Outbound, PeerId, Persisted, ReadState, Ready,
     SnapshotMeta, Term,
@@ -39,8 +40,8 @@ pub struct RaftConfig {
     pub election_timeout_max: Duration,
     /// How often a leader sends heartbeats (and retries stalled appends).
     pub heartbeat_interval: Duration,
-    /// An append unacknowledged for this long is presumed lost: the follower goes back to
-    /// probing from its match index.
+    /// An append unacknowledged for this long is presumed lost: a replicating follower goes
+    /// back to probing from its match index; a probe is sent again at the same point.
     pub retransmit_timeout: Duration,
     /// Batching: the most entries per `AppendEntries`.
     pub max_entries_per_append: usize,
@@ -91,6 +92,39 @@ pub enum ProposeError {
     NotLeader { leader_hint: Option<PeerId> },
     #[error("command of {size} bytes exceeds the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    #[error("{limit} entries are already waiting to commit")]
+    Backpressure { limit: usize },
+}
+
+/// A change of one voter, for [`Raft::propose_change`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MembershipChange {
+    Add(PeerId),
+    Remove(PeerId),
+}
+
+/// Why [`Raft::propose_membership`] (or [`Raft::propose_change`]) refused a configuration.
+/// Nothing was appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum MembershipError {
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<PeerId> },
+    #[error("the configuration entry at {index} is not committed yet: one change at a time")]
+    ChangePending { index: Index },
+    #[error("this leader has not committed an entry of its term yet (its no-op at {term_start})")]
+    TermNotCommitted { term_start: Index },
+    #[error("a change adds or removes exactly one voter; this one adds {added} and removes {removed}")]
+    NotSingleChange { added: usize, removed: usize },
+    #[error("{0} is already a voter")]
+    AlreadyVoter(PeerId),
+    #[error("{0} is not a voter")]
+    NotVoter(PeerId),
+    #[error("the change would leave no voter")]
+    Empty,
+    #[error("the change would make {voters} voters; the limit is {limit}")]
+    TooManyVoters { voters: usize, limit: usize },
+    #[error("invalid voter set: {0}")]
+    Invalid(String),
     #[error("{limit} entries are already waiting to commit")]
     Backpressure { limit: usize },
 }
@@ -167,16 +201,35 @@ struct Progress {
     read_ack: u64,
 }
 
+impl Progress {
+    /// A follower whose match index is still to be found, from `next_index` down.
+    fn probing(next_index: Index) -> Self {
+        Progress {
+            match_index: Index(0),
+            next_index,
+            state: ReplicationState::Probe,
+            inflight: VecDeque::new(),
+            recent_active: false,
+            read_ack: 0,
+        }
+    }
+}
+
 /// Raft as a pure state machine (Ongaro & Ousterhout, with the pre-vote and check-quorum
-/// extensions of Ongaro's thesis §9.6 and §6.2).
+/// extensions of Ongaro's thesis §9.6 and §6.2, and single-server membership changes, §4.1).
 ///
 /// Inputs: [`Raft::tick`], [`Raft::step`], [`Raft::propose`]. Outputs: [`Raft::poll_ready`]
 /// (see [`Ready`] for the order in which its parts must be carried out).
 #[derive(Clone, Debug)]
 pub struct Raft {
     me: PeerId,
-    /// The other voters.
+    /// Every configuration of the log; the latest is in effect.
+    membership: Membership,
+    /// The voters of the configuration in effect other than this node: whom a candidate asks
+    /// and a leader replicates to (derived from `membership`).
     peers: BTreeSet<PeerId>,
+    /// Whether this node votes in the configuration in effect (derived from `membership`).
+    voter: bool,
     config: RaftConfig,
 
     term: Term,
@@ -216,7 +269,7 @@ pub struct Raft {
     unstable: Vec<Entry>,
     messages: Vec<Outbound>,
     /// A snapshot received from the leader, to be installed before anything else persists.
-    pending_install: Option<SnapshotMeta>,
+    pending_install: Option<(SnapshotMeta, BTreeSet<PeerId>)>,
     snapshot_sends: Vec<(PeerId, Term)>,
     confirmed_reads: Vec<ReadState>,
     failed_reads: Vec<u64>,
@@ -224,7 +277,8 @@ pub struct Raft {
 }
 
 impl Raft {
-    /// A node that starts (or restarts) as a follower from `persisted`.
+    /// A node that starts (or restarts) as a follower from `persisted`. The bootstrap
+    /// configuration, in effect until the log says otherwise, is `peers` and this node.
     pub fn new(
         me: PeerId,
         peers: BTreeSet<PeerId>,
@@ -233,14 +287,54 @@ impl Raft {
         now: Time,
         rng: &mut Rng,
     ) -> Result<Raft, InitError> {
-        validate_config(&config)?;
         if peers.contains(&me) {
             return Err(InitError::Peers("the peer set contains this node"));
         }
         if peers.len() > MAX_PEERS {
             return Err(InitError::Peers("more peers than MAX_PEERS"));
         }
-        let Persisted { hard_state: stored, snapshot, entries, applied } = persisted;
+        let mut voters = peers;
+        voters.insert(me.clone());
+        Raft::start(me, voters, config, persisted, now, rng)
+    }
+
+    /// A node joining an existing cluster: its bootstrap configuration is `voters`, the
+    /// cluster's masters, without this node. It follows the leader and never campaigns until
+    /// a configuration entry that lists it reaches its log (the leader's `propose_membership`).
+    /// A restart resumes from the configurations in `persisted`, exactly like [`Raft::new`].
+    pub fn new_joining(
+        me: PeerId,
+        voters: BTreeSet<PeerId>,
+        config: RaftConfig,
+        persisted: Persisted,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Result<Raft, InitError> {
+        if voters.contains(&me) {
+            return Err(InitError::Peers("a joining node is not one of the bootstrap voters"));
+        }
+        if voters.is_empty() {
+            return Err(InitError::Peers("a joining node needs the cluster's voters"));
+        }
+        if voters.len() > MAX_VOTERS {
+            return Err(InitError::Peers("more voters than MAX_VOTERS"));
+        }
+        Raft::start(me, voters, config, persisted, now, rng)
+    }
+
+    fn start(
+        me: PeerId,
+        bootstrap: BTreeSet<PeerId>,
+        config: RaftConfig,
+        persisted: Persisted,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Result<Raft, InitError> {
+        validate_config(&config)?;
+        if validate_voters(&bootstrap).is_err() {
+            return Err(InitError::Peers("a voter name is empty or too long"));
+        }
+        let Persisted { hard_state: stored, snapshot, snapshot_voters, entries, applied } = persisted;
         // A snapshot installed from a leader of a later term may be on disk without that
         // term (a crash between storing the snapshot and the hard state): this node had
         // moved to the snapshot's term and voted in it for no one, so resume there.
@@ -250,12 +344,28 @@ impl Raft {
             }
             _ => stored.clone(),
         };
-        validate_persisted(&me, &peers, &hard_state, snapshot, &entries, applied)?;
+        validate_persisted(&hard_state, snapshot, &entries, applied)?;
+        let base = match snapshot_voters {
+            Some(voters) if snapshot.is_some() => {
+                validate_voters(&voters).map_err(|_| InitError::Persisted("the snapshot's voters are invalid"))?;
+                voters
+            }
+            Some(_) => return Err(InitError::Persisted("snapshot voters without a snapshot")),
+            None => bootstrap,
+        };
+        let mut membership = Membership::new(base);
+        for entry in entries.iter().filter(|entry| entry.kind == EntryKind::Config) {
+            let voters = decode_voters(&entry.data)
+                .map_err(|_| InitError::Persisted("a configuration entry does not decode"))?;
+            membership.push(entry.index, voters);
+        }
         // The state machine starts from the snapshot, which holds only committed entries.
         let compacted = snapshot.map_or(Index(0), |snapshot| snapshot.index);
         let mut raft = Raft {
             me,
-            peers,
+            membership,
+            peers: BTreeSet::new(),
+            voter: false,
             term: hard_state.term,
             voted_for: hard_state.voted_for.clone(),
             commit: hard_state.commit.max(compacted),
@@ -286,6 +396,7 @@ impl Raft {
             dropped_messages: 0,
             config,
         };
+        raft.refresh_configuration();
         raft.draw_timeout(rng);
         raft.reset_election_timer();
         Ok(raft)
@@ -338,9 +449,38 @@ impl Raft {
         self.applied
     }
 
+    /// The voters of the configuration in effect: the latest in the log, committed or not.
+    pub fn voters(&self) -> &BTreeSet<PeerId> {
+        self.membership.voters()
+    }
+
+    /// Whether this node votes in the configuration in effect.
+    pub fn is_voter(&self) -> bool {
+        self.voter
+    }
+
+    /// The index of the latest configuration entry in the log if it is not committed yet.
+    pub fn pending_configuration(&self) -> Option<Index> {
+        self.membership.latest_change().filter(|index| *index > self.commit)
+    }
+
+    /// The configuration in effect at the snapshot's end (stored with the snapshot).
+    pub fn snapshot_voters(&self) -> &BTreeSet<PeerId> {
+        self.membership.base()
+    }
+
+    /// The configuration in effect once the log ends at `index`: what a snapshot through
+    /// `index` must carry. `None` inside the compacted prefix or beyond the log.
+    pub fn voters_at(&self, index: Index) -> Option<&BTreeSet<PeerId>> {
+        if index < self.log.snapshot().index || index > self.log.last_index() {
+            return None;
+        }
+        Some(self.membership.at(index))
+    }
+
     /// The snapshot the next `Ready` will ask to install, if any.
     pub fn pending_install(&self) -> Option<SnapshotMeta> {
-        self.pending_install
+        self.pending_install.as_ref().map(|(meta, _)| *meta)
     }
 
     /// The snapshot end a state machine snapshot taken now would have: the applied index and
@@ -374,7 +514,8 @@ impl Raft {
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
-                if self.now >= self.election_deadline {
+                // A node outside the configuration (joining, or removed) never campaigns.
+                if self.now >= self.election_deadline && self.voter {
                     self.campaign();
                 }
             }
@@ -383,9 +524,21 @@ impl Raft {
 
     /// Feeds one message from `from`. Messages from unknown nodes and malformed messages are
     /// refused with an error and change nothing; stale ones are ignored or answered.
+    ///
+    /// Requests are taken from any node but this one, answers only from voters of the
+    /// configuration in effect (thesis §4.1: servers process requests without consulting
+    /// their configuration). A follower may lag behind the configuration that made its
+    /// leader or a candidate a voter — a server added while it was down, now leading or
+    /// campaigning with its vote needed — or be ahead of it — a leader removing itself
+    /// replicates the entry that removes it —, and only that leader's log can bring it up to
+    /// date, only its vote can complete that majority. A removed server that does not know it
+    /// cannot disrupt the cluster: its log lacks the entry that removed it, so no voter that
+    /// has it grants its (pre-)votes, and pre-vote and leader stickiness keep it from moving
+    /// anyone's term while a leader is alive. Answers (votes, acknowledgements, read
+    /// confirmations) from outside the configuration would never count, and are refused.
     pub fn step(&mut self, now: Time, from: &PeerId, message: Message) -> Result<(), StepError> {
         self.observe(now);
-        if !self.peers.contains(from) {
+        if !self.knows(from, &message) {
             return Err(StepError::UnknownPeer(from.clone()));
         }
         validate_message(&message)?;
@@ -432,7 +585,7 @@ impl Raft {
             Message::AppendEntriesResponse { result, .. } => self.handle_append_response(from, result),
             Message::ReadPing { round, .. } => self.handle_read_ping(from, round),
             Message::ReadPong { round, .. } => self.handle_read_pong(from, round),
-            Message::InstallSnapshot { meta, .. } => self.handle_install_snapshot(from, meta),
+            Message::InstallSnapshot { meta, voters, .. } => self.handle_install_snapshot(from, meta, voters),
         }
         Ok(())
     }
@@ -457,6 +610,75 @@ impl Raft {
         Ok(index)
     }
 
+    /// Appends a new configuration, `voters`, and starts replicating it (leader only). It
+    /// takes effect at once: quorums count the new voters from here on, an added server is
+    /// probed (and sent a snapshot if it needs compacted entries), a removed one is no longer
+    /// replicated to. It is refused unless it adds or removes exactly one voter, the previous
+    /// configuration entry is committed, and this leader has committed an entry of its own
+    /// term (thesis §4.1 and its fix for single-server changes: a leader must not change the
+    /// configuration before it knows its predecessors' changes are settled). A leader that
+    /// removes itself keeps leading, without counting itself, until the entry commits, then
+    /// steps down. Committed when it appears in a `Ready::committed`, as for commands.
+    pub fn propose_membership(&mut self, voters: BTreeSet<PeerId>) -> Result<Index, MembershipError> {
+        self.check_can_change()?;
+        if voters.is_empty() {
+            return Err(MembershipError::Empty);
+        }
+        if voters.len() > MAX_VOTERS {
+            return Err(MembershipError::TooManyVoters { voters: voters.len(), limit: MAX_VOTERS });
+        }
+        validate_voters(&voters).map_err(|error| MembershipError::Invalid(error.to_string()))?;
+        let current = self.membership.voters();
+        let added = voters.difference(current).count();
+        let removed = current.difference(&voters).count();
+        if added + removed != 1 {
+            return Err(MembershipError::NotSingleChange { added, removed });
+        }
+        let uncommitted = self.log.last_index().0.saturating_sub(self.commit.0);
+        if uncommitted >= self.config.max_uncommitted_entries as u64 {
+            return Err(MembershipError::Backpressure { limit: self.config.max_uncommitted_entries });
+        }
+        let index = self.append_as_leader(EntryKind::Config, encode_voters(&voters));
+        self.broadcast_append();
+        self.maybe_commit();
+        Ok(index)
+    }
+
+    /// [`Raft::propose_membership`] of the configuration in effect with one voter added or
+    /// removed; refused with [`MembershipError::AlreadyVoter`] or
+    /// [`MembershipError::NotVoter`] when there is nothing to change.
+    pub fn propose_change(&mut self, change: MembershipChange) -> Result<Index, MembershipError> {
+        self.check_can_change()?;
+        let mut voters = self.membership.voters().clone();
+        match change {
+            MembershipChange::Add(peer) => {
+                if !voters.insert(peer.clone()) {
+                    return Err(MembershipError::AlreadyVoter(peer));
+                }
+            }
+            MembershipChange::Remove(peer) => {
+                if !voters.remove(&peer) {
+                    return Err(MembershipError::NotVoter(peer));
+                }
+            }
+        }
+        self.propose_membership(voters)
+    }
+
+    /// The conditions every configuration change needs, whatever it changes.
+    fn check_can_change(&self) -> Result<(), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader { leader_hint: self.leader.clone() });
+        }
+        if let Some(index) = self.pending_configuration() {
+            return Err(MembershipError::ChangePending { index });
+        }
+        if self.commit < self.term_start {
+            return Err(MembershipError::TermNotCommitted { term_start: self.term_start });
+        }
+        Ok(())
+    }
+
     /// Drops the log through `index`, which a snapshot of the state machine taken after
     /// applying it now covers (the shell stores that snapshot durably first). Followers that
     /// need the dropped entries get the snapshot instead.
@@ -465,7 +687,9 @@ impl Raft {
             return Err(CompactError::NotApplied { index, applied: self.applied });
         }
         let snapshot = self.log.snapshot().index;
-        self.log.compact(index).ok_or(CompactError::AlreadyCompacted { index, snapshot })
+        let meta = self.log.compact(index).ok_or(CompactError::AlreadyCompacted { index, snapshot })?;
+        self.membership.compact(index);
+        Ok(meta)
     }
 
     /// Queues a linearizable read tagged `ctx` (leader only). It comes back in
@@ -482,7 +706,7 @@ impl Raft {
         // Everything committed when the read arrived is at or below this index, and so is
         // everything an earlier leader committed (the no-op follows it in this leader's log).
         let index = self.commit.max(self.term_start);
-        if self.peers.is_empty() {
+        if self.voter && self.quorum() == 1 {
             self.confirmed_reads.push(ReadState { ctx, index });
             return Ok(());
         }
@@ -539,9 +763,46 @@ impl Raft {
         self.now = self.now.max(now);
     }
 
+    /// A majority of the configuration in effect.
     fn quorum(&self) -> usize {
-        let voters = self.peers.len() + 1;
-        voters / 2 + 1
+        self.membership.voters().len() / 2 + 1
+    }
+
+    /// Whether messages like `message` are taken from `from` (see [`Raft::step`]).
+    fn knows(&self, from: &PeerId, message: &Message) -> bool {
+        if *from == self.me {
+            return false;
+        }
+        match message {
+            Message::PreVoteResponse { .. }
+            | Message::RequestVoteResponse { .. }
+            | Message::AppendEntriesResponse { .. }
+            | Message::ReadPong { .. } => self.membership.voters().contains(from),
+            Message::PreVote { .. }
+            | Message::RequestVote { .. }
+            | Message::AppendEntries { .. }
+            | Message::InstallSnapshot { .. }
+            | Message::ReadPing { .. } => true,
+        }
+    }
+
+    /// Derives the peers and this node's vote from the configuration in effect; a leader
+    /// starts probing added voters, forgets removed ones, and re-counts its quorums.
+    fn refresh_configuration(&mut self) {
+        let voters = self.membership.voters();
+        self.voter = voters.contains(&self.me);
+        self.peers = voters.iter().filter(|voter| **voter != self.me).cloned().collect();
+        if self.role != Role::Leader {
+            return;
+        }
+        let peers = &self.peers;
+        self.progress.retain(|peer, _| peers.contains(peer));
+        let next_index = self.log.last_index().next();
+        for peer in &self.peers {
+            self.progress.entry(peer.clone()).or_insert_with(|| Progress::probing(next_index));
+        }
+        self.maybe_commit();
+        self.confirm_reads();
     }
 
     fn draw_timeout(&mut self, rng: &mut Rng) {
@@ -644,12 +905,18 @@ impl Raft {
         false
     }
 
+    /// Ballots of voters of the configuration in effect only.
+    fn ballots(&self, granted: bool) -> usize {
+        let voters = self.membership.voters();
+        self.votes.iter().filter(|(voter, ballot)| **ballot == granted && voters.contains(*voter)).count()
+    }
+
     fn votes_won(&self) -> bool {
-        self.votes.values().filter(|granted| **granted).count() >= self.quorum()
+        self.ballots(true) >= self.quorum()
     }
 
     fn votes_lost(&self) -> bool {
-        self.votes.values().filter(|granted| !**granted).count() >= self.quorum()
+        self.ballots(false) >= self.quorum()
     }
 
     fn become_leader(&mut self) {
@@ -657,21 +924,7 @@ impl Raft {
         self.leader = Some(self.me.clone());
         self.votes.clear();
         let next_index = self.log.last_index().next();
-        self.progress = self
-            .peers
-            .iter()
-            .map(|peer| {
-                let progress = Progress {
-                    match_index: Index(0),
-                    next_index,
-                    state: ReplicationState::Probe,
-                    inflight: VecDeque::new(),
-                    recent_active: false,
-                    read_ack: 0,
-                };
-                (peer.clone(), progress)
-            })
-            .collect();
+        self.progress = self.peers.iter().map(|peer| (peer.clone(), Progress::probing(next_index))).collect();
         self.next_heartbeat = self.now + self.config.heartbeat_interval;
         self.next_quorum_check = self.now + self.config.election_timeout_min;
         // Raft §5.4.2: entries of earlier terms commit only under one of the current term.
@@ -778,6 +1031,10 @@ impl Raft {
                         return;
                     }
                     self.log.truncate_from(entry.index);
+                    if self.membership.truncate_from(entry.index) {
+                        // An uncommitted configuration is gone: the one before it is back.
+                        self.refresh_configuration();
+                    }
                     self.append_entry(entry);
                 }
                 None => self.append_entry(entry),
@@ -791,7 +1048,7 @@ impl Raft {
         self.send(from, Message::AppendEntriesResponse { term: self.term, result });
     }
 
-    fn handle_install_snapshot(&mut self, from: &PeerId, meta: SnapshotMeta) {
+    fn handle_install_snapshot(&mut self, from: &PeerId, meta: SnapshotMeta, voters: BTreeSet<PeerId>) {
         // Reached with the message's term equal to ours, so `from` is this term's leader.
         if self.role == Role::Leader {
             return;
@@ -811,10 +1068,12 @@ impl Raft {
                 // Otherwise everything here is replaced: the snapshot holds only committed
                 // entries, and whatever followed here is re-sent by the leader.
                 self.log.install(meta);
+                self.membership.install(voters.clone());
+                self.refresh_configuration();
                 self.unstable.clear();
                 self.commit = meta.index;
                 self.applied = meta.index;
-                self.pending_install = Some(meta);
+                self.pending_install = Some((meta, voters));
             }
         }
         let result = AppendResult::Accepted { match_index: meta.index.max(self.commit) };
@@ -826,6 +1085,13 @@ impl Raft {
     fn append_entry(&mut self, entry: Entry) {
         if !self.log.append(entry.clone()) {
             return;
+        }
+        if entry.kind == EntryKind::Config
+            && let Ok(voters) = decode_voters(&entry.data)
+        {
+            // Validated on the way in (`validate_message`, or built by this leader).
+            self.membership.push(entry.index, voters);
+            self.refresh_configuration();
         }
         let keep = self.unstable.iter().take_while(|pending| pending.index < entry.index).count();
         self.unstable.truncate(keep);
@@ -952,7 +1218,8 @@ impl Raft {
         }
         if self.config.check_quorum && self.now >= self.next_quorum_check {
             self.next_quorum_check = self.now + self.config.election_timeout_min;
-            let active = 1 + self.progress.values().filter(|progress| progress.recent_active).count();
+            let me = usize::from(self.voter);
+            let active = me + self.progress.values().filter(|progress| progress.recent_active).count();
             for progress in self.progress.values_mut() {
                 progress.recent_active = false;
             }
@@ -971,8 +1238,14 @@ impl Raft {
         let snapshot_timeout = self.config.snapshot_timeout;
         let Some(progress) = self.progress.get_mut(peer) else { return };
         if progress.inflight.front().is_some_and(|(_, sent)| now.saturating_since(*sent) >= retransmit) {
+            // A replicating follower's match index is known: resume from it. A lost probe is
+            // sent again where it was: falling back to the match index (0 until a new leader
+            // hears from the follower) would resend the whole log, or a snapshot once it is
+            // compacted, to a follower that may lack nothing.
+            if progress.state == ReplicationState::Replicate {
+                progress.next_index = progress.match_index.next();
+            }
             progress.state = ReplicationState::Probe;
-            progress.next_index = progress.match_index.next();
             progress.inflight.clear();
         }
         if let ReplicationState::Snapshot { sent, .. } = progress.state
@@ -1011,14 +1284,29 @@ impl Raft {
         self.send(peer, message);
     }
 
-    /// Commits the highest index replicated on a majority, if it is of the current term.
+    /// Commits the highest index replicated on a majority of the configuration in effect (this
+    /// node counts only if it votes), if it is of the current term. A leader outside the
+    /// configuration steps down once the configuration that removed it is committed, after
+    /// telling its followers the new commit index.
     fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
         let mut matches: Vec<Index> = self.progress.values().map(|progress| progress.match_index).collect();
-        matches.push(self.log.last_index());
+        if self.voter {
+            matches.push(self.log.last_index());
+        }
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&candidate) = matches.get(self.quorum() - 1) else { return };
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
+            if !self.voter && self.pending_configuration().is_none() {
+                let peers: Vec<PeerId> = self.peers.iter().cloned().collect();
+                for peer in &peers {
+                    self.heartbeat(peer);
+                }
+                self.become_follower(self.term, None);
+            }
         }
     }
 
@@ -1055,10 +1343,21 @@ impl Raft {
         let Some(progress) = self.progress.get_mut(from) else { return };
         progress.recent_active = true;
         progress.read_ack = progress.read_ack.max(round.min(self.read_round));
-        // The highest round a majority (this node included) has confirmed.
+        self.confirm_reads();
+    }
+
+    /// Confirms the reads of every round a majority of the configuration in effect has
+    /// answered (this node, if it votes, answers every round it sent).
+    fn confirm_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
         let mut acks: Vec<u64> = self.progress.values().map(|progress| progress.read_ack).collect();
+        if self.voter {
+            acks.push(self.read_round);
+        }
         acks.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&confirmed) = acks.get(self.quorum() - 2) else { return };
+        let Some(&confirmed) = acks.get(self.quorum() - 1) else { return };
         while self.pending_reads.front().is_some_and(|read| read.round <= confirmed) {
             if let Some(read) = self.pending_reads.pop_front() {
                 self.confirmed_reads.push(ReadState { ctx: read.ctx, index: read.index });
@@ -1126,8 +1425,6 @@ fn validate_config(config: &RaftConfig) -> Result<(), InitError> {
 }
 
 fn validate_persisted(
-    me: &PeerId,
-    peers: &BTreeSet<PeerId>,
     hard_state: &HardState,
     snapshot: Option<SnapshotMeta>,
     entries: &[Entry],
@@ -1161,20 +1458,19 @@ fn validate_persisted(
     if applied > hard_state.commit.max(snapshot.index) {
         return fail("the applied index is beyond the commit index");
     }
-    if let Some(voted) = &hard_state.voted_for
-        && voted != me
-        && !peers.contains(voted)
-    {
-        return fail("voted for a node that is not a member");
-    }
+    // The vote may have gone to a node outside today's configuration (a candidate of a
+    // configuration entry truncated since), so it is not checked against it.
     Ok(())
 }
 
 /// Structural checks on a message from the network, before any state changes.
 fn validate_message(message: &Message) -> Result<(), StepError> {
-    if let Message::InstallSnapshot { term, meta } = message {
+    if let Message::InstallSnapshot { term, meta, voters } = message {
         if meta.index == Index(0) || meta.term == Term(0) || meta.term > *term {
             return Err(StepError::Malformed("a snapshot must end at an entry of a term up to the message's"));
+        }
+        if validate_voters(voters).is_err() {
+            return Err(StepError::Malformed("a snapshot's voters must be 1 to MAX_VOTERS valid names"));
         }
         return Ok(());
     }
@@ -1196,6 +1492,9 @@ fn validate_message(message: &Message) -> Result<(), StepError> {
         }
         if entry.data.len() > MAX_ENTRY_BYTES {
             return Err(StepError::Malformed("entry larger than MAX_ENTRY_BYTES"));
+        }
+        if entry.kind == EntryKind::Config && decode_voters(&entry.data).is_err() {
+            return Err(StepError::Malformed("a configuration entry's data is not a valid voter set"));
         }
         expected = expected.next();
         previous_term = entry.term;

@@ -40,6 +40,7 @@ fn log_of(terms: &[u64]) -> Vec<Entry> {
 fn node_with(me: &str, others: &[&str], config: RaftConfig, term: u64, terms: &[u64]) -> Raft {
     let persisted = Persisted {
         snapshot: None,
+        snapshot_voters: None,
         hard_state: HardState { term: Term(term), voted_for: None, commit: Index(0) },
         entries: log_of(terms),
         applied: Index(0),
@@ -174,6 +175,7 @@ fn a_vote_is_refused_to_a_log_less_up_to_date() {
 fn a_restarted_node_keeps_its_vote() {
     let persisted = Persisted {
         snapshot: None,
+        snapshot_voters: None,
         hard_state: HardState { term: Term(1), voted_for: Some(id("a")), commit: Index(0) },
         entries: Vec::new(),
         applied: Index(0),
@@ -390,6 +392,7 @@ fn a_follower_truncates_a_conflicting_suffix_and_reports_the_overwrite() {
 fn a_committed_entry_is_never_overwritten() {
     let persisted = Persisted {
         snapshot: None,
+        snapshot_voters: None,
         hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
         entries: log_of(&[1, 2]),
         applied: Index(0),
@@ -548,7 +551,12 @@ fn propose_fails_off_the_leader_with_a_hint_and_under_backpressure() {
 #[test]
 fn unknown_senders_malformed_and_out_of_range_messages_are_refused_without_panicking() {
     let mut raft = node_with("b", &["a", "c"], config(false, false), 1, &[1]);
-    assert_eq!(raft.step(at(1), &id("z"), heartbeat(9)), Err(StepError::UnknownPeer(id("z"))));
+    // Answers count only from voters (requests are taken from any node: see the
+    // `membership_*` tests); nothing is taken from this node's own name.
+    let granted = Message::RequestVoteResponse { term: Term(9), granted: true };
+    assert_eq!(raft.step(at(1), &id("z"), granted), Err(StepError::UnknownPeer(id("z"))));
+    assert_eq!(raft.step(at(1), &id("z"), accepted(9, 1)), Err(StepError::UnknownPeer(id("z"))));
+    assert_eq!(raft.step(at(1), &id("z"), read_pong(Term(9), 1)), Err(StepError::UnknownPeer(id("z"))));
     assert_eq!(raft.step(at(1), &id("b"), heartbeat(9)), Err(StepError::UnknownPeer(id("b"))));
     assert_eq!(raft.term(), Term(1));
     let gap = Message::AppendEntries {
@@ -599,6 +607,7 @@ fn new_refuses_bad_configs_and_corrupt_persisted_state() {
     assert!(matches!(new(&["b"], RaftConfig::default(), future_term), Err(InitError::Persisted(_))));
     let commit_beyond = Persisted {
         snapshot: None,
+        snapshot_voters: None,
         hard_state: HardState { term: Term(1), voted_for: None, commit: Index(2) },
         entries: log_of(&[1]),
         applied: Index(0),
@@ -610,6 +619,7 @@ fn new_refuses_bad_configs_and_corrupt_persisted_state() {
 fn a_restarted_node_re_applies_up_to_its_persisted_commit() {
     let persisted = Persisted {
         snapshot: None,
+        snapshot_voters: None,
         hard_state: HardState { term: Term(2), voted_for: None, commit: Index(2) },
         entries: log_of(&[1, 2, 2]),
         applied: Index(1),
@@ -624,13 +634,24 @@ fn a_restarted_node_re_applies_up_to_its_persisted_commit() {
 
 fn arbitrary_message() -> impl Strategy<Value = Message> {
     let small = 0u64..8;
-    let entries = (0u64..8, 0usize..4, any::<bool>()).prop_map(|(start, count, shuffle)| {
+    // Some entries are configurations: subsets of a, b, c, d and this node, so that
+    // configurations are appended, overwritten and reverted along the way.
+    let entries = (0u64..8, 0usize..4, any::<bool>(), any::<u8>()).prop_map(|(start, count, shuffle, configs)| {
         let mut entries: Vec<Entry> = (0..count as u64)
-            .map(|offset| Entry {
-                term: Term(1 + offset % 3),
-                index: Index(start + 1 + offset),
-                kind: EntryKind::Command,
-                data: vec![offset as u8],
+            .map(|offset| {
+                let (kind, data) = if configs & (1 << offset) != 0 {
+                    let members = (configs >> 4) | 1;
+                    let voters: BTreeSet<PeerId> = ["a", "b", "c", "d"]
+                        .iter()
+                        .enumerate()
+                        .filter(|(bit, _)| members & (1 << bit) != 0)
+                        .map(|(_, name)| id(name))
+                        .collect();
+                    (EntryKind::Config, encode_voters(&voters))
+                } else {
+                    (EntryKind::Command, vec![offset as u8])
+                };
+                Entry { term: Term(1 + offset % 3), index: Index(start + 1 + offset), kind, data }
             })
             .collect();
         if shuffle {
@@ -695,6 +716,14 @@ proptest! {
             prop_assert!(raft.term() >= last_term);
             last_term = raft.term();
             prop_assert!(raft.commit_index() <= raft.last_index());
+            // The configuration in effect is the latest in the log.
+            let latest = (1..=raft.last_index().0)
+                .rev()
+                .filter_map(|index| raft.entry(Index(index)))
+                .find(|entry| entry.kind == EntryKind::Config)
+                .map(|entry| decode_voters(&entry.data).expect("valid"));
+            prop_assert_eq!(raft.voters(), &latest.unwrap_or_else(|| peer_set(&["a", "b", "c", "d"])));
+            prop_assert_eq!(raft.is_voter(), raft.voters().contains(&id("b")));
             let ready = raft.poll_ready();
             for entry in &ready.committed {
                 prop_assert_eq!(entry.index, applied.next());
@@ -893,9 +922,11 @@ fn a_lost_snapshot_is_sent_again_after_the_snapshot_timeout() {
 fn a_follower_installs_a_snapshot_beyond_its_commit_and_replaces_its_log() {
     let mut raft = node_with("b", &["a", "c"], RaftConfig::default(), 1, &[1, 1]);
     let meta = SnapshotMeta { index: Index(10), term: Term(2) };
-    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(2), meta }).expect("step");
+    let voters = peer_set(&["a", "b", "c"]);
+    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(2), meta, voters: voters.clone() })
+        .expect("step");
     let ready = raft.poll_ready();
-    assert_eq!(ready.install, Some(meta));
+    assert_eq!(ready.install, Some((meta, voters.clone())));
     assert!(ready.committed.is_empty(), "the snapshot replaces what would have been applied");
     assert_eq!(sent_to(&ready, "a"), vec![accepted(2, 10)]);
     assert_eq!((raft.commit_index(), raft.applied(), raft.last_index()), (Index(10), Index(10), Index(10)));
@@ -903,7 +934,7 @@ fn a_follower_installs_a_snapshot_beyond_its_commit_and_replaces_its_log() {
 
     // An older snapshot changes nothing and is answered with the commit index.
     let old = SnapshotMeta { index: Index(5), term: Term(2) };
-    raft.step(at(11), &id("a"), Message::InstallSnapshot { term: Term(2), meta: old }).expect("step");
+    raft.step(at(11), &id("a"), Message::InstallSnapshot { term: Term(2), meta: old, voters }).expect("step");
     let ready = raft.poll_ready();
     assert_eq!(ready.install, None);
     assert_eq!(sent_to(&ready, "a"), vec![accepted(2, 10)]);
@@ -914,6 +945,7 @@ fn a_node_restarts_from_a_snapshot_and_the_log_after_it() {
     let persisted = Persisted {
         hard_state: HardState { term: Term(3), voted_for: None, commit: Index(2) },
         snapshot: Some(SnapshotMeta { index: Index(5), term: Term(2) }),
+        snapshot_voters: None,
         entries: vec![Entry { term: Term(3), index: Index(6), kind: EntryKind::Command, data: vec![6] }],
         applied: Index(5),
     };
@@ -936,8 +968,10 @@ fn a_malformed_install_snapshot_is_refused() {
     let mut raft = node("b", &["a"], RaftConfig::default());
     let zero = SnapshotMeta { index: Index(0), term: Term(0) };
     let future = SnapshotMeta { index: Index(3), term: Term(9) };
-    for meta in [zero, future] {
-        let result = raft.step(at(1), &id("a"), Message::InstallSnapshot { term: Term(1), meta });
+    let good = SnapshotMeta { index: Index(3), term: Term(1) };
+    let voters = peer_set(&["a", "b"]);
+    for (meta, voters) in [(zero, voters.clone()), (future, voters), (good, BTreeSet::new())] {
+        let result = raft.step(at(1), &id("a"), Message::InstallSnapshot { term: Term(1), meta, voters });
         assert!(matches!(result, Err(StepError::Malformed(_))), "{result:?}");
     }
 }
@@ -948,7 +982,8 @@ fn a_follower_holding_the_snapshots_last_entry_keeps_its_log() {
     // snapshot through 3 must not wipe entry 4, which the leader may count as replicated.
     let mut raft = node_with("b", &["a", "c"], RaftConfig::default(), 1, &[1, 1, 1, 1]);
     let meta = SnapshotMeta { index: Index(3), term: Term(1) };
-    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(1), meta }).expect("step");
+    let voters = peer_set(&["a", "b", "c"]);
+    raft.step(at(10), &id("a"), Message::InstallSnapshot { term: Term(1), meta, voters }).expect("step");
     let ready = raft.poll_ready();
     assert_eq!(ready.install, None);
     assert_eq!((raft.commit_index(), raft.last_index()), (Index(3), Index(4)));
@@ -961,6 +996,7 @@ fn a_snapshot_of_a_later_term_than_the_stored_hard_state_lifts_the_term() {
     let persisted = Persisted {
         hard_state: HardState { term: Term(3), voted_for: Some(id("b")), commit: Index(0) },
         snapshot: Some(SnapshotMeta { index: Index(7), term: Term(5) }),
+        snapshot_voters: None,
         entries: Vec::new(),
         applied: Index(7),
     };
@@ -970,4 +1006,389 @@ fn a_snapshot_of_a_later_term_than_the_stored_hard_state_lifts_the_term() {
     assert_eq!(raft.term(), Term(5));
     let ready = raft.poll_ready();
     assert_eq!(ready.hard_state, Some(HardState { term: Term(5), voted_for: None, commit: Index(7) }));
+}
+
+// --- Membership changes ----------------------------------------------------------------------
+
+fn config_entry(term: u64, index: u64, voters: &[&str]) -> Entry {
+    Entry { term: Term(term), index: Index(index), kind: EntryKind::Config, data: encode_voters(&peer_set(voters)) }
+}
+
+fn noop_entry(term: u64, index: u64) -> Entry {
+    Entry { term: Term(term), index: Index(index), kind: EntryKind::Noop, data: Vec::new() }
+}
+
+fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Message {
+    Message::AppendEntries {
+        term: Term(term),
+        prev_index: Index(prev.0),
+        prev_term: Term(prev.1),
+        entries,
+        leader_commit: Index(commit),
+    }
+}
+
+/// Leader `a` of {a, b, c} in term 1 whose no-op (index 1) b has acknowledged: it may change
+/// the configuration.
+fn settled_leader(config: RaftConfig) -> Raft {
+    let mut raft = node("a", &["b", "c"], config);
+    elect(&mut raft, &["b", "c"], 400);
+    raft.step(at(401), &id("b"), accepted(1, 1)).expect("step");
+    assert_eq!(raft.commit_index(), Index(1));
+    raft.poll_ready();
+    raft
+}
+
+#[test]
+fn membership_an_added_voter_is_probed_and_counts_at_once() {
+    let mut raft = settled_leader(RaftConfig::default());
+    assert_eq!(raft.propose_change(MembershipChange::Add(id("d"))), Ok(Index(2)));
+    assert_eq!(raft.voters(), &peer_set(&["a", "b", "c", "d"]));
+    assert_eq!(raft.pending_configuration(), Some(Index(2)));
+    let ready = raft.poll_ready();
+    assert_eq!(ready.entries, vec![config_entry(1, 2, &["a", "b", "c", "d"])]);
+    assert!(
+        matches!(sent_to(&ready, "d").as_slice(), [Message::AppendEntries { prev_index: Index(2), .. }]),
+        "the new voter is probed from the leader's last index"
+    );
+    // Four voters: a and b are not a majority any more.
+    raft.step(at(402), &id("b"), accepted(1, 2)).expect("step");
+    assert_eq!(raft.commit_index(), Index(1));
+    raft.step(at(403), &id("d"), accepted(1, 2)).expect("the new voter answers");
+    assert_eq!(raft.commit_index(), Index(2));
+    assert_eq!(raft.pending_configuration(), None);
+    let committed = raft.poll_ready().committed;
+    assert_eq!(committed.last().map(|entry| entry.kind), Some(EntryKind::Config));
+}
+
+#[test]
+fn membership_a_removed_voter_is_forgotten_and_the_quorum_shrinks() {
+    let mut raft = settled_leader(RaftConfig::default());
+    raft.propose_change(MembershipChange::Remove(id("c"))).expect("remove c");
+    let ready = raft.poll_ready();
+    assert!(sent_to(&ready, "c").is_empty(), "no more appends to c");
+    assert!(!sent_to(&ready, "b").is_empty());
+    // {a, b}: b's acknowledgement alone commits.
+    raft.step(at(402), &id("b"), accepted(1, 2)).expect("step");
+    assert_eq!(raft.commit_index(), Index(2));
+    assert_eq!(raft.step(at(403), &id("c"), accepted(1, 2)), Err(StepError::UnknownPeer(id("c"))));
+    raft.propose(b"x".to_vec()).expect("propose");
+    let ready = raft.poll_ready();
+    assert!(sent_to(&ready, "c").is_empty());
+}
+
+#[test]
+fn membership_a_leader_removing_itself_replicates_without_counting_itself_then_steps_down() {
+    let mut raft = settled_leader(config(true, false));
+    raft.propose_change(MembershipChange::Remove(id("a"))).expect("remove the leader");
+    assert!(!raft.is_voter());
+    assert_eq!(raft.role(), Role::Leader, "it leads until the change commits");
+    raft.propose(b"x".to_vec()).expect("it still takes commands");
+    raft.poll_ready();
+    // {b, c}: b alone is not a majority, and the leader does not count.
+    raft.step(at(402), &id("b"), accepted(1, 3)).expect("step");
+    assert_eq!(raft.commit_index(), Index(1));
+    assert_eq!(raft.role(), Role::Leader);
+    raft.step(at(403), &id("c"), accepted(1, 3)).expect("step");
+    assert_eq!(raft.commit_index(), Index(3));
+    assert_eq!((raft.role(), raft.leader(), raft.term()), (Role::Follower, None, Term(1)));
+    // Before stepping down it told b and c the new commit index.
+    let ready = raft.poll_ready();
+    for peer in ["b", "c"] {
+        assert!(
+            sent_to(&ready, peer)
+                .iter()
+                .any(|message| matches!(message, Message::AppendEntries { leader_commit: Index(3), .. })),
+            "{peer} learns the commit: {ready:?}"
+        );
+    }
+    assert_eq!(ready.committed.len(), 2, "the removed leader applies the change too");
+    // Outside the configuration it never campaigns.
+    let mut rng = Rng::seeded(4);
+    for step in 1..=50 {
+        raft.tick(at(403 + step * 100), &mut rng);
+    }
+    assert_eq!((raft.role(), raft.term()), (Role::Follower, Term(1)));
+    assert!(raft.poll_ready().messages.is_empty());
+}
+
+#[test]
+fn membership_reads_on_a_leader_removing_itself_need_a_majority_of_the_others() {
+    let mut raft = settled_leader(RaftConfig::default());
+    raft.propose_change(MembershipChange::Remove(id("a"))).expect("remove the leader");
+    raft.poll_ready();
+    raft.read_index(7).expect("read");
+    let ready = raft.poll_ready();
+    assert_eq!(read_pings(&ready), vec![(id("b"), 1), (id("c"), 1)]);
+    raft.step(at(402), &id("b"), read_pong(Term(1), 1)).expect("step");
+    assert!(raft.poll_ready().reads.is_empty(), "b alone is not a majority of {{b, c}}");
+    raft.step(at(402), &id("c"), read_pong(Term(1), 1)).expect("step");
+    assert_eq!(raft.poll_ready().reads.iter().map(|read| read.ctx).collect::<Vec<_>>(), vec![7]);
+}
+
+#[test]
+fn membership_check_quorum_counts_only_voters() {
+    let mut raft = settled_leader(config(false, true));
+    raft.propose_change(MembershipChange::Remove(id("a"))).expect("remove the leader");
+    // Only b answers in the first check-quorum period: a majority of {a, b, c} with a, not
+    // of {b, c} without it.
+    raft.step(at(450), &id("b"), accepted(1, 1)).expect("step");
+    raft.tick(at(560), &mut Rng::seeded(1));
+    assert_eq!(raft.role(), Role::Follower);
+}
+
+#[test]
+fn membership_changes_are_refused_with_the_reason() {
+    let mut follower = node("b", &["a", "c"], RaftConfig::default());
+    follower.step(at(1), &id("a"), heartbeat(1)).expect("step");
+    assert_eq!(
+        follower.propose_change(MembershipChange::Add(id("d"))),
+        Err(MembershipError::NotLeader { leader_hint: Some(id("a")) })
+    );
+
+    // Before its no-op commits, a new leader changes nothing.
+    let mut raft = node("a", &["b", "c"], RaftConfig::default());
+    elect(&mut raft, &["b", "c"], 400);
+    assert_eq!(
+        raft.propose_change(MembershipChange::Add(id("d"))),
+        Err(MembershipError::TermNotCommitted { term_start: Index(1) })
+    );
+
+    let mut raft = settled_leader(RaftConfig::default());
+    let two_more = peer_set(&["a", "b", "c", "d", "e"]);
+    assert_eq!(raft.propose_membership(two_more), Err(MembershipError::NotSingleChange { added: 2, removed: 0 }));
+    let swap = peer_set(&["a", "b", "d"]);
+    assert_eq!(raft.propose_membership(swap), Err(MembershipError::NotSingleChange { added: 1, removed: 1 }));
+    let same = peer_set(&["a", "b", "c"]);
+    assert_eq!(raft.propose_membership(same), Err(MembershipError::NotSingleChange { added: 0, removed: 0 }));
+    assert_eq!(raft.propose_change(MembershipChange::Add(id("b"))), Err(MembershipError::AlreadyVoter(id("b"))));
+    assert_eq!(raft.propose_change(MembershipChange::Remove(id("z"))), Err(MembershipError::NotVoter(id("z"))));
+    assert_eq!(
+        raft.propose_change(MembershipChange::Add(id(""))).map_err(|e| matches!(e, MembershipError::Invalid(_))),
+        Err(true)
+    );
+    assert_eq!(raft.propose_membership(BTreeSet::new()), Err(MembershipError::Empty));
+    let crowd: BTreeSet<PeerId> = (0..=MAX_VOTERS).map(|n| PeerId(format!("n{n}"))).collect();
+    assert!(matches!(raft.propose_membership(crowd), Err(MembershipError::TooManyVoters { .. })));
+    assert_eq!(raft.last_index(), Index(1), "nothing was appended");
+
+    // One change at a time.
+    raft.propose_change(MembershipChange::Add(id("d"))).expect("the first change");
+    assert_eq!(
+        raft.propose_change(MembershipChange::Remove(id("d"))),
+        Err(MembershipError::ChangePending { index: Index(2) })
+    );
+
+    // The last voter cannot leave.
+    let mut alone = node("a", &[], RaftConfig::default());
+    alone.tick(at(400), &mut Rng::seeded(1));
+    assert_eq!(alone.role(), Role::Leader);
+    assert_eq!(alone.propose_change(MembershipChange::Remove(id("a"))), Err(MembershipError::Empty));
+}
+
+#[test]
+fn membership_a_single_voter_adds_a_second_and_waits_for_it() {
+    let mut alone = node("a", &[], RaftConfig::default());
+    alone.tick(at(400), &mut Rng::seeded(1));
+    alone.poll_ready();
+    assert_eq!(alone.commit_index(), Index(1));
+    alone.propose_change(MembershipChange::Add(id("b"))).expect("add b");
+    alone.poll_ready();
+    assert_eq!(alone.commit_index(), Index(1), "two voters: b must have it");
+    alone.step(at(401), &id("b"), accepted(1, 2)).expect("step");
+    assert_eq!(alone.commit_index(), Index(2));
+}
+
+#[test]
+fn membership_a_truncated_configuration_entry_is_reverted() {
+    let mut raft = node("b", &["a", "c"], RaftConfig::default());
+    let entries = vec![noop_entry(1, 1), config_entry(1, 2, &["a", "b", "c", "d"])];
+    raft.step(at(1), &id("a"), append(1, (0, 0), entries, 1)).expect("step");
+    assert_eq!(raft.voters(), &peer_set(&["a", "b", "c", "d"]), "in effect once in the log");
+    assert_eq!(raft.pending_configuration(), Some(Index(2)));
+    // A leader of term 2 never had it: its entry 2 replaces the configuration entry.
+    raft.step(at(2), &id("c"), append(2, (1, 1), vec![noop_entry(2, 2)], 0)).expect("step");
+    assert_eq!(raft.voters(), &peer_set(&["a", "b", "c"]));
+    assert_eq!(raft.pending_configuration(), None);
+    assert_eq!(raft.step(at(3), &id("d"), accepted(2, 2)), Err(StepError::UnknownPeer(id("d"))));
+}
+
+#[test]
+fn membership_a_joiner_follows_without_campaigning_until_a_configuration_lists_it() {
+    let persisted = Persisted::default();
+    let voters = peer_set(&["a", "b", "c"]);
+    let mut raft =
+        Raft::new_joining(id("d"), voters.clone(), config(false, true), persisted, Time::ZERO, &mut Rng::seeded(2))
+            .expect("a joiner");
+    assert!(!raft.is_voter());
+    let mut rng = Rng::seeded(2);
+    for step in 1..=20 {
+        raft.tick(at(step * 100), &mut rng);
+    }
+    assert_eq!((raft.role(), raft.term()), (Role::Follower, Term(0)), "a joiner never campaigns");
+    assert!(raft.poll_ready().is_empty());
+
+    // It takes the leader's log; the configuration that adds it makes it a voter.
+    raft.step(at(2001), &id("a"), append(1, (0, 0), vec![noop_entry(1, 1)], 1)).expect("the leader's append");
+    assert_eq!(raft.leader(), Some(&id("a")));
+    assert!(!raft.is_voter());
+    raft.step(at(2002), &id("a"), append(1, (1, 1), vec![config_entry(1, 2, &["a", "b", "c", "d"])], 1)).expect("step");
+    assert!(raft.is_voter());
+    raft.tick(at(5000), &mut rng);
+    assert_eq!(raft.role(), Role::Candidate, "a voter now, it campaigns when the leader goes silent");
+
+    let refused = Raft::new_joining(id("a"), voters, RaftConfig::default(), Persisted::default(), Time::ZERO, &mut rng);
+    assert!(matches!(refused, Err(InitError::Peers(_))));
+}
+
+#[test]
+fn membership_a_lagging_follower_takes_the_appends_of_a_leader_it_does_not_know() {
+    // d was added while b was down, and now leads: b can only catch up from d.
+    let mut raft = node_with("b", &["a", "c"], RaftConfig::default(), 1, &[1]);
+    let entries = vec![config_entry(2, 2, &["a", "b", "c", "d"])];
+    raft.step(at(1), &id("d"), append(3, (1, 1), entries, 2)).expect("a leader's append");
+    assert_eq!((raft.leader(), raft.commit_index()), (Some(&id("d")), Index(2)));
+    assert_eq!(raft.voters(), &peer_set(&["a", "b", "c", "d"]));
+    assert_eq!(sent_to(&raft.poll_ready(), "d"), vec![accepted(3, 2)]);
+}
+
+#[test]
+fn membership_votes_count_only_in_the_configuration_in_effect() {
+    // a's log adds d: four voters, three votes needed.
+    let mut raft = node_with("a", &["b", "c"], config(false, false), 1, &[]);
+    let entries = vec![noop_entry(1, 1), config_entry(1, 2, &["a", "b", "c", "d"])];
+    raft.step(at(1), &id("b"), append(1, (0, 0), entries, 0)).expect("step");
+    raft.tick(at(1000), &mut Rng::seeded(1));
+    assert_eq!(raft.role(), Role::Candidate);
+    let ready = raft.poll_ready();
+    assert!(!sent_to(&ready, "d").is_empty(), "d is asked for its vote");
+    let term = raft.term();
+    raft.step(at(1001), &id("b"), Message::RequestVoteResponse { term, granted: true }).expect("step");
+    assert_eq!(raft.role(), Role::Candidate, "2 of 4 votes");
+    raft.step(at(1001), &id("d"), Message::RequestVoteResponse { term, granted: true }).expect("step");
+    assert_eq!(raft.role(), Role::Leader);
+}
+
+#[test]
+fn membership_a_malformed_configuration_entry_is_refused() {
+    let mut raft = node("b", &["a", "c"], RaftConfig::default());
+    for data in [Vec::new(), vec![0xFF], encode_voters(&BTreeSet::new()), {
+        let mut unsorted = postcard::to_stdvec(&vec![id("c"), id("a")]).unwrap();
+        unsorted.shrink_to_fit();
+        unsorted
+    }] {
+        let entry = Entry { term: Term(1), index: Index(1), kind: EntryKind::Config, data };
+        let result = raft.step(at(1), &id("a"), append(1, (0, 0), vec![entry], 0));
+        assert!(matches!(result, Err(StepError::Malformed(_))), "{result:?}");
+    }
+    assert_eq!((raft.term(), raft.last_index()), (Term(0), Index(0)));
+
+    let corrupt = Persisted {
+        hard_state: HardState { term: Term(1), voted_for: None, commit: Index(0) },
+        entries: vec![Entry { term: Term(1), index: Index(1), kind: EntryKind::Config, data: vec![7] }],
+        ..Persisted::default()
+    };
+    let refused = Raft::new(id("b"), peer_set(&["a"]), RaftConfig::default(), corrupt, Time::ZERO, &mut Rng::seeded(1));
+    assert!(matches!(refused, Err(InitError::Persisted(_))), "{refused:?}");
+}
+
+#[test]
+fn membership_a_snapshot_carries_the_configuration_it_ends_with() {
+    let mut raft = settled_leader(RaftConfig::default());
+    raft.propose_change(MembershipChange::Add(id("d"))).expect("add d");
+    raft.step(at(402), &id("b"), accepted(1, 2)).expect("step");
+    raft.step(at(402), &id("c"), accepted(1, 2)).expect("step");
+    raft.poll_ready();
+    assert_eq!(raft.voters_at(Index(1)), Some(&peer_set(&["a", "b", "c"])));
+    assert_eq!(raft.voters_at(Index(2)), Some(&peer_set(&["a", "b", "c", "d"])));
+    raft.compact(Index(2)).expect("compact through the configuration entry");
+    assert_eq!(raft.snapshot_voters(), &peer_set(&["a", "b", "c", "d"]));
+    assert_eq!(raft.voters_at(Index(1)), None, "compacted");
+    assert_eq!(raft.voters(), &peer_set(&["a", "b", "c", "d"]));
+
+    // d has nothing: after its rejection it needs compacted entries, so it gets the snapshot.
+    let term = raft.term();
+    let rejection = AppendResult::Rejected { rejected: Index(2), hint_index: Index(0), hint_term: Term(0) };
+    raft.step(at(403), &id("d"), Message::AppendEntriesResponse { term, result: rejection }).expect("step");
+    assert_eq!(raft.poll_ready().send_snapshots, vec![(id("d"), term)]);
+
+    // The joiner installs it and votes from then on.
+    let mut joiner = Raft::new_joining(
+        id("d"),
+        peer_set(&["a", "b", "c"]),
+        RaftConfig::default(),
+        Persisted::default(),
+        Time::ZERO,
+        &mut Rng::seeded(3),
+    )
+    .expect("a joiner");
+    let meta = raft.snapshot();
+    let voters = raft.snapshot_voters().clone();
+    joiner.step(at(404), &id("a"), Message::InstallSnapshot { term, meta, voters: voters.clone() }).expect("step");
+    assert!(joiner.is_voter());
+    assert_eq!(joiner.poll_ready().install, Some((meta, voters)));
+}
+
+#[test]
+fn membership_a_restart_takes_the_configuration_of_the_snapshot_and_the_log() {
+    let snapshot = SnapshotMeta { index: Index(5), term: Term(2) };
+    let restart = |snapshot_voters: Option<&[&str]>, entries: Vec<Entry>| {
+        let persisted = Persisted {
+            hard_state: HardState { term: Term(2), voted_for: None, commit: Index(5) },
+            snapshot: Some(snapshot),
+            snapshot_voters: snapshot_voters.map(peer_set),
+            entries,
+            applied: Index(5),
+        };
+        Raft::new(id("a"), peer_set(&["b", "c"]), RaftConfig::default(), persisted, Time::ZERO, &mut Rng::seeded(1))
+            .expect("restarts")
+    };
+    assert_eq!(restart(Some(&["a", "d"]), Vec::new()).voters(), &peer_set(&["a", "d"]));
+    assert_eq!(restart(None, Vec::new()).voters(), &peer_set(&["a", "b", "c"]), "a snapshot from before membership");
+    let raft = restart(Some(&["a", "d"]), vec![config_entry(2, 6, &["a", "d", "e"])]);
+    assert_eq!(raft.voters(), &peer_set(&["a", "d", "e"]), "the latest, committed or not");
+    assert_eq!(raft.pending_configuration(), Some(Index(6)));
+    assert_eq!(raft.snapshot_voters(), &peer_set(&["a", "d"]));
+
+    // A removed node restarts outside the configuration, and stays quiet.
+    let mut removed = restart(Some(&["d", "e"]), Vec::new());
+    assert!(!removed.is_voter());
+    removed.tick(at(10_000), &mut Rng::seeded(1));
+    assert_eq!(removed.role(), Role::Follower);
+}
+
+#[test]
+fn membership_a_lagging_voter_grants_its_vote_to_a_candidate_it_does_not_know() {
+    // d was added while b was down; now d campaigns and needs b's vote to make a majority of
+    // four. b, still on {a, b, c}, must answer it (found by the simulator, seed 312).
+    let mut raft = node_with("b", &["a", "c"], config(false, false), 1, &[1]);
+    raft.step(at(1000), &id("d"), vote_request(2, 6, 1)).expect("a candidate outside b's configuration");
+    assert_eq!(sent_to(&raft.poll_ready(), "d"), vec![Message::RequestVoteResponse { term: Term(2), granted: true }]);
+    // A removed server lacks the entry that removed it: a voter that has it refuses.
+    let mut voter = node_with("c", &["a", "b"], config(true, false), 1, &[1, 1]);
+    voter.step(at(1000), &id("x"), pre_vote(2, 1, 1)).expect("step");
+    assert_eq!(sent_to(&voter.poll_ready(), "x"), vec![Message::PreVoteResponse { term: Term(1), granted: false }]);
+}
+
+#[test]
+fn a_lost_probe_is_sent_again_at_the_same_point_not_as_a_snapshot() {
+    // A leader whose log was compacted through 5: b's first probe (at 6, the leader's last
+    // entry before its no-op) is lost. Retrying from b's match index, still 0, would send b
+    // the whole snapshot although it may lack nothing.
+    let persisted = Persisted {
+        hard_state: HardState { term: Term(1), voted_for: None, commit: Index(5) },
+        snapshot: Some(SnapshotMeta { index: Index(5), term: Term(1) }),
+        snapshot_voters: None,
+        entries: vec![Entry { term: Term(1), index: Index(6), kind: EntryKind::Command, data: vec![6] }],
+        applied: Index(5),
+    };
+    let mut raft =
+        Raft::new(id("a"), peer_set(&["b", "c"]), config(false, false), persisted, Time::ZERO, &mut Rng::seeded(1))
+            .unwrap();
+    let ready = elect(&mut raft, &["b", "c"], 400);
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(6), .. }]));
+    raft.tick(at(520), &mut Rng::seeded(1));
+    let ready = raft.poll_ready();
+    assert!(ready.send_snapshots.is_empty(), "{ready:?}");
+    assert!(matches!(sent_to(&ready, "b").as_slice(), [Message::AppendEntries { prev_index: Index(6), .. }]));
 }

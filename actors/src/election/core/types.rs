@@ -1,6 +1,7 @@
 //! The values Raft reads and writes: ids, terms, indexes, entries, hard state, messages and the
 //! `Ready` batch.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,11 @@ pub enum EntryKind {
     Noop,
     /// An opaque command for the replicated state machine.
     Command,
+    /// A new configuration (Raft thesis §4.1): the data is the whole voter set, postcard of
+    /// the sorted `Vec<PeerId>` ([`crate::election::core::encode_voters`]). It takes effect
+    /// on every server as soon as it is in its log, committed or not; applying it is a no-op
+    /// for the state machine.
+    Config,
 }
 
 /// One log entry.
@@ -77,7 +83,8 @@ pub struct Entry {
     pub term: Term,
     pub index: Index,
     pub kind: EntryKind,
-    /// The command bytes; empty for [`EntryKind::Noop`].
+    /// The command bytes; empty for [`EntryKind::Noop`]; the encoded voters for
+    /// [`EntryKind::Config`].
     pub data: Vec<u8>,
 }
 
@@ -105,6 +112,10 @@ pub struct Persisted {
     pub hard_state: HardState,
     /// The snapshot the log continues from, if the log was compacted.
     pub snapshot: Option<SnapshotMeta>,
+    /// The configuration that snapshot ends with. `None` without a snapshot, or for a
+    /// snapshot written before membership changes existed (its voters were the bootstrap
+    /// voters, which the caller of `Raft::new` passes).
+    pub snapshot_voters: Option<BTreeSet<PeerId>>,
     /// The log after the snapshot (from index 1 without one), contiguous.
     pub entries: Vec<Entry>,
     /// The highest index the state machine has already applied: the snapshot's index when
@@ -173,10 +184,12 @@ pub enum Message {
     },
     /// A leader's snapshot, delivered whole: its bytes travel on the transport's bulk stream
     /// and the shell feeds this message in once they have all arrived. Answered like an
-    /// append (accepted through `meta.index`).
+    /// append (accepted through `meta.index`). `voters` is the configuration in effect at
+    /// the snapshot's end.
     InstallSnapshot {
         term: Term,
         meta: SnapshotMeta,
+        voters: BTreeSet<PeerId>,
     },
 }
 
@@ -225,8 +238,9 @@ pub struct Outbound {
 ///    of this or an earlier `Ready`), and follows the previously applied one with no gap.
 ///
 /// Snapshots add two duties. `install` (a follower receiving a leader's snapshot) comes first
-/// of all: store the snapshot received with this meta durably, replacing the whole log, and
-/// restore the state machine from it, before the persist step. `send_snapshots` are peers to
+/// of all: store the snapshot received with this meta durably, with the configuration it
+/// carries, replacing the whole log, and restore the state machine from it, before the
+/// persist step. `send_snapshots` are peers to
 /// stream this node's latest snapshot to (with the send step).
 ///
 /// 4. **Answer reads**: each of `reads` may be served once the state machine has applied
@@ -243,7 +257,8 @@ pub struct Ready {
     pub committed: Vec<Entry>,
     pub reads: Vec<ReadState>,
     pub failed_reads: Vec<u64>,
-    pub install: Option<SnapshotMeta>,
+    /// A leader's snapshot to install: where it ends and the voters in effect there.
+    pub install: Option<(SnapshotMeta, BTreeSet<PeerId>)>,
     /// Peers to stream the latest snapshot to, each with the term this node decided it in
     /// as their leader (the transfer carries that term).
     pub send_snapshots: Vec<(PeerId, Term)>,

@@ -16,7 +16,8 @@
 //!
 //! - `1` hard state: `term: u64 | commit: u64 | voted: u8 (0 or 1) | [len: u32 | utf-8 name]`
 //! - `2` truncate-from: `index: u64` — delete every entry at or above `index`
-//! - `3` append: `term: u64 | index: u64 | kind: u8 (0 noop, 1 command) | len: u32 | data`
+//! - `3` append: `term: u64 | index: u64 | kind: u8 (0 noop, 1 command, 2 configuration) |
+//!   len: u32 | data`
 //! - `4` commit: `records: u32` — closes a batch of that many records
 //! - `5` base: `index: u64 | term: u64` — the log continues from a snapshot ending there
 //!   (entries through it are dropped); first in a log rewritten by compaction
@@ -54,6 +55,5 @@ pub use record::{
     decode, encode_batch, encode_record, recover, replay,
 };
 pub use snapshot::{
-    SNAPSHOT_HEADER_BYTES, compacted_log, decode_snapshot, encode_compacted_log, encode_snapshot, last_index,
-    with_snapshot,
+    DecodedSnapshot, compacted_log, decode_snapshot, encode_compacted_log, encode_snapshot, last_index, with_snapshot,
 };

@@ -8,8 +8,8 @@ use super::crc::crc32c;
 /// Bytes before each payload: length, payload checksum, header checksum.
 pub const HEADER_BYTES: usize = 12;
 
-/// The largest voter name a hard state may carry.
-pub const MAX_PEER_ID_BYTES: usize = 4096;
+/// The largest voter name a hard state may carry: the limit a configuration puts on names.
+pub const MAX_PEER_ID_BYTES: usize = crate::election::core::MAX_PEER_ID_BYTES;
 
 /// The largest payload of one record: an append of the largest entry Raft accepts
 /// ([`crate::election::core::MAX_ENTRY_BYTES`]) plus its fixed fields, with room to spare. A
@@ -190,6 +190,7 @@ fn encode_append(buffer: &mut Vec<u8>, entry: &Entry) -> Result<(), BatchError> 
     payload.push(match entry.kind {
         EntryKind::Noop => 0,
         EntryKind::Command => 1,
+        EntryKind::Config => 2,
     });
     payload.extend_from_slice(&(entry.data.len() as u32).to_le_bytes());
     payload.extend_from_slice(&entry.data);
@@ -289,6 +290,7 @@ fn decode_payload(payload: &[u8]) -> Result<Record, String> {
             let kind = match reader.u8()? {
                 0 => EntryKind::Noop,
                 1 => EntryKind::Command,
+                2 => EntryKind::Config,
                 other => return Err(format!("bad entry kind {other}")),
             };
             let length = reader.u32()? as usize;

@@ -1,29 +1,54 @@
 //! The snapshot file and the compacted log, as pure functions of byte buffers.
 //!
-//! A snapshot file holds one snapshot of the state machine and where it ends in the log:
+//! A snapshot file holds one snapshot of the state machine, where it ends in the log, and the
+//! configuration (voter set) in effect there (all integers little-endian):
 //!
 //! ```text
-//! magic "FLSNAP01" | index: u64 | term: u64 | len: u64 | data_crc: u32 | header_crc: u32 | data
+//! magic "FLSNAP02" | index: u64 | term: u64 | voters: u32 | (len: u32 | utf-8 name) * voters
+//!                  | len: u64 | data_crc: u32 | header_crc: u32 | data
 //! ```
+//!
+//! `header_crc` covers every byte before it; voter names are sorted, unique and 1 to
+//! [`MAX_PEER_ID_BYTES`] bytes, and there are 1 to [`MAX_VOTERS`] of them. A file of the first
+//! format (`FLSNAP01`, the same without the voters) was written before membership could
+//! change: it decodes with no voters, which means the bootstrap configuration.
 //!
 //! It is written to a temporary file, fsync'd and renamed over the old one, so a reader finds
 //! either the old snapshot or the new one whole; any mismatch is corruption.
 
-use crate::election::core::{Entry, HardState, Index, Persisted, SnapshotMeta, Term};
+use std::collections::BTreeSet;
+
+use crate::election::core::{Entry, HardState, Index, MAX_VOTERS, PeerId, Persisted, SnapshotMeta, Term};
 
 use super::crc::crc32c;
-use super::record::{BatchError, Corrupt, Record, encode_record};
+use super::record::{BatchError, Corrupt, MAX_PEER_ID_BYTES, Record, encode_record};
 
-const MAGIC: &[u8; 8] = b"FLSNAP01";
-/// Bytes before the snapshot's data.
-pub const SNAPSHOT_HEADER_BYTES: usize = 8 + 8 + 8 + 8 + 4 + 4;
+const MAGIC: &[u8; 8] = b"FLSNAP02";
+/// The format before membership changes: no voters in the header.
+const MAGIC_V1: &[u8; 8] = b"FLSNAP01";
+
+/// A snapshot file, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedSnapshot<'a> {
+    pub meta: SnapshotMeta,
+    /// The configuration at the snapshot's end; `None` in a `FLSNAP01` file (the bootstrap
+    /// configuration, the only one there was).
+    pub voters: Option<BTreeSet<PeerId>>,
+    pub data: &'a [u8],
+}
 
 /// The bytes of a snapshot file.
-pub fn encode_snapshot(meta: SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + data.len());
+pub fn encode_snapshot(meta: SnapshotMeta, voters: &BTreeSet<PeerId>, data: &[u8]) -> Vec<u8> {
+    let names: usize = voters.iter().map(|voter| 4 + voter.0.len()).sum();
+    let mut bytes = Vec::with_capacity(8 + 8 + 8 + 4 + names + 8 + 4 + 4 + data.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&meta.index.0.to_le_bytes());
     bytes.extend_from_slice(&meta.term.0.to_le_bytes());
+    bytes.extend_from_slice(&(voters.len() as u32).to_le_bytes());
+    for voter in voters {
+        bytes.extend_from_slice(&(voter.0.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(voter.0.as_bytes());
+    }
     bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32c(data).to_le_bytes());
     let header_crc = crc32c(&bytes);
@@ -32,35 +57,92 @@ pub fn encode_snapshot(meta: SnapshotMeta, data: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// Reads a snapshot file: where it ends in the log, and its data.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), Corrupt> {
-    let corrupt = |reason: &str| Corrupt { offset: 0, reason: format!("snapshot file: {reason}") };
-    let header = bytes.get(..SNAPSHOT_HEADER_BYTES).ok_or_else(|| corrupt("shorter than its header"))?;
-    let field = |at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
-    let word32 = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-    if &header[..8] != MAGIC {
-        return Err(corrupt("bad magic"));
+/// Reads fields off the front of a snapshot file, every read checked.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], Corrupt> {
+        let end = self.position.checked_add(count).filter(|end| *end <= self.bytes.len());
+        let Some(end) = end else { return Err(corrupt("shorter than its header")) };
+        let taken = &self.bytes[self.position..end];
+        self.position = end;
+        Ok(taken)
     }
-    if crc32c(&header[..SNAPSHOT_HEADER_BYTES - 4]) != word32(SNAPSHOT_HEADER_BYTES - 4) {
+
+    fn u32(&mut self) -> Result<u32, Corrupt> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, Corrupt> {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(word))
+    }
+}
+
+fn corrupt(reason: &str) -> Corrupt {
+    Corrupt { offset: 0, reason: format!("snapshot file: {reason}") }
+}
+
+/// Reads a snapshot file: where it ends in the log, its configuration and its data.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, Corrupt> {
+    let mut cursor = Cursor { bytes, position: 0 };
+    let magic = cursor.take(8)?;
+    let versioned = if magic == MAGIC {
+        true
+    } else if magic == MAGIC_V1 {
+        false
+    } else {
+        return Err(corrupt("bad magic"));
+    };
+    let meta = SnapshotMeta { index: Index(cursor.u64()?), term: Term(cursor.u64()?) };
+    let voters = if versioned { Some(decode_voter_list(&mut cursor)?) } else { None };
+    let len = cursor.u64()?;
+    let data_crc = cursor.u32()?;
+    let header_end = cursor.position;
+    if crc32c(&bytes[..header_end]) != cursor.u32()? {
         return Err(corrupt("header checksum mismatch"));
     }
-    let meta = SnapshotMeta { index: Index(field(8)), term: Term(field(16)) };
     if (meta.index.0 == 0) != (meta.term.0 == 0) {
         return Err(corrupt("index and term must be zero together"));
     }
-    let len = usize::try_from(field(24)).map_err(|_| corrupt("length overflows"))?;
-    let data = &bytes[SNAPSHOT_HEADER_BYTES..];
+    let len = usize::try_from(len).map_err(|_| corrupt("length overflows"))?;
+    let data = &bytes[cursor.position..];
     if data.len() != len {
         return Err(corrupt(&format!("holds {} data bytes, its header says {len}", data.len())));
     }
-    if crc32c(data) != word32(32) {
+    if crc32c(data) != data_crc {
         return Err(corrupt("data checksum mismatch"));
     }
-    Ok((meta, data))
+    Ok(DecodedSnapshot { meta, voters, data })
+}
+
+/// The voters of a `FLSNAP02` header: 1 to [`MAX_VOTERS`] sorted, unique, non-empty UTF-8
+/// names of at most [`MAX_PEER_ID_BYTES`] bytes.
+fn decode_voter_list(cursor: &mut Cursor<'_>) -> Result<BTreeSet<PeerId>, Corrupt> {
+    let count = cursor.u32()? as usize;
+    if count == 0 || count > MAX_VOTERS {
+        return Err(corrupt(&format!("{count} voters; a configuration has 1 to {MAX_VOTERS}")));
+    }
+    let mut voters = BTreeSet::new();
+    let mut previous: Option<String> = None;
+    for _ in 0..count {
+        let length = cursor.u32()? as usize;
+        if length == 0 || length > MAX_PEER_ID_BYTES {
+            return Err(corrupt(&format!("a voter name of {length} bytes (1 to {MAX_PEER_ID_BYTES})")));
+        }
+        let name = std::str::from_utf8(cursor.take(length)?).map_err(|_| corrupt("a voter name is not UTF-8"))?;
+        if previous.as_deref().is_some_and(|previous| previous >= name) {
+            return Err(corrupt("voters out of order or listed twice"));
+        }
+        previous = Some(name.to_owned());
+        voters.insert(PeerId(name.to_owned()));
+    }
+    Ok(voters)
 }
 
 /// A whole log file after compaction to `base`: one batch of the base, the hard state and the
@@ -97,9 +179,21 @@ pub fn last_index(persisted: &Persisted) -> Index {
 /// if there is one. The snapshot is written before the log is rewritten, so it may be newer
 /// than the log's base (a crash in between): the entries it covers are dropped, and so is
 /// everything if the log does not reach it. The state machine starts from the snapshot, so
-/// `applied` is its index.
+/// `applied` is its index. A log that continues from a base record needs the snapshot file
+/// it continues (the entries before the base exist nowhere else): without one it is refused.
 pub fn with_snapshot(mut persisted: Persisted, meta: Option<SnapshotMeta>) -> Result<Persisted, Corrupt> {
-    let Some(meta) = meta else { return Ok(persisted) };
+    let Some(meta) = meta else {
+        return match persisted.snapshot {
+            Some(base) if base.index.0 > 0 => Err(Corrupt {
+                offset: 0,
+                reason: format!(
+                    "the log continues from a snapshot ending at {} but there is no snapshot file",
+                    base.index
+                ),
+            }),
+            _ => Ok(persisted),
+        };
+    };
     let base = persisted.snapshot.map_or(Index(0), |snapshot| snapshot.index);
     if meta.index < base {
         let reason = format!("the snapshot file ends at {}, before the log's base {base}", meta.index);

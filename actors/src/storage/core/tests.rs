@@ -74,7 +74,8 @@ fn every_record_kind_round_trips() {
         Record::TruncateFrom(Index(9)),
         Record::Append(entry(4, 9, b"")),
         Record::Append(entry(4, 10, &[0, 1, 2, 255])),
-        Record::Commit { records: 5 },
+        Record::Append(Entry { term: Term(4), index: Index(11), kind: EntryKind::Config, data: vec![1, 1, b'a'] }),
+        Record::Commit { records: 6 },
     ];
     let mut bytes = Vec::new();
     for record in &records {
@@ -84,7 +85,7 @@ fn every_record_kind_round_trips() {
     assert_eq!(decoded.tail, Tail::Clean);
     assert_eq!(decoded.valid_len, bytes.len() as u64);
     let got: Vec<Record> = decoded.records.into_iter().map(|located| located.record).collect();
-    assert_eq!(got, records[..5]);
+    assert_eq!(got, records[..6]);
 }
 
 #[test]
@@ -231,4 +232,102 @@ fn seeded_random_histories_survive_every_cut() {
             assert_eq!(recover(&bytes[..cut]).expect("recovers").persisted, states[whole]);
         }
     }
+}
+
+// --- Snapshot files --------------------------------------------------------------------------
+
+fn names(list: &[&str]) -> std::collections::BTreeSet<PeerId> {
+    list.iter().map(|name| PeerId::from(*name)).collect()
+}
+
+fn snapshot_meta(index: u64, term: u64) -> crate::election::core::SnapshotMeta {
+    crate::election::core::SnapshotMeta { index: Index(index), term: Term(term) }
+}
+
+#[test]
+fn a_snapshot_file_carries_its_configuration() {
+    let voters = names(&["m1", "m2", "m4"]);
+    let bytes = encode_snapshot(snapshot_meta(9, 3), &voters, b"state");
+    assert_eq!(&bytes[..8], b"FLSNAP02");
+    let decoded = decode_snapshot(&bytes).expect("decodes");
+    assert_eq!(decoded, DecodedSnapshot { meta: snapshot_meta(9, 3), voters: Some(voters), data: b"state".as_slice() });
+    // Every flipped bit is caught, by a checksum or by the strict header rules.
+    for position in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 1 << bit;
+            assert!(decode_snapshot(&damaged).is_err(), "bit {bit} of byte {position} went unnoticed");
+        }
+    }
+    // Every truncation too.
+    for len in 0..bytes.len() {
+        assert!(decode_snapshot(&bytes[..len]).is_err(), "a file cut at {len} bytes decoded");
+    }
+}
+
+/// A version-1 file, as the previous release wrote it (no voters).
+fn snapshot_v1(index: u64, term: u64, data: &[u8]) -> Vec<u8> {
+    let mut bytes = b"FLSNAP01".to_vec();
+    bytes.extend_from_slice(&index.to_le_bytes());
+    bytes.extend_from_slice(&term.to_le_bytes());
+    bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32c(data).to_le_bytes());
+    let header_crc = crc32c(&bytes);
+    bytes.extend_from_slice(&header_crc.to_le_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn a_version_1_snapshot_decodes_without_a_configuration() {
+    let bytes = snapshot_v1(4, 2, b"old");
+    let decoded = decode_snapshot(&bytes).expect("decodes");
+    assert_eq!(decoded, DecodedSnapshot { meta: snapshot_meta(4, 2), voters: None, data: b"old".as_slice() });
+}
+
+/// A `FLSNAP02` header with these voter names, written as given (not sorted), and a valid
+/// checksum: the rules on names must reject it on their own.
+fn snapshot_with_names(raw: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = b"FLSNAP02".to_vec();
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    for name in raw {
+        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(name);
+    }
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&crc32c(b"").to_le_bytes());
+    let header_crc = crc32c(&bytes);
+    bytes.extend_from_slice(&header_crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_snapshot_configuration_is_decoded_strictly() {
+    assert!(decode_snapshot(&snapshot_with_names(&[b"a", b"b"])).is_ok());
+    for (raw, why) in [
+        (vec![], "no voter"),
+        (vec![b"b".as_slice(), b"a"], "out of order"),
+        (vec![b"a".as_slice(), b"a"], "twice"),
+        (vec![b"".as_slice()], "empty name"),
+        (vec![&[0xFF, 0xFE][..]], "not UTF-8"),
+    ] {
+        let error = decode_snapshot(&snapshot_with_names(&raw)).expect_err(why);
+        assert!(error.reason.starts_with("snapshot file:"), "{why}: {error}");
+    }
+    let many: Vec<String> = (0..=crate::election::core::MAX_VOTERS).map(|n| format!("m{n:03}")).collect();
+    let many: Vec<&[u8]> = many.iter().map(|name| name.as_bytes()).collect();
+    assert!(decode_snapshot(&snapshot_with_names(&many)).is_err(), "more than MAX_VOTERS");
+}
+
+#[test]
+fn a_log_with_a_base_but_no_snapshot_file_is_refused() {
+    let mut bytes = Vec::new();
+    encode_record(&mut bytes, &Record::Base(snapshot_meta(3, 1))).expect("encodes");
+    encode_record(&mut bytes, &Record::Commit { records: 1 }).expect("encodes");
+    let recovered = recover(&bytes).expect("a well-formed log");
+    let error = with_snapshot(recovered.persisted.clone(), None).expect_err("entries 1..=3 exist nowhere");
+    assert!(error.reason.contains("no snapshot file"), "{error}");
+    assert!(with_snapshot(recovered.persisted, Some(snapshot_meta(3, 1))).is_ok());
 }
