@@ -543,6 +543,49 @@ async fn a_membership_change_whose_leader_is_cut_off_is_superseded_and_changes_n
     assert_eq!(any.members(LONG).await.expect("members"), voters(&MASTERS));
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_leader_whose_disk_fills_up_acknowledges_nothing_more_and_the_others_carry_on() {
+    let cluster = Cluster::start(4).await;
+    let (transport, mut client) = cluster.client("c1", &MASTERS).await;
+    let leader = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        let key = format!("/before/{i}");
+        client.put(&key, key.as_bytes(), LONG).await.expect("write");
+        acknowledged.push(key);
+    }
+    // The leader's disk is full from now on: every persist fails with StorageError::Full, so
+    // its election actor fails (and fails again after each restart) and acknowledges nothing.
+    let full = MASTERS.iter().position(|m| *m == leader).unwrap();
+    let used = cluster.disks[full].0.lock().unwrap().len();
+    cluster.disks[full].0.lock().unwrap().set_capacity(Some(used));
+    let others: Vec<&str> = MASTERS.iter().copied().filter(|m| *m != leader).collect();
+    let mut rest = RegistryClient::new(transport.clone(), others.iter().map(|m| (*m).to_owned()).collect(), 99);
+    for i in 0..10 {
+        let key = format!("/after/{i}");
+        rest.put(&key, key.as_bytes(), LONG).await.expect("the other two masters take writes");
+        acknowledged.push(key);
+    }
+    let new_leader = wait_until("a new leader", LONG, async || {
+        let status = rest.status_of(others[0]).await.ok()?;
+        status.leader.filter(|leader| *leader != MASTERS[full])
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    // Every acknowledged write is there, read through each of the other two.
+    for master in &others {
+        let mut via = RegistryClient::new(transport.clone(), vec![(*master).to_owned()], 100 + master.len() as u64);
+        for key in &acknowledged {
+            let (_, kv) = via.get(key, LONG).await.expect("read");
+            assert_eq!(kv.map(|kv| kv.value), Some(key.as_bytes().to_vec()), "{key} via {master}");
+        }
+    }
+    // The full disk holds no partial batch: what it stored still loads.
+    let mut disk = cluster.disks[full].0.lock().unwrap();
+    disk.set_capacity(None);
+    assert!(RaftStorage::load(&mut *disk).is_ok());
+}
+
 // --- The seeded battery ----------------------------------------------------------------------
 
 /// A register per key: the sequential specification the client history must match.
