@@ -2,8 +2,10 @@
 //! others elect a new leader and take writes, the killed master comes back and catches up, and
 //! no acknowledged write is lost.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use flotilla::client::ClusterClient;
 use flotilla::local_cluster::LocalCluster;
 use flotilla_actors::registry::client::RegistryClient;
 
@@ -29,22 +31,28 @@ async fn agreed_leader(cluster: &LocalCluster, client: &RegistryClient) -> Strin
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
+/// Three masters under a fresh `name` directory, an operator's client, the leader they agree
+/// on, and `writes` acknowledged keys (each its own value) written before anything happens.
+async fn started_cluster(name: &str, writes: usize) -> (PathBuf, LocalCluster, ClusterClient, String, Vec<String>) {
     flotilla_transport::tls::install_default_provider();
-    let dir = std::env::temp_dir().join(format!("flotilla-master-cluster-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("flotilla-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cluster = LocalCluster::prepare(env!("CARGO_BIN_EXE_flotilla").as_ref(), &dir, 3, "").unwrap();
     cluster.start_all(BOUND).unwrap();
     let mut client = cluster.client().await.unwrap();
-
     let leader = agreed_leader(&cluster, &client.registry).await;
     let mut acknowledged = Vec::new();
-    for i in 0..20 {
+    for i in 0..writes {
         let key = format!("/before/{i}");
-        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write before the kill");
+        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write before anything happens");
         acknowledged.push(key);
     }
+    (dir, cluster, client, leader, acknowledged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
+    let (dir, mut cluster, mut client, leader, mut acknowledged) = started_cluster("master-cluster", 20).await;
 
     let victim = cluster.index_of(&leader).unwrap();
     cluster.kill(victim);
@@ -121,19 +129,7 @@ fn run(mut command: std::process::Command, args: &[&str]) -> (Option<i32>, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_added_and_the_leader_removed_with_the_cli_then_the_new_leader_killed_loses_no_write() {
-    flotilla_transport::tls::install_default_provider();
-    let dir = std::env::temp_dir().join(format!("flotilla-membership-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cluster = LocalCluster::prepare(env!("CARGO_BIN_EXE_flotilla").as_ref(), &dir, 3, "").unwrap();
-    cluster.start_all(BOUND).unwrap();
-    let mut client = cluster.client().await.unwrap();
-    let leader = agreed_leader(&cluster, &client.registry).await;
-    let mut acknowledged = Vec::new();
-    for i in 0..10 {
-        let key = format!("/before/{i}");
-        client.registry.put(&key, key.as_bytes(), BOUND).await.expect("write");
-        acknowledged.push(key);
-    }
+    let (dir, mut cluster, client, leader, mut acknowledged) = started_cluster("membership", 10).await;
     client.close().await;
 
     let members = |args: &[&str]| run(cluster.cli("members"), args);

@@ -80,11 +80,16 @@ impl DiskStorage {
         sync_dir(&self.dir)
     }
 
-    fn read_log(&mut self) -> Result<core::Recovered, StorageError> {
+    /// The log file's bytes.
+    fn read_bytes(&mut self) -> Result<Vec<u8>, StorageError> {
         let mut buffer = Vec::new();
         self.file.seek(SeekFrom::Start(0)).map_err(|error| self.io(error))?;
         self.file.read_to_end(&mut buffer).map_err(|error| self.io(error))?;
-        Ok(core::recover(&buffer)?)
+        Ok(buffer)
+    }
+
+    fn read_log(&mut self) -> Result<core::Recovered, StorageError> {
+        Ok(core::recover(&self.read_bytes()?)?)
     }
 
     fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -175,13 +180,11 @@ impl RaftStorage for DiskStorage {
         check_voters(voters)?;
         self.replace_file(SNAPSHOT_FILE_NAME, &core::encode_snapshot(meta, voters, data))?;
         // From here a crash is safe: load continues the old log from the new snapshot.
-        let current = core::with_snapshot(self.read_log()?.persisted, Some(meta))?;
-        let log = core::compacted_log(&current, meta, keep_log_after)?;
+        let (log, last) = core::rewrite_log(&self.read_bytes()?, meta, keep_log_after)?;
         self.replace_file(LOG_FILE_NAME, &log)?;
         self.file = open_log(&self.path)?;
-        let rewritten = core::recover(&log)?.persisted;
         self.snapshot_end = meta.index;
-        self.loaded = Some((core::last_index(&rewritten), log.len() as u64));
+        self.loaded = Some((last, log.len() as u64));
         Ok(())
     }
 

@@ -133,6 +133,15 @@ impl From<core::Corrupt> for StorageError {
     }
 }
 
+impl From<core::RewriteError> for StorageError {
+    fn from(error: core::RewriteError) -> Self {
+        match error {
+            core::RewriteError::Corrupt(corrupt) => corrupt.into(),
+            core::RewriteError::Batch(batch) => batch.into(),
+        }
+    }
+}
+
 impl From<core::BatchError> for StorageError {
     fn from(error: core::BatchError) -> Self {
         StorageError::Rejected { reason: error.to_string() }

@@ -106,14 +106,7 @@ impl SimDisk {
         if batch.is_empty() {
             return Ok(());
         }
-        if self.failing_writes > 0 {
-            self.failing_writes -= 1;
-            return Err(StorageError::Io {
-                kind: std::io::ErrorKind::Other,
-                path: PathBuf::from(SIM_PATH),
-                message: "injected write failure".to_owned(),
-            });
-        }
+        self.injected_failure()?;
         if let Some(capacity) = self.capacity
             && self.len() + batch.len() as u64 > capacity
         {
@@ -122,6 +115,19 @@ impl SimDisk {
         self.unsynced.extend_from_slice(&batch);
         self.loaded = Some(entries.last().map_or(last, |entry| entry.index));
         Ok(())
+    }
+
+    /// Fails the write, writing nothing, while [`SimDisk::fail_next_writes`] has some left.
+    fn injected_failure(&mut self) -> Result<(), StorageError> {
+        if self.failing_writes == 0 {
+            return Ok(());
+        }
+        self.failing_writes -= 1;
+        Err(StorageError::Io {
+            kind: std::io::ErrorKind::Other,
+            path: PathBuf::from(SIM_PATH),
+            message: "injected write failure".to_owned(),
+        })
     }
 
     /// Makes every written byte durable.
@@ -191,24 +197,16 @@ impl RaftStorage for SimDisk {
     ) -> Result<(), StorageError> {
         self.loaded.ok_or_else(not_loaded)?;
         check_voters(voters)?;
-        if self.failing_writes > 0 {
-            self.failing_writes -= 1;
-            return Err(StorageError::Io {
-                kind: std::io::ErrorKind::Other,
-                path: PathBuf::from(SIM_PATH),
-                message: "injected write failure".to_owned(),
-            });
-        }
+        self.injected_failure()?;
         self.sync();
-        let current = core::with_snapshot(core::recover(&self.synced)?.persisted, Some(meta))?;
-        let log = core::compacted_log(&current, meta, keep_log_after)?;
+        let (log, last) = core::rewrite_log(&self.synced, meta, keep_log_after)?;
         if let Some(capacity) = self.capacity
             && (log.len() + data.len()) as u64 > capacity
         {
             return Err(StorageError::Full);
         }
         self.snapshot = Some(StoredSnapshot { meta, voters: Some(voters.clone()), data: data.to_vec() });
-        self.loaded = Some(core::last_index(&core::recover(&log)?.persisted));
+        self.loaded = Some(last);
         self.synced = log;
         Ok(())
     }

@@ -995,15 +995,9 @@ impl Raft {
         entries: Vec<Entry>,
         leader_commit: Index,
     ) {
-        // Reached with the message's term equal to ours, so `from` is this term's leader.
-        if self.role == Role::Leader {
-            return; // Two leaders in one term cannot happen; never act on it.
+        if !self.follow(from) {
+            return;
         }
-        if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
-            self.become_follower(self.term, Some(from.clone()));
-        }
-        self.leader_contact = Some(self.now);
-        self.reset_election_timer();
 
         let snapshot = self.log.snapshot();
         let (prev_index, prev_term, entries) = if prev_index < snapshot.index {
@@ -1048,16 +1042,25 @@ impl Raft {
         self.send(from, Message::AppendEntriesResponse { term: self.term, result });
     }
 
-    fn handle_install_snapshot(&mut self, from: &PeerId, meta: SnapshotMeta, voters: BTreeSet<PeerId>) {
-        // Reached with the message's term equal to ours, so `from` is this term's leader.
+    /// A message from `from` in our term, which makes it this term's leader: follow it and
+    /// restart the election timer. False (change nothing) if this node leads the term itself:
+    /// two leaders in one term cannot happen, so never act on it.
+    fn follow(&mut self, from: &PeerId) -> bool {
         if self.role == Role::Leader {
-            return;
+            return false;
         }
         if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
             self.become_follower(self.term, Some(from.clone()));
         }
         self.leader_contact = Some(self.now);
         self.reset_election_timer();
+        true
+    }
+
+    fn handle_install_snapshot(&mut self, from: &PeerId, meta: SnapshotMeta, voters: BTreeSet<PeerId>) {
+        if !self.follow(from) {
+            return;
+        }
         if meta.index > self.commit {
             if self.log.term_at(meta.index) == Some(meta.term) {
                 // This log already holds the snapshot's last entry, so (log matching) all it
@@ -1324,15 +1327,9 @@ impl Raft {
     }
 
     fn handle_read_ping(&mut self, from: &PeerId, round: u64) {
-        // Reached with the message's term equal to ours, so `from` is this term's leader.
-        if self.role == Role::Leader {
+        if !self.follow(from) {
             return;
         }
-        if self.role != Role::Follower || self.leader.as_ref() != Some(from) {
-            self.become_follower(self.term, Some(from.clone()));
-        }
-        self.leader_contact = Some(self.now);
-        self.reset_election_timer();
         self.send(from, Message::ReadPong { term: self.term, round });
     }
 

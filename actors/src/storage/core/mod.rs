@@ -55,5 +55,6 @@ pub use record::{
     decode, encode_batch, encode_record, recover, replay,
 };
 pub use snapshot::{
-    DecodedSnapshot, compacted_log, decode_snapshot, encode_compacted_log, encode_snapshot, last_index, with_snapshot,
+    DecodedSnapshot, RewriteError, decode_snapshot, encode_compacted_log, encode_snapshot, last_index, rewrite_log,
+    with_snapshot,
 };

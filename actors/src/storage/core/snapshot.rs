@@ -213,15 +213,23 @@ pub fn with_snapshot(mut persisted: Persisted, meta: Option<SnapshotMeta>) -> Re
     Ok(persisted)
 }
 
-/// The log file that follows a snapshot ending at `meta`: the current hard state, then the
-/// entries after `meta` if `keep_after` (a compaction) or none (a leader's snapshot replaces
-/// the whole log).
-pub fn compacted_log(current: &Persisted, meta: SnapshotMeta, keep_after: bool) -> Result<Vec<u8>, BatchError> {
-    let after: Vec<Entry> = if keep_after {
-        current.entries.iter().filter(|entry| entry.index > meta.index).cloned().collect()
-    } else {
-        Vec::new()
-    };
-    let after = if after.first().is_some_and(|entry| entry.index != meta.index.next()) { Vec::new() } else { after };
-    encode_compacted_log(meta, &current.hard_state, &after)
+/// Why a log could not be rewritten after a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RewriteError {
+    /// The current log is damaged.
+    Corrupt(Corrupt),
+    /// The rewritten log breaks a limit.
+    Batch(BatchError),
+}
+
+/// The log file that follows a snapshot ending at `meta`, made from the current log file's
+/// bytes: the current hard state, then the entries after `meta` if `keep_after` (a
+/// compaction) or none (a leader's snapshot replaces the whole log); with the last index it
+/// holds.
+pub fn rewrite_log(current_log: &[u8], meta: SnapshotMeta, keep_after: bool) -> Result<(Vec<u8>, Index), RewriteError> {
+    let recovered = super::record::recover(current_log).map_err(RewriteError::Corrupt)?;
+    let current = with_snapshot(recovered.persisted, Some(meta)).map_err(RewriteError::Corrupt)?;
+    let after: &[Entry] = if keep_after { &current.entries } else { &[] };
+    let log = encode_compacted_log(meta, &current.hard_state, after).map_err(RewriteError::Batch)?;
+    Ok((log, after.last().map_or(meta.index, |entry| entry.index)))
 }
