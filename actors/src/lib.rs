@@ -14,7 +14,9 @@
 //! random-order collections and RNG construction, so they are unit tested and simulated on
 //! virtual time from a seed.
 
+pub mod agent;
 pub mod control_plane;
 pub mod election;
+pub mod mesos;
 pub mod registry;
 pub mod storage;

@@ -1,0 +1,11 @@
+//! The Mesos vocabulary, pure: resources and roles, task states and status updates, and the
+//! environment a task is given.
+
+pub mod resources;
+pub mod task;
+
+#[cfg(test)]
+mod tests;
+
+pub use resources::{Ranges, ResourceError, Resources, RoleResources, UNRESERVED, parse_resources};
+pub use task::{TaskState, TaskStatus, UpdateReason, UpdateSource};
