@@ -13,6 +13,7 @@ use flotilla::client::{ClusterClient, quic_plan};
 use flotilla::config::MasterConfig;
 use flotilla::node::{Role, RunningNode, master_plan};
 use flotilla::pki;
+use flotilla_actors::agent::driver::isolation;
 use flotilla_actors::election::core::{MembershipChange, PeerId, RaftConfig};
 use flotilla_actors::registry::client::ClientError;
 use flotilla_actors::registry::core::Txn;
@@ -48,6 +49,13 @@ fn client_error(error: ClientError) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
+    // The task shim first, before the tracing subscriber, the TLS provider or the runtime:
+    // it makes namespaces, which needs a single-threaded process (see
+    // flotilla_actors::agent::driver::isolation).
+    let args: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    if args.get(1).is_some_and(|command| command == isolation::TASK_INIT_SUBCOMMAND) {
+        std::process::exit(isolation::task_init_main(&args[2..]));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

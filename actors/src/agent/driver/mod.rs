@@ -13,6 +13,7 @@
 //! A task outlives the agent process that launched it: [`TaskHandle`] is what the agent
 //! checkpoints, and every method works on a handle from an earlier agent process.
 
+pub mod isolation;
 pub mod mock;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,11 +101,21 @@ pub struct TaskExit {
 
 impl TaskExit {
     pub fn exited(code: i32) -> TaskExit {
-        TaskExit { code: Some(code), signal: None, oom_killed: false, message: format!("Command exited with status {code}") }
+        TaskExit {
+            code: Some(code),
+            signal: None,
+            oom_killed: false,
+            message: format!("Command exited with status {code}"),
+        }
     }
 
     pub fn signalled(signal: i32) -> TaskExit {
-        TaskExit { code: None, signal: Some(signal), oom_killed: false, message: format!("Command terminated with signal {signal}") }
+        TaskExit {
+            code: None,
+            signal: Some(signal),
+            oom_killed: false,
+            message: format!("Command terminated with signal {signal}"),
+        }
     }
 
     pub fn succeeded(&self) -> bool {

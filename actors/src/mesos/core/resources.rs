@@ -309,11 +309,7 @@ pub fn to_milli(units: f64) -> u64 {
 /// Thousandths as the shortest decimal (`1500` → `1.5`).
 pub fn format_milli(milli: u64) -> String {
     let (whole, frac) = (milli / MILLI, milli % MILLI);
-    if frac == 0 {
-        whole.to_string()
-    } else {
-        format!("{whole}.{frac:03}").trim_end_matches('0').to_owned()
-    }
+    if frac == 0 { whole.to_string() } else { format!("{whole}.{frac:03}").trim_end_matches('0').to_owned() }
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
