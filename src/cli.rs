@@ -42,6 +42,26 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run an agent: offer this machine's resources to the leading master and run its tasks.
+    Agent {
+        /// The agent's TOML configuration (see `flotilla::agent_config` for every option).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The cluster's agents (as an operator).
+    Node {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// The cluster's tasks; run and kill one-off tasks (as an operator).
+    Task {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Read and write the registry of a running cluster (as an operator).
     Registry {
         #[command(flatten)]
@@ -136,6 +156,66 @@ pub enum RegistryCommand {
     },
     /// Each master's view: leader, term, applied index, revision.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// One line per agent: id, hostname, state, resources offered and used.
+    List {
+        /// Print the leading master's view as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// One line per task: id, state, agent, resources.
+    List {
+        /// Include finished tasks.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command once on some agent (the launcher framework); prints the task id.
+    Run {
+        /// The task's name (its id is NAME.<random>).
+        #[arg(long)]
+        name: String,
+        /// CPUs (fractions allowed).
+        #[arg(long, default_value_t = 0.1)]
+        cpus: f64,
+        /// Memory in MB (also its limit).
+        #[arg(long, default_value_t = 32.0)]
+        mem: f64,
+        /// Disk in MB.
+        #[arg(long, default_value_t = 0.0)]
+        disk: f64,
+        /// How many host ports it gets (as PORT0.., PORTS).
+        #[arg(long, default_value_t = 0)]
+        ports: u64,
+        /// An environment variable NAME=VALUE; repeat for more.
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Seconds between SIGTERM and SIGKILL when it is killed.
+        #[arg(long, default_value_t = 3.0)]
+        grace_secs: f64,
+        /// The command line, run with /bin/sh -c.
+        #[arg(required = true, trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Kill a task started with `task run` (SIGTERM, then SIGKILL after its grace period).
+    Kill { id: String },
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has no variable name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, Subcommand)]

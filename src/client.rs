@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use flotilla_actors::launcher::protocol::{LAUNCHER_NAME, LauncherReply, LauncherRequest};
+use flotilla_actors::mesos::protocol::{MASTER_NAME, MasterQuery, MasterState};
 use flotilla_actors::registry::client::RegistryClient;
 use flotilla_supervisors::{Node, NodeId};
 use flotilla_transport::identity::{NodeCredentials, load_ca_cert};
@@ -75,5 +78,35 @@ impl ClusterClient {
     pub async fn close(self) {
         self.transport.shutdown().await;
         self.node.shutdown();
+    }
+}
+
+impl ClusterClient {
+    /// The leading master's state: asked of each master in turn until one (the leader, which
+    /// runs the master actor) answers, until `deadline`.
+    pub async fn master_state(&self, deadline: Duration) -> anyhow::Result<MasterState> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut last = String::from("no master listed");
+        loop {
+            for master in self.registry.masters() {
+                match self.transport.call(master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
+                    Ok(state) => return Ok(state),
+                    Err(error) => last = format!("{master}: {error}"),
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                bail!("no leading master answered within {deadline:?} (last: {last})");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends a request to the launcher on the leading master.
+    pub async fn launcher(&self, request: &LauncherRequest, deadline: Duration) -> anyhow::Result<LauncherReply> {
+        let leader = self.master_state(deadline).await?.leader;
+        self.transport
+            .call(&leader, LAUNCHER_NAME, request, deadline)
+            .await
+            .with_context(|| format!("asking the launcher on {leader}"))
     }
 }

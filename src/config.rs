@@ -14,6 +14,15 @@
 //! id = "m1"
 //! address = "10.0.0.1:7100"
 //!
+//! [api]                             # optional
+//! listen = "0.0.0.0:5050"           # HTTP API (/master/state, /state) [default: 0.0.0.0:5050]
+//!
+//! [cluster]                         # optional; the leading master's settings (Mesos defaults)
+//! agent_ping_interval_secs = 15     # a ping to every agent this often
+//! max_agent_ping_timeouts = 5       # this many missed pings: the agent is unreachable
+//! allocation_interval_ms = 1000     # a full allocation round this often
+//! offer_timeout_secs = 120          # outstanding offers are rescinded after this (0: never)
+//!
 //! [raft]                            # optional; the defaults suit a LAN
 //! election_timeout_min_ms = 150
 //! election_timeout_max_ms = 300
@@ -47,6 +56,63 @@ pub struct MasterConfig {
     pub masters: Vec<MasterEntry>,
     #[serde(default)]
     pub raft: RaftSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection { listen: SocketAddr::from(([0, 0, 0, 0], 5050)) }
+    }
+}
+
+/// The leading master's settings (see [`flotilla_actors::master::core::MasterConfig`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub agent_ping_interval_secs: u64,
+    pub max_agent_ping_timeouts: u32,
+    pub allocation_interval_ms: u64,
+    pub offer_timeout_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        let defaults = flotilla_actors::master::core::MasterConfig::default();
+        ClusterSection {
+            agent_ping_interval_secs: defaults.ping_interval_ms / 1000,
+            max_agent_ping_timeouts: defaults.max_missed_pings,
+            allocation_interval_ms: defaults.allocation_interval_ms,
+            offer_timeout_secs: defaults.offer_timeout_ms / 1000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The master actor's settings; agents have ping interval × timeouts to re-register
+    /// after a failover, as in Mesos.
+    pub fn manager_config(&self) -> anyhow::Result<flotilla_actors::master::core::MasterConfig> {
+        if self.agent_ping_interval_secs == 0 || self.max_agent_ping_timeouts == 0 || self.allocation_interval_ms == 0 {
+            bail!("cluster: agent_ping_interval_secs, max_agent_ping_timeouts and allocation_interval_ms must be at least 1");
+        }
+        let ping_interval_ms = self.agent_ping_interval_secs * 1000;
+        Ok(flotilla_actors::master::core::MasterConfig {
+            ping_interval_ms,
+            max_missed_pings: self.max_agent_ping_timeouts,
+            allocation_interval_ms: self.allocation_interval_ms,
+            offer_timeout_ms: self.offer_timeout_secs * 1000,
+            reregister_timeout_ms: ping_interval_ms * u64::from(self.max_agent_ping_timeouts),
+            ..flotilla_actors::master::core::MasterConfig::default()
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -89,6 +155,14 @@ impl Default for RaftSection {
     }
 }
 
+/// Refuses an invalid node id, naming the key it came from.
+pub fn validate_node_id(key: &str, id: &str) -> anyhow::Result<()> {
+    if !flotilla_transport::core::identity::valid_id(id) {
+        bail!("{key}: {id:?} is not a valid node id ([a-z0-9._-], 1 to 63 characters)");
+    }
+    Ok(())
+}
+
 /// The most masters a cluster may have.
 const MAX_MASTERS: usize = 7;
 
@@ -107,9 +181,7 @@ impl MasterConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if !flotilla_transport::core::identity::valid_id(&self.node.id) {
-            bail!("node.id {:?} is not a valid node id ([a-z0-9._-], 1 to 63 characters)", self.node.id);
-        }
+        validate_node_id("node.id", &self.node.id)?;
         if self.masters.is_empty() || self.masters.len() > MAX_MASTERS {
             bail!(
                 "masters lists {} masters; a cluster has 1 to {MAX_MASTERS} (3 or 5 tolerate failures)",
@@ -135,6 +207,7 @@ impl MasterConfig {
             bail!("node.join = true needs the running masters listed in masters, besides this node");
         }
         self.raft_config()?;
+        self.cluster.manager_config()?;
         Ok(())
     }
 

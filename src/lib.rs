@@ -5,9 +5,13 @@
 //! and it assembles the supervision tree of a node from the components in
 //! `flotilla-actors`, `flotilla-transport` and `flotilla-supervisors`. See `ARCHITECTURE.md`.
 
+pub mod agent_config;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod local_cluster;
 pub mod node;
+pub mod operator;
 pub mod pki;
+pub mod state_json;

@@ -30,6 +30,9 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
     /// Extra `[raft]` lines for every configuration.
     raft: String,
+    /// Agents: id, transport address, and the `[agent]` lines of its configuration.
+    agents: Vec<(String, SocketAddr, String)>,
+    agent_children: Vec<Option<Child>>,
 }
 
 impl LocalCluster {
@@ -55,7 +58,80 @@ impl LocalCluster {
             joining,
             children,
             raft: raft.to_owned(),
+            agents: Vec::new(),
+            agent_children: Vec::new(),
         })
+    }
+
+    /// Prepares (does not start) one more agent, `a<n>`, whose configuration's `[agent]`
+    /// section holds `agent` (its cgroups live under its own root). Returns its index.
+    pub fn add_agent(&mut self, agent: &str) -> anyhow::Result<usize> {
+        let id = format!("a{}", self.agents.len() + 1);
+        pki::issue(&self.pki_dir(), &id, Role::Agent, &self.pki_dir(), true)?;
+        let section = format!("cgroup_root = \"flotilla-test-{}-{id}\"\n{agent}", std::process::id());
+        self.agents.push((id, free_udp_port()?, section));
+        self.agent_children.push(None);
+        Ok(self.agents.len() - 1)
+    }
+
+    fn agent_config(&self, index: usize) -> String {
+        let (id, address, section) = &self.agents[index];
+        let mut text = format!(
+            "[node]\nid = \"{id}\"\ndata_dir = \"{}\"\nlisten = \"{address}\"\npki_dir = \"{}\"\n",
+            self.dir.join(id).display(),
+            self.pki_dir().display()
+        );
+        for (master, address) in &self.masters {
+            text.push_str(&format!("\n[[masters]]\nid = \"{master}\"\naddress = \"{address}\"\n"));
+        }
+        text.push_str(&format!("\n[agent]\n{section}\n"));
+        text
+    }
+
+    /// Starts agent `index` and waits (at most `bound`) until it reports ready.
+    pub fn start_agent(&mut self, index: usize, bound: Duration) -> anyhow::Result<()> {
+        let id = self.agents[index].0.clone();
+        let config = self.dir.join(format!("{id}.toml"));
+        std::fs::write(&config, self.agent_config(index)).with_context(|| format!("writing {}", config.display()))?;
+        self.agent_children[index] = Some(self.spawn_ready("agent", &config, bound)?);
+        Ok(())
+    }
+
+    /// SIGKILL an agent (its tasks keep running), then reap it.
+    pub fn kill_agent(&mut self, index: usize) {
+        if let Some(mut child) = self.agent_children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `flotilla <role> --config <config>` and waits until it prints
+    /// `flotilla <role>: ready`.
+    fn spawn_ready(&self, role: &str, config: &Path, bound: Duration) -> anyhow::Result<Child> {
+        let mut child = Command::new(&self.binary)
+            .arg(role)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let (ready_tx, ready) = mpsc::channel();
+        let prefix = format!("flotilla {role}: ready");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(&prefix) {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        if ready.recv_timeout(bound).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{role} {} did not report ready within {bound:?}", config.display());
+        }
+        Ok(child)
     }
 
     /// Prepares (does not start) one more master, `m<n>`: its certificate, a free port, and a
@@ -99,6 +175,8 @@ impl LocalCluster {
         if self.joining[index] {
             text.push_str("join = true\n");
         }
+        // Every master on a free port; pings every second so tests see unreachable agents soon.
+        text.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nagent_ping_interval_secs = 1\nmax_agent_ping_timeouts = 3\n");
         for (peer, address) in &self.masters {
             text.push_str(&format!("\n[[masters]]\nid = \"{peer}\"\naddress = \"{address}\"\n"));
         }
@@ -113,28 +191,7 @@ impl LocalCluster {
         let id = self.masters[index].0.clone();
         let config = self.dir.join(format!("{id}.toml"));
         std::fs::write(&config, self.config(index)).with_context(|| format!("writing {}", config.display()))?;
-        let mut child = Command::new(&self.binary)
-            .arg("master")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        let stdout = child.stdout.take().context("the master's stdout")?;
-        let (ready_tx, ready) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("flotilla master: ready") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        self.children[index] = Some(child);
-        if ready.recv_timeout(bound).is_err() {
-            self.kill(index);
-            bail!("master {id} did not report ready within {bound:?}");
-        }
+        self.children[index] = Some(self.spawn_ready("master", &config, bound)?);
         Ok(())
     }
 
@@ -167,6 +224,9 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        for index in 0..self.agent_children.len() {
+            self.kill_agent(index);
+        }
         for index in 0..self.children.len() {
             self.kill(index);
         }

@@ -11,14 +11,17 @@ use clap::Parser;
 use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, MembersCommand, RegistryCommand};
 use flotilla::client::{ClusterClient, quic_plan};
 use flotilla::config::MasterConfig;
-use flotilla::node::{Role, RunningNode, master_plan};
+use flotilla::agent_config::AgentFile;
+use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
+use flotilla::http::HttpApi;
+use flotilla::operator;
 use flotilla::pki;
 use flotilla_actors::agent::driver::isolation;
 use flotilla_actors::election::core::{MembershipChange, PeerId, RaftConfig};
 use flotilla_actors::registry::client::ClientError;
 use flotilla_actors::registry::core::Txn;
 use flotilla_supervisors::NodeId;
-use flotilla_transport::Address;
+use flotilla_transport::{Address, Role as CertRole};
 use flotilla_transport::tls;
 
 /// How long an orderly shutdown may take before the process gives up on it.
@@ -83,30 +86,83 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert { command } => cert(command),
         Command::Dev { node_id, data_dir, listen } => dev(node_id, data_dir, listen).await,
         Command::Master { config } => master(&config).await,
+        Command::Agent { config } => agent(&config).await,
+        Command::Node { connection, command } => operator::node(connection, command).await,
+        Command::Task { connection, command } => operator::task(connection, command).await,
         Command::Registry { connection, command } => registry(connection, command).await,
         Command::Members { connection, command } => members(connection, command).await,
     }
 }
 
-/// `flotilla dev`: one master (a single-voter Raft, so it leads at once) and one agent.
+/// `flotilla dev`: one master (a single-voter Raft, so it leads at once) and one agent, two
+/// nodes in one process talking QUIC over loopback, with an operator certificate for the CLI.
 async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
     let id = NodeId::new(node_id)?;
+    let agent_id = NodeId::new(format!("{id}-agent"))?;
     let data_dir = data_dir.unwrap_or_else(pki::default_data_dir);
-    pki::dev_credentials(&data_dir, id.as_str())
-        .with_context(|| format!("preparing certificates in {}", data_dir.display()))?;
-    let plan = quic_plan(&data_dir.join("pki"), id.as_str(), listen, Vec::new())?;
+    let pki_dir = data_dir.join("pki");
+    let certificates = [(id.as_str(), CertRole::Master), (agent_id.as_str(), CertRole::Agent), ("operator", CertRole::Operator)];
+    for (node, role) in certificates {
+        pki::dev_credentials(&data_dir, node, role)
+            .with_context(|| format!("preparing certificates in {}", pki_dir.display()))?;
+    }
+    let plan = quic_plan(&pki_dir, id.as_str(), listen, Vec::new())?;
     let control_plane = master_plan(id.as_str(), &[], false, RaftConfig::default(), data_dir.join("raft"));
-    let node = RunningNode::start_with(id, Role::Dev, Some(plan), Some(control_plane))
-        .await
-        .context("starting the dev node")?;
-    print!("{}", node.render_tree().await);
-    print_transport(&node);
+    let plan = NodePlan { transport: Some(plan), control_plane: Some(control_plane), ..NodePlan::default() };
+    let master = RunningNode::start_with(id.clone(), Role::Master, plan).await.context("starting the dev master")?;
+    let master_addr = master.transport().and_then(|t| t.local_addr()).context("the dev master has no address")?;
+    let agent_file = AgentFile::dev(agent_id.as_str(), &data_dir.join("agent"), id.as_str(), master_addr);
+    let peers = vec![(id.to_string(), Address::Udp(master_addr))];
+    let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
+    let agent_node = start_agent_node(agent_id, &agent_file, agent_plan).await?;
+    let api = start_api(&master, SocketAddr::new(listen.ip(), 0), vec![id.to_string()])?;
+    print!("{}", master.render_tree().await);
+    print!("{}", agent_node.render_tree().await);
+    print_transport(&master);
+    println!("api: http://{}/master/state", api.address);
     println!("data: {}", data_dir.display());
+    println!(
+        "cli: flotilla task list --pki-dir {} --master {id}={master_addr}",
+        pki_dir.display()
+    );
     println!("flotilla dev: ready (Ctrl-C to stop)");
     wait_for_stop_signal().await?;
     println!("flotilla dev: stopping");
-    node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev node")?;
+    api.stop().await;
+    agent_node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev agent")?;
+    master.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev master")?;
     println!("flotilla dev: stopped");
+    Ok(())
+}
+
+/// Starts an agent node: its task driver (isolating or plain, as configured and possible)
+/// and its agent actor.
+async fn start_agent_node(id: NodeId, file: &AgentFile, transport: TransportPlan) -> anyhow::Result<RunningNode> {
+    if transport.identity.role != CertRole::Agent {
+        bail!("{}'s certificate names role {}, not agent", transport.identity.node, transport.identity.role);
+    }
+    let driver = task_driver(file)?;
+    let report = driver.isolation();
+    println!("tasks: {} driver ({})", driver.name(), if report.missing.is_empty() { "fully isolated".to_owned() } else { format!("missing: {}", report.missing.join("; ")) });
+    let agent = AgentPlan { config: file.agent_config()?, driver };
+    let plan = NodePlan { transport: Some(transport), agent: Some(agent), ..NodePlan::default() };
+    RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")
+}
+
+/// `flotilla agent --config FILE`.
+async fn agent(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = AgentFile::load(path)?;
+    let id = NodeId::new(file.node.id.clone())?;
+    let peers: Vec<(String, Address)> = file.masters.iter().map(|m| (m.id.clone(), Address::Udp(m.address))).collect();
+    let plan = quic_plan(&file.pki_dir(), id.as_str(), file.node.listen, peers)?;
+    let node = start_agent_node(id, &file, plan).await?;
+    print_transport(&node);
+    println!("data: {}", file.node.data_dir.display());
+    println!("flotilla agent: ready ({} masters)", file.masters.len());
+    wait_for_stop_signal().await?;
+    println!("flotilla agent: stopping");
+    node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the agent")?;
+    println!("flotilla agent: stopped");
     Ok(())
 }
 
@@ -118,24 +174,35 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
         config.peers().iter().map(|peer| (peer.id.clone(), Address::Udp(peer.address))).collect();
     let plan = quic_plan(&config.pki_dir(), id.as_str(), config.node.listen, peers.clone())?;
     let identity = plan.identity.clone();
-    if identity.role != flotilla_transport::Role::Master {
+    if identity.role != CertRole::Master {
         bail!("{}'s certificate names role {}, not master", identity.node, identity.role);
     }
     let peer_ids: Vec<String> = peers.into_iter().map(|(id, _)| id).collect();
     let control_plane =
         master_plan(id.as_str(), &peer_ids, config.node.join, config.raft_config()?, config.node.data_dir.join("raft"));
-    let node = RunningNode::start_with(id, Role::Master, Some(plan), Some(control_plane))
+    let cluster_manager = config.cluster.manager_config()?;
+    let plan = NodePlan { transport: Some(plan), control_plane: Some(control_plane), cluster_manager, ..NodePlan::default() };
+    let node = RunningNode::start_with(id, Role::Master, plan)
         .await
         .context("starting the master")?;
+    let masters = config.masters.iter().map(|m| m.id.clone()).collect();
+    let api = start_api(&node, config.api.listen, masters)?;
     print_transport(&node);
     println!("data: {}", config.node.data_dir.display());
     let joining = if config.node.join { ", joining: not a voter until added" } else { "" };
     println!("flotilla master: ready (cluster {}, {} masters{joining})", identity.cluster, config.masters.len());
     wait_for_stop_signal().await?;
     println!("flotilla master: stopping");
+    api.stop().await;
     node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the master")?;
     println!("flotilla master: stopped");
     Ok(())
+}
+
+/// Starts a master's HTTP API on `listen`.
+fn start_api(node: &RunningNode, listen: SocketAddr, masters: Vec<String>) -> anyhow::Result<HttpApi> {
+    let transport = node.transport().context("the master has no transport")?;
+    HttpApi::start(listen, node.node.clone(), transport, masters)
 }
 
 fn print_transport(node: &RunningNode) {

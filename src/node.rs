@@ -10,7 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
-use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
+use flotilla_actors::agent::actor::AgentConfig;
+use flotilla_actors::agent::agent_child;
+use flotilla_actors::agent::driver::TaskDriver;
+use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
+use flotilla_actors::master::cluster_manager_tree;
+pub use flotilla_actors::master::core::MasterConfig as ClusterManagerConfig;
 use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
 use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::registry::actor::RegistryConfig;
@@ -81,13 +86,31 @@ fn endpoint_child(plan: TransportPlan, slot: TransportSlot) -> ChildSpec {
     })
 }
 
-/// The leader-only subtree: one_for_all, and empty until the allocator and the schedulers
-/// arrive; the guard starts and stops it with the leadership all the same.
-pub fn leader_tree() -> LeaderTree {
+/// A placeholder leader-only subtree (one_for_all, empty) for a plan whose node has not
+/// started yet; [`RunningNode::start_with`] replaces it with the cluster manager's.
+fn empty_leader_tree() -> LeaderTree {
     Arc::new(|_: LeaderContext| {
         let flags = SupervisorFlags::strategy(Strategy::OneForAll).with_intensity(3, Duration::from_secs(30));
         SupervisorSpec::new(flags).named("leader")
     })
+}
+
+/// An agent's part of a node: its configuration and the driver that runs its tasks.
+#[derive(Clone)]
+pub struct AgentPlan {
+    pub config: AgentConfig,
+    pub driver: Arc<dyn TaskDriver>,
+}
+
+/// Everything a node runs: its transport, a master's control plane and cluster manager, an
+/// agent.
+#[derive(Clone, Default)]
+pub struct NodePlan {
+    pub transport: Option<TransportPlan>,
+    pub control_plane: Option<ControlPlanePlan>,
+    /// The leading master's settings (pings, allocation, offers).
+    pub cluster_manager: ClusterManagerConfig,
+    pub agent: Option<AgentPlan>,
 }
 
 /// The root supervision tree of a node with this role; the transport subtree runs the
@@ -96,6 +119,7 @@ pub fn root_spec(
     role: Role,
     transport: Option<(TransportPlan, TransportSlot)>,
     control_plane: Option<ControlPlanePlan>,
+    agent: Option<ChildSpec>,
 ) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
     let endpoint = transport.map(|(plan, slot)| endpoint_child(plan, slot)).into_iter().collect();
@@ -107,7 +131,7 @@ pub fn root_spec(
         });
     }
     if role.runs_agent() {
-        spec = spec.child(subtree("agent", Vec::new()));
+        spec = spec.child(subtree("agent", agent.into_iter().collect()));
     }
     spec.child(subtree("discovery", Vec::new())).child(subtree("api", Vec::new()))
 }
@@ -128,7 +152,7 @@ pub fn master_plan(me: &str, peers: &[String], joining: bool, raft: RaftConfig, 
         tick_interval: DEFAULT_TICK_INTERVAL,
         storage: Arc::new(storage),
         transport: Arc::new(|| None),
-        leader_tree: leader_tree(),
+        leader_tree: empty_leader_tree(),
     }
 }
 
@@ -154,25 +178,26 @@ pub struct RunningNode {
 impl RunningNode {
     /// A node without a network (its transport subtree is empty).
     pub async fn start(id: NodeId, role: Role) -> anyhow::Result<Self> {
-        Self::start_with(id, role, None, None).await
+        Self::start_with(id, role, NodePlan::default()).await
     }
 
-    /// A node with a transport and, for a master, a control plane. The plan's `transport` is
-    /// replaced by the node's own transport slot.
-    pub async fn start_with(
-        id: NodeId,
-        role: Role,
-        transport: Option<TransportPlan>,
-        control_plane: Option<ControlPlanePlan>,
-    ) -> anyhow::Result<Self> {
+    /// A node with what its plan holds. The control plane's transport and leader-only subtree
+    /// (the cluster manager) and the agent are wired to the node's own transport slot.
+    pub async fn start_with(id: NodeId, role: Role, plan: NodePlan) -> anyhow::Result<Self> {
         let node = Node::builder(id).seed(entropy_seed()).start().await?;
         let slot = TransportSlot::default();
-        let control_plane = control_plane.map(|plan| {
-            let current = Arc::clone(&slot);
-            let transport = Arc::new(move || current.lock().unwrap_or_else(|e| e.into_inner()).clone());
-            ControlPlanePlan { transport, ..plan }
+        let current: CurrentTransport = {
+            let slot = Arc::clone(&slot);
+            Arc::new(move || slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        };
+        let manager = plan.cluster_manager.clone();
+        let control_plane = plan.control_plane.map(|control| ControlPlanePlan {
+            transport: Arc::clone(&current),
+            leader_tree: cluster_manager_tree(manager, Arc::clone(&current), Vec::new()),
+            ..control
         });
-        let spec = root_spec(role, transport.map(|plan| (plan, Arc::clone(&slot))), control_plane);
+        let agent = plan.agent.map(|agent| agent_child(agent.config, agent.driver, Arc::clone(&current)));
+        let spec = root_spec(role, plan.transport.map(|plan| (plan, Arc::clone(&slot))), control_plane, agent);
         let root = Supervisor::spawn(node.clone(), spec, None).await?;
         Ok(RunningNode { node, root, transport: slot })
     }
@@ -200,7 +225,7 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role, None, None).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None, None, None).children.iter().map(|c| c.id.to_string()).collect()
     }
 
     #[test]
@@ -219,4 +244,20 @@ mod tests {
         assert_eq!(node.node.whereis("node").map(|c| c.get_id()), Some(node.root.cell().get_id()));
         node.shutdown(Duration::from_secs(5)).await.unwrap();
     }
+}
+
+/// The task driver an agent's configuration asks for: `auto` picks the isolating driver when
+/// this process can isolate (root, writable cgroups) and the plain one otherwise (it logs
+/// why); `isolating` refuses to start without isolation.
+pub fn task_driver(file: &crate::agent_config::AgentFile) -> anyhow::Result<Arc<dyn TaskDriver>> {
+    use crate::agent_config::IsolationMode;
+    use flotilla_actors::agent::driver::isolation::{IsolatingDriver, IsolationConfig, PlainDriver, detect};
+    let config = IsolationConfig { cgroup_root: file.agent.cgroup_root.clone(), ..IsolationConfig::for_flotilla_binary() };
+    Ok(match file.agent.isolation {
+        IsolationMode::Auto => detect(config),
+        IsolationMode::Isolating => Arc::new(
+            IsolatingDriver::new(config).map_err(|why| anyhow::anyhow!("agent.isolation = \"isolating\", but {why}"))?,
+        ),
+        IsolationMode::Plain => Arc::new(PlainDriver::new(config, "agent.isolation = \"plain\"")),
+    })
 }

@@ -35,14 +35,19 @@ pub fn issue(ca_dir: &Path, node: &str, role: Role, out: &Path, force: bool) -> 
     Ok(credentials)
 }
 
-/// The dev node's credentials and CA certificate, created under `data_dir/pki` if missing.
-pub fn dev_credentials(data_dir: &Path, node: &str) -> anyhow::Result<(NodeCredentials, CertificateDer<'static>)> {
+/// A dev node's credentials (for `role`) and CA certificate, created under `data_dir/pki` if
+/// missing.
+pub fn dev_credentials(
+    data_dir: &Path,
+    node: &str,
+    role: Role,
+) -> anyhow::Result<(NodeCredentials, CertificateDer<'static>)> {
     let pki = data_dir.join("pki");
     if !pki.join("ca.crt").exists() {
         init_ca(&pki, DEV_CLUSTER, false)?;
     }
     if !NodeCredentials::cert_path(&pki, node).exists() {
-        issue(&pki, node, Role::Master, &pki, false)?;
+        issue(&pki, node, role, &pki, false)?;
     }
     let credentials = NodeCredentials::load(&pki, node).with_context(|| format!("loading {node}'s certificate"))?;
     let ca = load_ca_cert(&pki).context("loading the CA certificate")?;
@@ -57,10 +62,10 @@ mod tests {
     fn dev_credentials_are_made_once_and_reused() {
         let dir = std::env::temp_dir().join(format!("flotilla-pki-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (first, ca) = dev_credentials(&dir, "dev").unwrap();
+        let (first, ca) = dev_credentials(&dir, "dev", Role::Master).unwrap();
         assert_eq!(first.identity.cluster.as_str(), DEV_CLUSTER);
         assert_eq!(first.identity.node, "dev");
-        let (second, ca_again) = dev_credentials(&dir, "dev").unwrap();
+        let (second, ca_again) = dev_credentials(&dir, "dev", Role::Master).unwrap();
         assert_eq!(first.cert_chain, second.cert_chain);
         assert_eq!(ca, ca_again);
         assert!(issue(&dir.join("pki"), "dev", Role::Agent, &dir.join("pki"), false).is_err(), "no silent overwrite");

@@ -15,8 +15,11 @@
 //! virtual time from a seed.
 
 pub mod agent;
+pub mod allocator;
 pub mod control_plane;
 pub mod election;
+pub mod launcher;
+pub mod master;
 pub mod mesos;
 pub mod registry;
 pub mod storage;

@@ -1,4 +1,6 @@
 //! The Mesos cluster manager's shared vocabulary: resources, task states and status updates
-//! (pure, in `mesos/core`), used by the allocator, the master and the agents.
+//! (pure, in `mesos/core`), and the messages between masters, agents and frameworks
+//! (`protocol`).
 
 pub mod core;
+pub mod protocol;

@@ -44,6 +44,11 @@ impl RegistryClient {
         RegistryClient { transport, masters, current: 0, client, seq: 0, attempt_timeout: Duration::from_secs(2) }
     }
 
+    /// The masters this client knows.
+    pub fn masters(&self) -> &[String] {
+        &self.masters
+    }
+
     /// The master tried first.
     pub fn current_master(&self) -> Option<&str> {
         self.masters.get(self.current).map(String::as_str)
