@@ -101,7 +101,9 @@ impl ClusterSection {
     /// after a failover, as in Mesos.
     pub fn manager_config(&self) -> anyhow::Result<flotilla_actors::master::core::MasterConfig> {
         if self.agent_ping_interval_secs == 0 || self.max_agent_ping_timeouts == 0 || self.allocation_interval_ms == 0 {
-            bail!("cluster: agent_ping_interval_secs, max_agent_ping_timeouts and allocation_interval_ms must be at least 1");
+            bail!(
+                "cluster: agent_ping_interval_secs, max_agent_ping_timeouts and allocation_interval_ms must be at least 1"
+            );
         }
         let ping_interval_ms = self.agent_ping_interval_secs * 1000;
         Ok(flotilla_actors::master::core::MasterConfig {

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use flotilla::agent_config::AgentFile;
 use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, MembersCommand, RegistryCommand};
 use flotilla::client::{ClusterClient, quic_plan};
 use flotilla::config::MasterConfig;
-use flotilla::agent_config::AgentFile;
-use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
 use flotilla::http::HttpApi;
+use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
 use flotilla::operator;
 use flotilla::pki;
 use flotilla_actors::agent::driver::isolation;
@@ -21,8 +21,8 @@ use flotilla_actors::election::core::{MembershipChange, PeerId, RaftConfig};
 use flotilla_actors::registry::client::ClientError;
 use flotilla_actors::registry::core::Txn;
 use flotilla_supervisors::NodeId;
-use flotilla_transport::{Address, Role as CertRole};
 use flotilla_transport::tls;
+use flotilla_transport::{Address, Role as CertRole};
 
 /// How long an orderly shutdown may take before the process gives up on it.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,7 +101,8 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
     let agent_id = NodeId::new(format!("{id}-agent"))?;
     let data_dir = data_dir.unwrap_or_else(pki::default_data_dir);
     let pki_dir = data_dir.join("pki");
-    let certificates = [(id.as_str(), CertRole::Master), (agent_id.as_str(), CertRole::Agent), ("operator", CertRole::Operator)];
+    let certificates =
+        [(id.as_str(), CertRole::Master), (agent_id.as_str(), CertRole::Agent), ("operator", CertRole::Operator)];
     for (node, role) in certificates {
         pki::dev_credentials(&data_dir, node, role)
             .with_context(|| format!("preparing certificates in {}", pki_dir.display()))?;
@@ -114,17 +115,15 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
     let agent_file = AgentFile::dev(agent_id.as_str(), &data_dir.join("agent"), id.as_str(), master_addr);
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
-    let agent_node = start_agent_node(agent_id, &agent_file, agent_plan).await?;
+    let (agent_node, tasks) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
     let api = start_api(&master, SocketAddr::new(listen.ip(), 0), vec![id.to_string()])?;
     print!("{}", master.render_tree().await);
     print!("{}", agent_node.render_tree().await);
     print_transport(&master);
+    println!("{tasks}");
     println!("api: http://{}/master/state", api.address);
     println!("data: {}", data_dir.display());
-    println!(
-        "cli: flotilla task list --pki-dir {} --master {id}={master_addr}",
-        pki_dir.display()
-    );
+    println!("cli: flotilla task list --pki-dir {} --master {id}={master_addr}", pki_dir.display());
     println!("flotilla dev: ready (Ctrl-C to stop)");
     wait_for_stop_signal().await?;
     println!("flotilla dev: stopping");
@@ -137,16 +136,23 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
 
 /// Starts an agent node: its task driver (isolating or plain, as configured and possible)
 /// and its agent actor.
-async fn start_agent_node(id: NodeId, file: &AgentFile, transport: TransportPlan) -> anyhow::Result<RunningNode> {
+/// Returns the node and a line on how its tasks run (the driver, and what isolation it lacks).
+async fn start_agent_node(
+    id: NodeId,
+    file: &AgentFile,
+    transport: TransportPlan,
+) -> anyhow::Result<(RunningNode, String)> {
     if transport.identity.role != CertRole::Agent {
         bail!("{}'s certificate names role {}, not agent", transport.identity.node, transport.identity.role);
     }
     let driver = task_driver(file)?;
-    let report = driver.isolation();
-    println!("tasks: {} driver ({})", driver.name(), if report.missing.is_empty() { "fully isolated".to_owned() } else { format!("missing: {}", report.missing.join("; ")) });
+    let missing = driver.isolation().missing;
+    let isolation = if missing.is_empty() { "isolated".to_owned() } else { format!("without: {}", missing.join("; ")) };
+    let tasks = format!("tasks: {} driver ({isolation})", driver.name());
     let agent = AgentPlan { config: file.agent_config()?, driver };
     let plan = NodePlan { transport: Some(transport), agent: Some(agent), ..NodePlan::default() };
-    RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")
+    let node = RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")?;
+    Ok((node, tasks))
 }
 
 /// `flotilla agent --config FILE`.
@@ -155,8 +161,9 @@ async fn agent(path: &std::path::Path) -> anyhow::Result<()> {
     let id = NodeId::new(file.node.id.clone())?;
     let peers: Vec<(String, Address)> = file.masters.iter().map(|m| (m.id.clone(), Address::Udp(m.address))).collect();
     let plan = quic_plan(&file.pki_dir(), id.as_str(), file.node.listen, peers)?;
-    let node = start_agent_node(id, &file, plan).await?;
+    let (node, tasks) = start_agent_node(id, &file, plan).await?;
     print_transport(&node);
+    println!("{tasks}");
     println!("data: {}", file.node.data_dir.display());
     println!("flotilla agent: ready ({} masters)", file.masters.len());
     wait_for_stop_signal().await?;
@@ -181,10 +188,9 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
     let control_plane =
         master_plan(id.as_str(), &peer_ids, config.node.join, config.raft_config()?, config.node.data_dir.join("raft"));
     let cluster_manager = config.cluster.manager_config()?;
-    let plan = NodePlan { transport: Some(plan), control_plane: Some(control_plane), cluster_manager, ..NodePlan::default() };
-    let node = RunningNode::start_with(id, Role::Master, plan)
-        .await
-        .context("starting the master")?;
+    let plan =
+        NodePlan { transport: Some(plan), control_plane: Some(control_plane), cluster_manager, ..NodePlan::default() };
+    let node = RunningNode::start_with(id, Role::Master, plan).await.context("starting the master")?;
     let masters = config.masters.iter().map(|m| m.id.clone()).collect();
     let api = start_api(&node, config.api.listen, masters)?;
     print_transport(&node);

@@ -9,15 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::agent::actor::AgentConfig;
 use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::TaskDriver;
+use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
-use flotilla_actors::master::cluster_manager_tree;
-pub use flotilla_actors::master::core::MasterConfig as ClusterManagerConfig;
 use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
 use flotilla_actors::election::core::{PeerId, RaftConfig};
+use flotilla_actors::master::cluster_manager_tree;
+pub use flotilla_actors::master::core::MasterConfig as ClusterManagerConfig;
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
@@ -220,6 +220,24 @@ impl RunningNode {
     }
 }
 
+/// The task driver an agent's configuration asks for: `auto` picks the isolating driver when
+/// this process can isolate (root, writable cgroups) and the plain one otherwise (it logs
+/// why); `isolating` refuses to start without isolation.
+pub fn task_driver(file: &crate::agent_config::AgentFile) -> anyhow::Result<Arc<dyn TaskDriver>> {
+    use crate::agent_config::IsolationMode;
+    use flotilla_actors::agent::driver::isolation::{IsolatingDriver, IsolationConfig, PlainDriver, detect};
+    let config =
+        IsolationConfig { cgroup_root: file.agent.cgroup_root.clone(), ..IsolationConfig::for_flotilla_binary() };
+    Ok(match file.agent.isolation {
+        IsolationMode::Auto => detect(config),
+        IsolationMode::Isolating => Arc::new(
+            IsolatingDriver::new(config)
+                .map_err(|why| anyhow::anyhow!("agent.isolation = \"isolating\", but {why}"))?,
+        ),
+        IsolationMode::Plain => Arc::new(PlainDriver::new(config, "agent.isolation = \"plain\"")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,20 +262,4 @@ mod tests {
         assert_eq!(node.node.whereis("node").map(|c| c.get_id()), Some(node.root.cell().get_id()));
         node.shutdown(Duration::from_secs(5)).await.unwrap();
     }
-}
-
-/// The task driver an agent's configuration asks for: `auto` picks the isolating driver when
-/// this process can isolate (root, writable cgroups) and the plain one otherwise (it logs
-/// why); `isolating` refuses to start without isolation.
-pub fn task_driver(file: &crate::agent_config::AgentFile) -> anyhow::Result<Arc<dyn TaskDriver>> {
-    use crate::agent_config::IsolationMode;
-    use flotilla_actors::agent::driver::isolation::{IsolatingDriver, IsolationConfig, PlainDriver, detect};
-    let config = IsolationConfig { cgroup_root: file.agent.cgroup_root.clone(), ..IsolationConfig::for_flotilla_binary() };
-    Ok(match file.agent.isolation {
-        IsolationMode::Auto => detect(config),
-        IsolationMode::Isolating => Arc::new(
-            IsolatingDriver::new(config).map_err(|why| anyhow::anyhow!("agent.isolation = \"isolating\", but {why}"))?,
-        ),
-        IsolationMode::Plain => Arc::new(PlainDriver::new(config, "agent.isolation = \"plain\"")),
-    })
 }

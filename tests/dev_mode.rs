@@ -8,6 +8,24 @@ use std::time::Duration;
 
 const BOUND: Duration = Duration::from_secs(30);
 
+/// The body of `GET path` from `address` (HTTP/1.0, so the server closes when done); retried
+/// until the agent has registered (the body names it) or the bound passes.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + BOUND;
+    loop {
+        let mut body = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+            let _ = stream.read_to_string(&mut body);
+        }
+        if body.contains("dev-agent") || std::time::Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
     let data_dir = std::env::temp_dir().join(format!("flotilla-dev-mode-{}", std::process::id()));
@@ -35,6 +53,7 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
         }
     }
     assert_eq!(seen[0], "node dev (rest_for_one)");
+    assert!(seen.iter().any(|l| l == "node dev-agent (rest_for_one)"), "{seen:?}");
     for subtree in ["transport", "control-plane", "agent", "discovery", "api"] {
         assert!(
             seen.iter().any(|l| l.trim_start().starts_with(&format!("{subtree} (supervisor, running)"))),
@@ -44,6 +63,11 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
 
     assert!(seen.iter().any(|l| l.trim_start() == "endpoint (worker, running)"), "{seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("transport: quic://127.0.0.1:")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.trim_start() == "mesos-agent (worker, running)"), "{seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("tasks: ")), "{seen:?}");
+    let api = seen.iter().find_map(|l| l.strip_prefix("api: http://")).expect("dev prints its API");
+    let state = http_get(api.trim_end_matches("/master/state"), "/master/state");
+    assert!(state.contains("\"slaves\"") && state.contains("dev-agent"), "{state}");
     assert!(data_dir.join("pki/ca.crt").exists() && data_dir.join("pki/dev.key").exists(), "dev made its certificates");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

@@ -7,6 +7,12 @@
 //! - [`registry`]: the replicated state machine on top of Raft: a revisioned key-value store
 //!   with transactions, exactly-once retries, a watch history and snapshots (pure, in
 //!   `registry/core`), and its actor: the door for clients, with forwarding to the leader.
+//! - [`allocator`]: the master's allocator: one round of Mesos's hierarchical DRF allocation
+//!   (quota guarantees, weighted DRF, limits, reservations, offer filters) as a pure function
+//!   of a snapshot, a time and a seed (in `allocator/core`).
+//! - [`mesos`], [`agent`], [`master`], [`launcher`]: the cluster manager — its vocabulary and
+//!   protocol, the agents that run tasks, the leading master, and the built-in framework for
+//!   one-off tasks.
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!

@@ -4,15 +4,13 @@
 //! partitions and crashes whose client history must be linearizable and lose no acknowledged
 //! write. A failing seed is printed; `FLOTILLA_REGISTRY_SEEDS=N` runs more.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
-use flotilla_actors::election::core::{
-    Entry, HardState, MembershipChange, MembershipError, PeerId, Persisted, RaftConfig, SnapshotMeta,
-};
+use flotilla_actors::election::core::{MembershipChange, MembershipError, PeerId, RaftConfig};
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::registry::actor::RegistryMsg;
 use flotilla_actors::registry::client::{ClientError, RegistryClient};
@@ -20,13 +18,11 @@ use flotilla_actors::registry::core::{EventKind, Txn};
 use flotilla_actors::registry::protocol::{
     REGISTRY_NAME, RegistryFailure, RegistryReply, RegistryRequest, WatchBody, WatchNotice,
 };
-use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
+use flotilla_actors::storage::{RaftStorage, SimDisk};
 use flotilla_supervisors::{
-    ChildSpec, Node, NodeId, Rng, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec,
+    ChildSpec, Node, Rng, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec,
 };
-use flotilla_transport::{
-    Address, ClusterId, Fault, NodeSet, PeerIdentity, ReplyPort, Role, SimNet, Transport, TransportConfig,
-};
+use flotilla_transport::{Address, Fault, NodeSet, ReplyPort, Role, SimNet, Transport};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 

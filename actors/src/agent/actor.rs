@@ -1,0 +1,588 @@
+//! The agent actor: registers with the leading master (and re-registers after a failover,
+//! reporting every task it holds), answers pings, runs the master's commands through its task
+//! driver, streams status updates until acknowledged, and checkpoints each task so that a
+//! restarted agent re-adopts the tasks still running and reports the ones that ended.
+//!
+//! Each launched task has a watcher (a linked actor awaiting the driver's `wait`), so the
+//! agent itself never blocks on a task.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_supervisors::Node;
+use flotilla_transport::{Sender, Transport};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{info, warn};
+
+use super::checkpoint::{Checkpoint, TaskRecord};
+use super::core::{Acknowledged, Placement, TermFence, UpdateStream, exit_outcome, task_environment};
+use super::driver::{DriverFuture, LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use crate::mesos::core::{TaskState, TaskStatus, UpdateReason, UpdateSource};
+use crate::mesos::protocol::{
+    AGENT_NAME, AgentInfo, AgentMessage, Command, MASTER_NAME, TaskInfo, TaskReport, ToAgent,
+};
+
+/// How an agent behaves; every duration has Mesos's default unless noted.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// What the agent offers (its `driver` fields are filled from the driver).
+    pub info: AgentInfo,
+    /// Sandboxes and the checkpoint live here.
+    pub work_dir: PathBuf,
+    /// The masters' node ids; the agent registers with whichever leads.
+    pub masters: Vec<String>,
+    /// Registration is re-sent this often until the leader answers.
+    pub register_retry: Duration,
+    /// Without a ping from the leader for this long, the agent looks for a leader again.
+    pub master_timeout: Duration,
+    /// First re-send of an unacknowledged status update (doubling up to `status_retry_max`).
+    pub status_retry: Duration,
+    pub status_retry_max: Duration,
+    pub logs: LogRotation,
+    /// How often timers are checked.
+    pub tick: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(info: AgentInfo, work_dir: PathBuf, masters: Vec<String>) -> AgentConfig {
+        AgentConfig {
+            info,
+            work_dir,
+            masters,
+            register_retry: Duration::from_secs(1),
+            master_timeout: Duration::from_secs(30),
+            status_retry: Duration::from_secs(10),
+            status_retry_max: Duration::from_secs(600),
+            logs: LogRotation::default(),
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct AgentArgs {
+    pub config: AgentConfig,
+    pub transport: Transport,
+    pub driver: Arc<dyn TaskDriver>,
+    pub node: Node,
+}
+
+pub enum AgentMsg {
+    FromMaster(Sender, Box<ToAgent>),
+    Exited {
+        task_id: String,
+        exit: TaskExit,
+    },
+    /// The grace period of a kill ran out.
+    GraceOver {
+        task_id: String,
+    },
+    Tick,
+    /// The tasks this agent holds (for operators and tests).
+    Tasks(RpcReplyPort<Vec<TaskReport>>),
+}
+
+impl std::fmt::Debug for AgentMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentMsg::FromMaster(from, m) => write!(f, "FromMaster({}, {:?})", from.node, m.command),
+            AgentMsg::Exited { task_id, .. } => write!(f, "Exited({task_id})"),
+            AgentMsg::GraceOver { task_id } => write!(f, "GraceOver({task_id})"),
+            AgentMsg::Tick => f.write_str("Tick"),
+            AgentMsg::Tasks(_) => f.write_str("Tasks"),
+        }
+    }
+}
+
+/// The registered name of the agent actor in its node.
+pub const AGENT_ACTOR: &str = AGENT_NAME;
+
+struct Running {
+    record: TaskRecord,
+    watcher: Option<ActorRef<()>>,
+}
+
+/// Where the agent stands with the masters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Registration {
+    /// Looking for the leader.
+    Searching,
+    /// Registered with this master in this term.
+    Registered { master: String, term: u64 },
+}
+
+pub struct AgentState {
+    config: AgentConfig,
+    transport: Transport,
+    driver: Arc<dyn TaskDriver>,
+    node: Node,
+    myself: ActorRef<AgentMsg>,
+    checkpoint: Checkpoint,
+    fence: TermFence,
+    tasks: BTreeMap<String, Running>,
+    updates: UpdateStream,
+    registration: Registration,
+    next_register_ms: u64,
+    last_ping_ms: u64,
+    ticker: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+pub struct Agent;
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(&self, myself: ActorRef<AgentMsg>, args: AgentArgs) -> Result<AgentState, ActorProcessingErr> {
+        let AgentArgs { mut config, transport, driver, node } = args;
+        let report = driver.isolation();
+        config.info.driver = driver.name().to_owned();
+        config.info.isolation_missing = report.missing.clone();
+        if !report.missing.is_empty() {
+            warn!(driver = driver.name(), missing = ?report.missing, "tasks run without full isolation");
+        }
+        let checkpoint = Checkpoint::open(&config.work_dir)?;
+        let fence = TermFence::new(checkpoint.load_term()?);
+        let updates =
+            UpdateStream::new(config.status_retry.as_millis() as u64, config.status_retry_max.as_millis() as u64);
+        node.register(AGENT_ACTOR, myself.get_cell())?;
+        transport.export_from::<ToAgent, AgentMsg>(AGENT_NAME, &myself, |from, message| {
+            AgentMsg::FromMaster(from, Box::new(message))
+        });
+        let ticker = myself.send_interval(config.tick, || AgentMsg::Tick);
+        let mut state = AgentState {
+            config,
+            transport,
+            driver,
+            node,
+            myself: myself.clone(),
+            checkpoint,
+            fence,
+            tasks: BTreeMap::new(),
+            updates,
+            registration: Registration::Searching,
+            next_register_ms: 0,
+            last_ping_ms: 0,
+            ticker,
+        };
+        state.recover().await?;
+        state.register();
+        Ok(state)
+    }
+
+    async fn post_stop(&self, myself: ActorRef<AgentMsg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        state.transport.unexport(AGENT_NAME);
+        state.node.unregister(AGENT_ACTOR, &myself.get_cell());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::FromMaster(from, message) => state.on_master_command(from, *message).await,
+            AgentMsg::Exited { task_id, exit } => state.exited(&task_id, exit),
+            AgentMsg::GraceOver { task_id } => state.grace_over(&task_id),
+            AgentMsg::Tick => state.tick(),
+            AgentMsg::Tasks(reply) => {
+                let _ = reply.send(state.reports());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<AgentMsg>,
+        event: SupervisionEvent,
+        _: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A watcher stops after reporting its task's exit; one that fails takes the agent
+        // with it (the supervisor restarts the agent, which re-adopts from the checkpoint).
+        if let SupervisionEvent::ActorFailed(_, error) = event {
+            return Err(format!("a task watcher failed: {error}").into());
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    fn now_ms(&self) -> u64 {
+        self.node.now().since_origin().as_millis() as u64
+    }
+
+    fn agent_id(&self) -> &str {
+        &self.config.info.id
+    }
+
+    /// Re-adopts checkpointed tasks: those still running get a watcher, those that ended get
+    /// their terminal update; every process or cgroup of a task without a record is killed.
+    async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
+        let (records, broken) = self.checkpoint.load_tasks()?;
+        for error in broken {
+            warn!(%error, "dropping an unreadable task record; its task is reaped as an orphan");
+        }
+        let keep: BTreeSet<String> = records.iter().map(|r| r.info.task_id.clone()).collect();
+        for orphan in self.driver.reap_orphans(&keep) {
+            warn!(task = %orphan, "killed a task the agent has no record of");
+        }
+        for record in records {
+            let task_id = record.info.task_id.clone();
+            self.updates.restore(&task_id, record.pending.clone());
+            let terminal = record.latest.state.is_terminal();
+            let handle = record.handle.clone();
+            self.tasks.insert(task_id.clone(), Running { record, watcher: None });
+            match handle {
+                _ if terminal => {}
+                Some(handle) => {
+                    let running = self.driver.is_running(&handle);
+                    info!(task = %task_id, running, "re-adopting a checkpointed task");
+                    // A task that ended while the agent was down is reported by its watcher,
+                    // whose wait resolves at once.
+                    self.watch(&handle).await?;
+                }
+                None => {
+                    // The agent stopped between accepting the launch and starting the task.
+                    let message = "The agent restarted before the task started".to_owned();
+                    self.update(&task_id, TaskState::Failed, Some(UpdateReason::AgentRestarted), message);
+                }
+            }
+            if terminal && !self.updates.has_pending(&task_id) {
+                self.forget(&task_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn reports(&self) -> Vec<TaskReport> {
+        self.tasks
+            .values()
+            .map(|t| TaskReport { task: t.record.info.clone(), status: t.record.latest.clone() })
+            .collect()
+    }
+
+    /// Announces this agent (with its tasks) to every master; the leader answers.
+    fn register(&mut self) {
+        let message = AgentMessage::Register {
+            info: self.config.info.clone(),
+            tasks: self.reports(),
+            newest_term: self.fence.newest(),
+        };
+        for master in &self.config.masters {
+            let _ = self.transport.cast(master, MASTER_NAME, &message);
+        }
+        self.next_register_ms = self.now_ms() + self.config.register_retry.as_millis() as u64;
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        match &self.registration {
+            Registration::Searching if now >= self.next_register_ms => self.register(),
+            Registration::Registered { master, .. }
+                if now.saturating_sub(self.last_ping_ms) > self.config.master_timeout.as_millis() as u64 =>
+            {
+                warn!(%master, "no ping from the leading master; looking for a leader");
+                self.registration = Registration::Searching;
+                self.register();
+            }
+            _ => {}
+        }
+        if let Registration::Registered { master, .. } = &self.registration {
+            let master = master.clone();
+            for status in self.updates.due(now) {
+                let _ = self.transport.cast(&master, MASTER_NAME, &AgentMessage::Update(status));
+            }
+        }
+    }
+
+    async fn on_master_command(&mut self, from: Sender, message: ToAgent) {
+        if from.role != flotilla_transport::Role::Master {
+            warn!(node = %from.node, "refused a master command from a node that is not a master");
+            return;
+        }
+        let raised = match self.fence.admit(message.term) {
+            Ok(raised) => raised,
+            Err(stale) => {
+                warn!(master = %from.node, %stale, "refused a command from a deposed leader");
+                return;
+            }
+        };
+        if raised && let Err(error) = self.checkpoint.save_term(message.term) {
+            warn!(%error, "cannot persist the newest term; refusing the command");
+            return;
+        }
+        let known_leader = matches!(&self.registration, Registration::Registered { master, term } if *master == from.node && *term == message.term);
+        match message.command {
+            Command::Registered => self.registered(from.node, message.term),
+            Command::Ping if known_leader => {
+                self.last_ping_ms = self.now_ms();
+                let _ = self.transport.cast(&from.node, MASTER_NAME, &AgentMessage::Pong { term: message.term });
+            }
+            // A leader this agent has not registered with: it is a new leader, register with
+            // it (re-registration reports every task).
+            Command::Ping => {
+                self.registration = Registration::Searching;
+                self.register();
+            }
+            _ if !known_leader => {
+                warn!(master = %from.node, "ignored a command from a master this agent is not registered with")
+            }
+            Command::Launch(task) => self.launch(*task).await,
+            Command::Kill { task_id, grace_ms } => self.kill(&task_id, grace_ms),
+            Command::Acknowledge { task_id, uuid } => self.acknowledged(&task_id, uuid),
+            Command::KillUnknown { task_ids } => {
+                for task_id in task_ids {
+                    self.kill(&task_id, Some(0));
+                }
+            }
+        }
+    }
+
+    fn registered(&mut self, master: String, term: u64) {
+        info!(%master, term, "registered with the leading master");
+        self.registration = Registration::Registered { master: master.clone(), term };
+        self.last_ping_ms = self.now_ms();
+        for status in self.updates.resend_all(self.now_ms()) {
+            let _ = self.transport.cast(&master, MASTER_NAME, &AgentMessage::Update(status));
+        }
+    }
+
+    fn sandbox(&self, task_id: &str) -> PathBuf {
+        let dir = self.checkpoint.run_dir(task_id);
+        let name = dir.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        self.config.work_dir.join("sandboxes").join(name)
+    }
+
+    async fn launch(&mut self, task: TaskInfo) {
+        let task_id = task.task_id.clone();
+        if self.tasks.contains_key(&task_id) {
+            // A duplicate launch (a retried command): the task's own updates tell its state.
+            warn!(task = %task_id, "ignored a second launch of a task this agent holds");
+            return;
+        }
+        let status = self.status(&task_id, TaskState::Staging, None, String::new());
+        let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
+        self.tasks.insert(task_id.clone(), Running { record, watcher: None });
+        match self.start(&task_id).await {
+            Ok(handle) => {
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    task.record.handle = Some(handle.clone());
+                }
+                self.update(&task_id, TaskState::Running, None, String::new());
+                if let Err(error) = self.watch(&handle).await {
+                    warn!(task = %task_id, %error, "cannot watch the task; killing it");
+                    let _ = self.driver.signal(&handle, StopSignal::Kill);
+                }
+            }
+            Err(message) => {
+                warn!(task = %task_id, %message, "launch failed");
+                self.update(&task_id, TaskState::Failed, Some(UpdateReason::ContainerLaunchFailed), message);
+            }
+        }
+    }
+
+    /// Prepares the sandbox, checkpoints the task, then starts it.
+    async fn start(&mut self, task_id: &str) -> Result<TaskHandle, String> {
+        let sandbox = self.sandbox(task_id);
+        let run_dir = self.checkpoint.run_dir(task_id);
+        for dir in [&sandbox, &run_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let record = &self.tasks[task_id].record;
+        // Checkpointed before the process exists: a restarted agent then knows the task and
+        // reaps or reports it, never leaving an orphan.
+        self.checkpoint.save_task(record).map_err(|e| e.to_string())?;
+        let info = &record.info;
+        let sandbox_text = sandbox.display().to_string();
+        let placement = Placement {
+            agent_id: &self.config.info.id,
+            hostname: &self.config.info.hostname,
+            sandbox: &sandbox_text,
+            agent_endpoint: self.transport.node(),
+        };
+        let spec = LaunchSpec {
+            task_id: task_id.to_owned(),
+            command: info.command.clone(),
+            env: task_environment(info, &placement),
+            sandbox,
+            run_dir,
+            cpu_millis: info.resources.scalar_milli("cpus"),
+            mem_bytes: info.resources.scalar_milli("mem") / 1000 * 1024 * 1024,
+            hostname: self.config.info.hostname.clone(),
+            logs: self.config.logs,
+        };
+        self.driver.launch(&spec).map_err(|e| e.to_string())
+    }
+
+    /// Starts the watcher that reports the task's exit.
+    async fn watch(&mut self, handle: &TaskHandle) -> Result<(), ActorProcessingErr> {
+        let args = (self.driver.clone(), handle.clone(), self.myself.clone());
+        let (watcher, _) = Actor::spawn_linked(None, Watcher, args, self.myself.get_cell()).await?;
+        if let Some(task) = self.tasks.get_mut(&handle.task_id) {
+            task.watcher = Some(watcher);
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self, task_id: &str, grace_ms: Option<u64>) {
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            // Unknown here: tell the master it is gone so its records converge.
+            let status = self.status(
+                task_id,
+                TaskState::Lost,
+                Some(UpdateReason::TaskUnknown),
+                "Task unknown to the agent".into(),
+            );
+            if let Registration::Registered { master, .. } = &self.registration {
+                let _ = self.transport.cast(master, MASTER_NAME, &AgentMessage::Update(status));
+            }
+            return;
+        };
+        if task.record.latest.state.is_terminal() {
+            return;
+        }
+        task.record.killing = true;
+        let grace = Duration::from_millis(grace_ms.unwrap_or(task.record.info.kill_grace_ms));
+        match task.record.handle.clone() {
+            None => {
+                self.update(task_id, TaskState::Killed, Some(UpdateReason::TaskKilledDuringLaunch), String::new());
+            }
+            Some(handle) => {
+                let signal = if grace.is_zero() { StopSignal::Kill } else { StopSignal::Terminate };
+                if let Err(error) = self.driver.signal(&handle, signal) {
+                    warn!(task = %task_id, %error, "cannot signal the task");
+                }
+                self.update(task_id, TaskState::Killing, None, String::new());
+                let task_id = task_id.to_owned();
+                self.myself.send_after(grace, move || AgentMsg::GraceOver { task_id });
+            }
+        }
+    }
+
+    fn grace_over(&mut self, task_id: &str) {
+        if let Some(task) = self.tasks.get(task_id)
+            && !task.record.latest.state.is_terminal()
+            && let Some(handle) = &task.record.handle
+        {
+            info!(task = %task_id, "grace period over; killing the task's process tree");
+            if let Err(error) = self.driver.signal(handle, StopSignal::Kill) {
+                warn!(task = %task_id, %error, "cannot kill the task");
+            }
+        }
+    }
+
+    fn exited(&mut self, task_id: &str, exit: TaskExit) {
+        let Some(task) = self.tasks.get_mut(task_id) else { return };
+        task.watcher = None;
+        if let Some(handle) = &task.record.handle {
+            self.driver.cleanup(handle);
+        }
+        if task.record.latest.state.is_terminal() {
+            return;
+        }
+        let outcome = exit_outcome(&exit, task.record.killing);
+        info!(task = %task_id, state = %outcome.state, message = %outcome.message, "task ended");
+        self.update(task_id, outcome.state, outcome.reason, outcome.message);
+    }
+
+    fn status(&self, task_id: &str, state: TaskState, reason: Option<UpdateReason>, message: String) -> TaskStatus {
+        TaskStatus {
+            task_id: task_id.to_owned(),
+            agent_id: self.agent_id().to_owned(),
+            state,
+            source: UpdateSource::Executor,
+            reason,
+            message,
+            uuid: None,
+            timestamp_ms: self.node.clock().wall_millis(),
+        }
+    }
+
+    /// Records a new state: checkpointed, then queued for the master (sent now when it is the
+    /// task's head update and the agent is registered).
+    fn update(&mut self, task_id: &str, state: TaskState, reason: Option<UpdateReason>, message: String) {
+        let mut status = self.status(task_id, state, reason, message);
+        status.uuid = Some(((self.node.random_u64() as u128) << 64) | self.node.random_u64() as u128);
+        let now = self.now_ms();
+        let head = self.updates.push(status.clone(), now);
+        let pending = self.updates.pending(task_id);
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.record.latest = status;
+            task.record.pending = pending;
+            if let Err(error) = self.checkpoint.save_task(&task.record) {
+                warn!(task = %task_id, %error, "cannot checkpoint the task's update");
+            }
+        }
+        if let (Some(head), Registration::Registered { master, .. }) = (head, &self.registration) {
+            let _ = self.transport.cast(master, MASTER_NAME, &AgentMessage::Update(head));
+        }
+    }
+
+    fn acknowledged(&mut self, task_id: &str, uuid: u128) {
+        let now = self.now_ms();
+        let Acknowledged::Head { next, drained } = self.updates.acknowledge(task_id, uuid, now) else { return };
+        let terminal = self.tasks.get(task_id).is_none_or(|t| t.record.latest.state.is_terminal());
+        if drained && terminal {
+            self.forget(task_id);
+            return;
+        }
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.record.pending = self.updates.pending(task_id);
+            if let Err(error) = self.checkpoint.save_task(&task.record) {
+                warn!(task = %task_id, %error, "cannot checkpoint the acknowledgement");
+            }
+        }
+        if let (Some(next), Registration::Registered { master, .. }) = (next, &self.registration) {
+            let _ = self.transport.cast(master, MASTER_NAME, &AgentMessage::Update(next));
+        }
+    }
+
+    /// Drops a finished task whose every update was acknowledged (its sandbox stays for its
+    /// logs).
+    fn forget(&mut self, task_id: &str) {
+        self.tasks.remove(task_id);
+        self.updates.forget(task_id);
+        if let Err(error) = self.checkpoint.remove_task(task_id) {
+            warn!(task = %task_id, %error, "cannot remove the task's checkpoint");
+        }
+    }
+}
+
+/// Awaits one task's exit and reports it to the agent, then stops.
+struct Watcher;
+
+struct WatcherState {
+    wait: Option<DriverFuture<TaskExit>>,
+    task_id: String,
+    agent: ActorRef<AgentMsg>,
+}
+
+impl Actor for Watcher {
+    type Msg = ();
+    type State = WatcherState;
+    type Arguments = (Arc<dyn TaskDriver>, TaskHandle, ActorRef<AgentMsg>);
+
+    async fn pre_start(&self, myself: ActorRef<()>, args: Self::Arguments) -> Result<WatcherState, ActorProcessingErr> {
+        let (driver, handle, agent) = args;
+        // The wait runs in the first message, so that `pre_start` (and the agent) returns at once.
+        myself.send_message(())?;
+        Ok(WatcherState { wait: Some(driver.wait(&handle)), task_id: handle.task_id, agent })
+    }
+
+    async fn handle(&self, myself: ActorRef<()>, _: (), state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
+        if let Some(wait) = state.wait.take() {
+            let exit = wait.await;
+            let _ = state.agent.send_message(AgentMsg::Exited { task_id: state.task_id.clone(), exit });
+        }
+        myself.stop(None);
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! The agent's checkpoint: what it must know after a restart to re-adopt its tasks (Mesos's
+//! agent recovery). One file per task under `<work_dir>/meta/tasks/`, rewritten atomically
+//! (temp file, fsync, rename, directory fsync) on every change that matters, plus the newest
+//! leader term the agent has seen. Each file is `FLTASK01`, a CRC-32C, then the postcard
+//! body: a torn or corrupted record is reported and never half-read.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::driver::TaskHandle;
+use crate::mesos::core::TaskStatus;
+use crate::mesos::protocol::TaskInfo;
+use crate::storage::core::crc32c;
+
+const MAGIC: &[u8; 8] = b"FLTASK01";
+
+/// Everything the agent keeps about one task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub info: TaskInfo,
+    /// Set once the driver launched it.
+    pub handle: Option<TaskHandle>,
+    /// The newest status (acknowledged or not).
+    pub latest: TaskStatus,
+    /// A kill was asked for (its end is then `TASK_KILLED`).
+    pub killing: bool,
+    /// Updates not yet acknowledged, oldest first.
+    pub pending: Vec<TaskStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {0}: corrupt record")]
+    Corrupt(PathBuf),
+}
+
+/// The checkpoint directory of one agent.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    tasks: PathBuf,
+    runs: PathBuf,
+    term: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+/// A task id as a file name: unreserved characters kept, everything else `%XX`.
+fn file_name(task_id: &str) -> String {
+    let mut out = String::with_capacity(task_id.len());
+    for byte in task_id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') && !(out.is_empty() && byte == b'.') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = postcard::to_stdvec(value).expect("checkpoint records serialize");
+    let mut out = Vec::with_capacity(12 + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+    let corrupt = || CheckpointError::Corrupt(path.to_owned());
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(corrupt());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| corrupt())?);
+    let body = &bytes[12..];
+    if crc32c(body) != crc {
+        return Err(corrupt());
+    }
+    postcard::from_bytes(body).map_err(|_| corrupt())
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = path.with_extension("tmp");
+    let mut file = fs::File::create(&temp).map_err(io(&temp))?;
+    file.write_all(bytes).map_err(io(&temp))?;
+    file.sync_all().map_err(io(&temp))?;
+    fs::rename(&temp, path).map_err(io(path))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl Checkpoint {
+    /// Opens (creating) the checkpoint under `work_dir`.
+    pub fn open(work_dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let meta = work_dir.join("meta");
+        let checkpoint = Checkpoint { tasks: meta.join("tasks"), runs: meta.join("runs"), term: meta.join("term") };
+        for dir in [&checkpoint.tasks, &checkpoint.runs] {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// The newest leader term seen (0 if none).
+    pub fn load_term(&self) -> Result<u64, CheckpointError> {
+        match fs::read(&self.term) {
+            Ok(bytes) => decode(&self.term, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(&self.term)(e)),
+        }
+    }
+
+    pub fn save_term(&self, term: u64) -> Result<(), CheckpointError> {
+        write_atomically(&self.term, &encode(&term))
+    }
+
+    /// Every readable task record, and the files that could not be read (corrupt or torn:
+    /// their tasks are treated as unknown and their processes reaped).
+    pub fn load_tasks(&self) -> Result<(Vec<TaskRecord>, Vec<CheckpointError>), CheckpointError> {
+        let (mut records, mut broken) = (Vec::new(), Vec::new());
+        for entry in fs::read_dir(&self.tasks).map_err(io(&self.tasks))? {
+            let path = entry.map_err(io(&self.tasks))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            match fs::read(&path).map_err(io(&path)).and_then(|bytes| decode::<TaskRecord>(&path, &bytes)) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    broken.push(e);
+                }
+            }
+        }
+        records.sort_by(|a, b| a.info.task_id.cmp(&b.info.task_id));
+        Ok((records, broken))
+    }
+
+    pub fn save_task(&self, record: &TaskRecord) -> Result<(), CheckpointError> {
+        write_atomically(&self.tasks.join(file_name(&record.info.task_id)), &encode(record))
+    }
+
+    /// Forgets a task: its record and its driver run directory.
+    pub fn remove_task(&self, task_id: &str) -> Result<(), CheckpointError> {
+        let path = self.tasks.join(file_name(task_id));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+        let run = self.run_dir(task_id);
+        if run.exists() {
+            fs::remove_dir_all(&run).map_err(io(&run))?;
+        }
+        Ok(())
+    }
+
+    /// The driver's private directory for a task.
+    pub fn run_dir(&self, task_id: &str) -> PathBuf {
+        self.runs.join(file_name(task_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(file_name("web.1-a_b"), "web.1-a_b");
+        assert_eq!(file_name("../x/y"), "%2E.%2Fx%2Fy");
+        assert_ne!(file_name("a/b"), file_name("a%2Fb"));
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_not_read() {
+        let bytes = encode(&42u64);
+        assert_eq!(decode::<u64>(Path::new("t"), &bytes).unwrap(), 42);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode::<u64>(Path::new("t"), &bad).is_err(), "byte {i}");
+        }
+        assert!(decode::<u64>(Path::new("t"), &bytes[..bytes.len() - 1]).is_err());
+    }
+}

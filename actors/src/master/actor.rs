@@ -1,0 +1,230 @@
+//! The master actor (leader-only, one per term). It loads the admitted agents from the
+//! registry, waits for them to re-register (reconciliation after a failover), answers agents
+//! and frameworks, and runs the pure core's actions: commands to agents stamped with its term,
+//! events to frameworks, agent records to the registry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_supervisors::Node;
+use flotilla_transport::{ReplyPort, Role, Sender, Transport};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{info, warn};
+
+use super::core::{Action, AgentRecord, MasterConfig, MasterCore};
+use crate::mesos::protocol::{
+    AGENT_NAME, AgentMessage, FrameworkInfo, FrameworkSink, MASTER_NAME, MasterQuery, MasterState, SchedulerCall,
+    ToAgent,
+};
+use crate::registry::actor::RegistryMsg;
+use crate::registry::core::Txn;
+use crate::registry::protocol::{RegistryReply, RegistryRequest};
+
+/// Where the admitted agents live in the registry.
+pub const AGENTS_PREFIX: &str = "/mesos/agents/";
+
+/// The name the master actor has in its node.
+pub const MASTER_ACTOR: &str = MASTER_NAME;
+
+pub struct MasterArgs {
+    pub config: MasterConfig,
+    pub term: u64,
+    pub transport: Transport,
+    pub node: Node,
+    pub registry: ActorRef<RegistryMsg>,
+    /// How often the core's timers are checked.
+    pub tick: Duration,
+}
+
+pub enum MasterMsg {
+    FromAgent(Sender, AgentMessage),
+    Query(Sender, MasterQuery, ReplyPort<MasterState>),
+    State(RpcReplyPort<MasterState>),
+    Subscribe { info: FrameworkInfo, sink: FrameworkSink, reply: RpcReplyPort<String> },
+    Call { framework: String, call: SchedulerCall },
+    Tick,
+}
+
+impl std::fmt::Debug for MasterMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterMsg::FromAgent(from, m) => write!(f, "FromAgent({}, {m:?})", from.node),
+            MasterMsg::Query(from, q, _) => write!(f, "Query({}, {q:?})", from.node),
+            MasterMsg::State(_) => f.write_str("State"),
+            MasterMsg::Subscribe { info, .. } => write!(f, "Subscribe({})", info.name),
+            MasterMsg::Call { framework, call } => write!(f, "Call({framework}, {call:?})"),
+            MasterMsg::Tick => f.write_str("Tick"),
+        }
+    }
+}
+
+pub struct MasterActorState {
+    core: MasterCore,
+    transport: Transport,
+    node: Node,
+    registry: ActorRef<RegistryMsg>,
+    frameworks: BTreeMap<String, FrameworkSink>,
+    ticker: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+pub struct Master;
+
+/// The registry's admitted agents (read linearizably through the local registry).
+async fn load_agents(registry: &ActorRef<RegistryMsg>) -> Result<Vec<AgentRecord>, ActorProcessingErr> {
+    let (port, answer) = ReplyPort::local();
+    let request = RegistryRequest::Range { prefix: AGENTS_PREFIX.to_owned(), limit: u32::MAX };
+    registry.send_message(RegistryMsg::Request(request, port))?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .map_err(|_| "the registry did not list the agents within 10 s")??;
+    let RegistryReply::Values { kvs, .. } = reply else {
+        return Err(format!("the registry refused to list the agents: {reply:?}").into());
+    };
+    let mut records = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        match postcard::from_bytes::<AgentRecord>(&kv.value) {
+            Ok(record) => records.push(record),
+            Err(error) => warn!(key = %kv.key, %error, "skipping an unreadable agent record"),
+        }
+    }
+    Ok(records)
+}
+
+impl Actor for Master {
+    type Msg = MasterMsg;
+    type State = MasterActorState;
+    type Arguments = MasterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MasterMsg>,
+        args: MasterArgs,
+    ) -> Result<MasterActorState, ActorProcessingErr> {
+        let MasterArgs { config, term, transport, node, registry, tick } = args;
+        let known = load_agents(&registry).await?;
+        let now = node.now().since_origin().as_millis() as u64;
+        let me = transport.node().to_owned();
+        info!(term, agents = known.len(), "leading master starts; waiting for the admitted agents to re-register");
+        let core = MasterCore::new(config, &me, term, now, node.clock().wall_millis(), known);
+        node.register(MASTER_ACTOR, myself.get_cell())?;
+        transport.export_from::<AgentMessage, MasterMsg>(MASTER_NAME, &myself, MasterMsg::FromAgent);
+        transport.export_call_from::<MasterQuery, MasterMsg>(MASTER_NAME, &myself, MasterMsg::Query);
+        let ticker = myself.send_interval(tick, || MasterMsg::Tick);
+        Ok(MasterActorState { core, transport, node, registry, frameworks: BTreeMap::new(), ticker })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<MasterMsg>,
+        state: &mut MasterActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        state.transport.unexport(MASTER_NAME);
+        state.node.unregister(MASTER_ACTOR, &myself.get_cell());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<MasterMsg>,
+        msg: MasterMsg,
+        state: &mut MasterActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let actions = match msg {
+            MasterMsg::FromAgent(from, message) => state.on_agent_message(from, message),
+            MasterMsg::Query(_, MasterQuery::State, reply) => {
+                reply.send(state.core.state());
+                Vec::new()
+            }
+            MasterMsg::State(reply) => {
+                let _ = reply.send(state.core.state());
+                Vec::new()
+            }
+            MasterMsg::Subscribe { info, sink, reply } => {
+                let (id, actions) = state.core.subscribe(info);
+                info!(framework = %id, "framework subscribed");
+                state.frameworks.insert(id.clone(), sink);
+                let _ = reply.send(id);
+                actions
+            }
+            MasterMsg::Call { framework, call } => {
+                let now = state.now_ms();
+                state.core.call(&framework, call, now)
+            }
+            MasterMsg::Tick => {
+                let (now, wall, seed) = (state.now_ms(), state.node.clock().wall_millis(), state.node.random_u64());
+                state.core.tick(now, wall, seed)
+            }
+        };
+        state.carry_out(actions);
+        Ok(())
+    }
+}
+
+impl MasterActorState {
+    fn now_ms(&self) -> u64 {
+        self.node.now().since_origin().as_millis() as u64
+    }
+
+    fn on_agent_message(&mut self, from: Sender, message: AgentMessage) -> Vec<Action> {
+        if from.role != Role::Agent {
+            warn!(node = %from.node, role = ?from.role, "refused an agent message from a node that is not an agent");
+            return Vec::new();
+        }
+        match message {
+            AgentMessage::Register { info, tasks, newest_term } => {
+                if newest_term > self.core.term() {
+                    // The agent has seen a newer leader: this one is deposed and will stop.
+                    warn!(agent = %from.node, newest_term, "an agent knows a newer term than this leader");
+                    return Vec::new();
+                }
+                info!(agent = %from.node, tasks = tasks.len(), "agent registered");
+                self.core.register_agent(&from.node, info, tasks, self.node.clock().wall_millis())
+            }
+            AgentMessage::Update(status) => self.core.agent_update(&from.node, status),
+            AgentMessage::Pong { term } => {
+                self.core.pong(&from.node, term);
+                Vec::new()
+            }
+        }
+    }
+
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::ToAgent { agent, command } => {
+                    let message = ToAgent { term: self.core.term(), command };
+                    if let Err(error) = self.transport.cast(&agent, AGENT_NAME, &message) {
+                        warn!(%agent, %error, "cannot reach the agent");
+                    }
+                }
+                Action::ToFramework { framework, event } => {
+                    let gone = match self.frameworks.get(&framework) {
+                        Some(sink) => sink(event).is_err(),
+                        None => false,
+                    };
+                    if gone {
+                        info!(%framework, "framework disconnected");
+                        self.frameworks.remove(&framework);
+                        self.core.disconnect(&framework);
+                    }
+                }
+                Action::PersistAgent(record) => self.persist(&record),
+            }
+        }
+    }
+
+    /// Writes the agent's record; the answer is not awaited (a lost write is redone on the
+    /// agent's next registration, and the record only matters to the next leader).
+    fn persist(&self, record: &AgentRecord) {
+        let key = format!("{AGENTS_PREFIX}{}", record.info.id);
+        let value = postcard::to_stdvec(record).expect("agent records serialize");
+        let (port, _) = ReplyPort::local();
+        let request = RegistryRequest::Write(crate::registry::core::Command { id: None, txn: Txn::put(key, value) });
+        if self.registry.send_message(RegistryMsg::Request(request, port)).is_err() {
+            warn!("the registry is gone; an agent record was not written");
+        }
+    }
+}

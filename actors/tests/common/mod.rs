@@ -1,0 +1,67 @@
+//! Test harness shared by the simulated-cluster tests: simulated disks that outlive their
+//! master, SimNet transports, and a bounded wait on a condition.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, SnapshotMeta};
+use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
+use flotilla_supervisors::{Node, NodeId};
+use flotilla_transport::{ClusterId, PeerIdentity, Role, SimNet, Transport, TransportConfig};
+
+/// A simulated disk that outlives the master using it, so a restarted master finds what its
+/// predecessor synced (and nothing it did not).
+#[derive(Clone)]
+pub struct SharedDisk(pub Arc<Mutex<SimDisk>>);
+
+impl RaftStorage for SharedDisk {
+    fn load(&mut self) -> Result<Persisted, StorageError> {
+        self.0.lock().unwrap().load()
+    }
+
+    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
+        self.0.lock().unwrap().persist(hard_state, entries)
+    }
+
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
+        self.0.lock().unwrap().save_snapshot(meta, voters, data, keep_log_after)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
+        self.0.lock().unwrap().snapshot()
+    }
+}
+
+pub async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (Node, Transport) {
+    let node = Node::builder(NodeId::new(id).unwrap()).seed(seed).start().await.unwrap();
+    let identity = PeerIdentity { cluster: ClusterId::new("test").unwrap(), node: id.into(), role };
+    let network = flotilla_transport::Network::Sim(net.clone());
+    // SimNet loses a handshake cut by a partition for good, where QUIC would retransmit it
+    // as soon as the path heals; a 1 s handshake timeout stands in for that retransmission
+    // (with the default 5 s, a dial in flight at healing delays reconnection by up to 5 s).
+    let config = TransportConfig { handshake_timeout: Duration::from_secs(1), ..TransportConfig::default() };
+    let transport = Transport::start(&node, identity, config, network, None).await.unwrap();
+    (node, transport)
+}
+
+/// Waits (on the tokio clock, virtual in these tests) until `check` gives a value; fails the
+/// test after `bound`.
+pub async fn wait_until<T>(what: &str, bound: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {bound:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

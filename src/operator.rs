@@ -1,0 +1,151 @@
+//! The operator's views and commands on a running cluster: `flotilla node list` and
+//! `flotilla task list|run|kill`, as tables for people and `--json` for scripts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use flotilla_actors::agent::driver::TaskCommand as Command;
+use flotilla_actors::launcher::protocol::{LauncherReply, LauncherRequest};
+use flotilla_actors::mesos::core::resources::{Ranges, Resources, to_milli};
+use flotilla_actors::mesos::protocol::{MasterState, TaskInfo, TaskView};
+
+use crate::cli::{ClusterConnection, NodeCommand, TaskCommand};
+use crate::client::ClusterClient;
+use crate::state_json::master_state_json;
+
+/// `cpus:0.5 mem:128` for a table cell.
+fn brief(resources: &Resources) -> String {
+    let mut parts = vec![format!("cpus:{}", resources.scalar("cpus")), format!("mem:{}", resources.scalar("mem"))];
+    let ports = resources.ports();
+    if !ports.is_empty() {
+        parts.push(format!("ports:{ports}"));
+    }
+    parts.join(" ")
+}
+
+async fn with_state(connection: &ClusterConnection) -> anyhow::Result<MasterState> {
+    let client = ClusterClient::connect(&connection.pki_dir, &connection.name, &connection.masters).await?;
+    let state = client.master_state(Duration::from_secs(connection.timeout_secs)).await;
+    client.close().await;
+    state
+}
+
+/// `flotilla node list`.
+pub async fn node(connection: ClusterConnection, command: NodeCommand) -> anyhow::Result<()> {
+    let NodeCommand::List { json } = command;
+    let state = with_state(&connection).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&master_state_json(&state)["slaves"])?);
+        return Ok(());
+    }
+    println!("{:<16} {:<20} {:<12} {:<10} {:<40} {:<30}", "ID", "HOSTNAME", "STATE", "DRIVER", "RESOURCES", "USED");
+    for agent in &state.agents {
+        let mut total = Resources::new();
+        for resources in agent.info.resources.values() {
+            total.add(resources);
+        }
+        let status = if agent.active { "active" } else { "unreachable" };
+        println!(
+            "{:<16} {:<20} {:<12} {:<10} {:<40} {:<30}",
+            agent.info.id,
+            agent.info.hostname,
+            status,
+            agent.info.driver,
+            brief(&total),
+            brief(&agent.used)
+        );
+    }
+    Ok(())
+}
+
+fn task_row(task: &TaskView) {
+    println!(
+        "{:<36} {:<18} {:<16} {:<30} {}",
+        task.task.task_id,
+        task.state.name(),
+        task.agent_id,
+        brief(&task.task.resources),
+        task.statuses.last().map(|s| s.message.as_str()).unwrap_or("")
+    );
+}
+
+/// `flotilla task list|run|kill`.
+pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(connection.timeout_secs);
+    match command {
+        TaskCommand::List { all, json } => {
+            let state = with_state(&connection).await?;
+            if json {
+                let mut tasks = state.tasks.clone();
+                if all {
+                    tasks.extend(state.completed_tasks.iter().cloned());
+                }
+                let value = master_state_json(&MasterState { tasks, completed_tasks: Vec::new(), ..state });
+                let tasks: Vec<_> = value["frameworks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+                    .chain(value["orphan_tasks"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+                return Ok(());
+            }
+            println!("{:<36} {:<18} {:<16} {:<30} MESSAGE", "ID", "STATE", "AGENT", "RESOURCES");
+            state.tasks.iter().for_each(task_row);
+            if all {
+                state.completed_tasks.iter().for_each(task_row);
+            }
+            Ok(())
+        }
+        TaskCommand::Run { name, cpus, mem, disk, ports, env, grace_secs, command } => {
+            let mut resources = Resources::cpus_mem_disk(cpus, mem, disk);
+            if ports > 0 {
+                // Any `ports` ports: the launcher picks them from the offer.
+                resources.add_ranges("ports", &Ranges::single(0, ports - 1));
+            }
+            let task = TaskInfo {
+                task_id: String::new(),
+                name,
+                framework_id: String::new(),
+                role: String::new(),
+                command: Command { shell: true, value: command.join(" "), arguments: Vec::new() },
+                resources,
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                labels: BTreeMap::new(),
+                kill_grace_ms: to_milli(grace_secs),
+            };
+            match launcher(&connection, &LauncherRequest::Run(Box::new(task)), deadline).await? {
+                LauncherReply::Accepted { task_id } => println!("{task_id}"),
+                other => refused(other)?,
+            }
+            Ok(())
+        }
+        TaskCommand::Kill { id } => {
+            match launcher(&connection, &LauncherRequest::Kill { task_id: id }, deadline).await? {
+                LauncherReply::Killing { task_id } => println!("killing {task_id}"),
+                other => refused(other)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn launcher(
+    connection: &ClusterConnection,
+    request: &LauncherRequest,
+    deadline: Duration,
+) -> anyhow::Result<LauncherReply> {
+    let client = ClusterClient::connect(&connection.pki_dir, &connection.name, &connection.masters).await?;
+    let reply = client.launcher(request, deadline).await;
+    client.close().await;
+    reply
+}
+
+fn refused(reply: LauncherReply) -> anyhow::Result<()> {
+    match reply {
+        LauncherReply::Refused(reason) => bail!("refused: {reason}"),
+        other => bail!("unexpected answer from the launcher: {other:?}"),
+    }
+}

@@ -1,0 +1,168 @@
+//! Three real `flotilla master` processes and two real `flotilla agent` processes on loopback,
+//! running real tasks (isolated when the test runs as root with writable cgroups, plain
+//! processes otherwise): tasks started with `flotilla task run` run; an agent killed with
+//! SIGKILL and restarted keeps its tasks running and re-adopts them; the leading master killed
+//! with SIGKILL is replaced by a new leader that learns every running task from the agents;
+//! bad task specs and bad configurations get clear errors.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::Duration;
+
+use flotilla::client::ClusterClient;
+use flotilla::local_cluster::LocalCluster;
+use flotilla_actors::mesos::core::TaskState;
+use flotilla_actors::mesos::protocol::MasterState;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn run_cli(cluster: &LocalCluster, args: &[&str]) -> Output {
+    let mut cli = cluster.cli("task");
+    cli.args(args);
+    cli.output().expect("the cli runs")
+}
+
+/// Waits until the leader (done recovering) reports these task states.
+async fn states(client: &ClusterClient, want: &[(&str, TaskState)]) -> MasterState {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Ok(state) = client.master_state(Duration::from_secs(5)).await {
+            let all: BTreeMap<&str, TaskState> =
+                state.tasks.iter().chain(&state.completed_tasks).map(|t| (t.task.task_id.as_str(), t.state)).collect();
+            if !state.recovering && want.iter().all(|(id, s)| all.get(id) == Some(s)) {
+                return state;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "want {want:?}, have {all:?}");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader state within {BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn task_id(output: &Output) -> String {
+    assert!(output.status.success(), "task run failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
+    flotilla_transport::tls::install_default_provider();
+    let dir = std::env::temp_dir().join(format!("flotilla-cluster-processes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cluster = LocalCluster::prepare(env!("CARGO_BIN_EXE_flotilla").as_ref(), &dir, 3, "").unwrap();
+    cluster.start_all(BOUND).unwrap();
+    for _ in 0..2 {
+        let index = cluster
+            .add_agent("resources = \"cpus:2;mem:1024\"\nmaster_timeout_secs = 5\nstatus_retry_secs = 1")
+            .unwrap();
+        cluster.start_agent(index, BOUND).unwrap();
+    }
+    let client = cluster.client().await.unwrap();
+
+    // Bad specs are refused with the reason, and nothing starts.
+    let refused = run_cli(&cluster, &["run", "--name", "nomem", "--mem", "0", "--", "true"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cpus and mem"), "{refused:?}");
+
+    let long = [
+        "run",
+        "--name",
+        "web",
+        "--cpus",
+        "0.5",
+        "--mem",
+        "64",
+        "--ports",
+        "1",
+        "--",
+        "echo started >> $MESOS_SANDBOX/starts; exec sleep 600",
+    ];
+    let web: Vec<String> = (0..3).map(|_| task_id(&run_cli(&cluster, &long))).collect();
+    let done = task_id(&run_cli(
+        &cluster,
+        &[
+            "run",
+            "--name",
+            "done",
+            "--",
+            "test -n \"$MESOS_TASK_ID\" && test \"$(pwd)\" = \"$MESOS_SANDBOX\" || exit 7",
+        ],
+    ));
+    let fails = task_id(&run_cli(&cluster, &["run", "--name", "fails", "--", "exit 3"]));
+    let mut want: Vec<(&str, TaskState)> = web.iter().map(|id| (id.as_str(), TaskState::Running)).collect();
+    want.push((&done, TaskState::Finished));
+    want.push((&fails, TaskState::Failed));
+    let state = states(&client, &want).await;
+    let agents_used: std::collections::BTreeSet<&str> = state.tasks.iter().map(|t| t.agent_id.as_str()).collect();
+    assert!(!agents_used.is_empty());
+
+    // An agent killed with SIGKILL and restarted: its tasks keep running and are re-adopted.
+    let on_a1: Vec<String> =
+        state.tasks.iter().filter(|t| t.agent_id == "a1").map(|t| t.task.task_id.clone()).collect();
+    cluster.kill_agent(0);
+    cluster.start_agent(0, BOUND).unwrap();
+    let running: Vec<(&str, TaskState)> = web.iter().map(|id| (id.as_str(), TaskState::Running)).collect();
+    let after_restart = states(&client, &running).await;
+    for id in &on_a1 {
+        let task = after_restart.tasks.iter().find(|t| &t.task.task_id == id).unwrap();
+        assert_eq!(task.agent_id, "a1");
+    }
+    // Each task's command ran exactly once: nothing was relaunched.
+    let starts = |id: &str| {
+        ["a1", "a2"]
+            .iter()
+            .filter_map(|agent| std::fs::read_to_string(dir.join(agent).join("sandboxes").join(id).join("starts")).ok())
+            .map(|text| text.lines().count())
+            .sum::<usize>()
+    };
+    for id in &web {
+        assert_eq!(starts(id), 1, "{id} started once");
+    }
+
+    // The leading master killed with SIGKILL: a new leader learns every running task.
+    let leader = after_restart.leader.clone();
+    cluster.kill(cluster.index_of(&leader).unwrap());
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let recovered = loop {
+        if let Ok(state) = client.master_state(Duration::from_secs(5)).await
+            && state.leader != leader
+            && !state.recovering
+        {
+            break state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new leader within {BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = recovered;
+    states(&client, &running).await;
+    for id in &web {
+        assert_eq!(starts(id), 1, "{id} still started once after the failover");
+    }
+
+    // Killing a task through the new leader's launcher.
+    let killed = run_cli(&cluster, &["kill", &web[0]]);
+    assert!(killed.status.success(), "{killed:?}");
+    states(&client, &[(web[0].as_str(), TaskState::Killed)]).await;
+
+    client.close().await;
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_agent_config_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("flotilla-bad-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, "[node]\nid = \"a1\"\ndata_dir = \"/tmp/a1\"\nlisten = \"127.0.0.1:0\"\nlisen = 1\n")
+        .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 5") && stderr.contains("lisen"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
