@@ -144,9 +144,38 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
     assert!(killed.status.success(), "{killed:?}");
     states(&client, &[(web[0].as_str(), TaskState::Killed)]).await;
 
+    // Leave nothing behind: the other tasks killed, then the agents' (empty) cgroup roots.
+    for id in &web[1..] {
+        assert!(run_cli(&cluster, &["kill", id]).status.success());
+    }
+    let killed: Vec<(&str, TaskState)> = web[1..].iter().map(|id| (id.as_str(), TaskState::Killed)).collect();
+    states(&client, &killed).await;
     client.close().await;
     drop(cluster);
+    remove_cgroup_roots(&format!("flotilla-test-{}-", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes the cgroup directories (emptied of processes) whose name starts with `prefix`, in
+/// every hierarchy, children first.
+fn remove_cgroup_roots(prefix: &str) {
+    fn remove_tree(dir: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for hierarchy in hierarchies.filter_map(Result::ok) {
+        let Ok(entries) = std::fs::read_dir(hierarchy.path()) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
 }
 
 #[test]
