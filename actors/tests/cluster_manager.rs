@@ -204,15 +204,6 @@ impl Sim {
                 .map(|t| (t.task.task_id.as_str(), t.state))
                 .collect();
             let done = !state.recovering && want.iter().all(|(id, s)| all.get(id) == Some(s));
-            if !done && std::env::var("FLOTILLA_DEBUG_CM").is_ok() {
-                eprintln!(
-                    "{:?} recovering={} leader={} agents={:?}",
-                    all,
-                    state.recovering,
-                    state.leader,
-                    state.agents.iter().map(|a| (a.info.id.clone(), a.active)).collect::<Vec<_>>()
-                );
-            }
             done.then_some(state.clone())
         })
         .await

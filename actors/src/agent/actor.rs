@@ -371,7 +371,7 @@ impl AgentState {
         let status = self.status(&task_id, TaskState::Staging, None, String::new());
         let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
         self.tasks.insert(task_id.clone(), Running { record, watcher: None });
-        match self.start(&task_id).await {
+        match self.start(&task_id) {
             Ok(handle) => {
                 if let Some(task) = self.tasks.get_mut(&task_id) {
                     task.record.handle = Some(handle.clone());
@@ -390,7 +390,7 @@ impl AgentState {
     }
 
     /// Prepares the sandbox, checkpoints the task, then starts it.
-    async fn start(&mut self, task_id: &str) -> Result<TaskHandle, String> {
+    fn start(&mut self, task_id: &str) -> Result<TaskHandle, String> {
         let sandbox = self.sandbox(task_id);
         let run_dir = self.checkpoint.run_dir(task_id);
         for dir in [&sandbox, &run_dir] {

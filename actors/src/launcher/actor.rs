@@ -16,9 +16,9 @@ use crate::mesos::core::{Resources, UNRESERVED};
 use crate::mesos::protocol::{
     DEFAULT_REFUSE_MS, FrameworkEvent, FrameworkInfo, FrameworkSink, OfferInfo, Operation, SchedulerCall, TaskInfo,
 };
-use crate::registry::actor::RegistryMsg;
+use crate::registry::actor::{RegistryMsg, list_decoded, local_request};
 use crate::registry::core::{Command, Op, RequestId, Txn};
-use crate::registry::protocol::{RegistryReply, RegistryRequest};
+use crate::registry::protocol::RegistryRequest;
 
 /// Where requests live in the registry.
 pub const LAUNCHER_PREFIX: &str = "/launcher/tasks/";
@@ -59,17 +59,6 @@ pub struct LauncherState {
 #[derive(Debug, Default)]
 pub struct Launcher;
 
-async fn registry_call(registry: &ActorRef<RegistryMsg>, request: RegistryRequest) -> Result<RegistryReply, String> {
-    let (port, answer) = ReplyPort::local();
-    registry.send_message(RegistryMsg::Request(request, port)).map_err(|_| "the registry is gone".to_owned())?;
-    match tokio::time::timeout(WRITE_TIMEOUT, answer).await {
-        Ok(Ok(RegistryReply::Failed(failure))) => Err(failure.to_string()),
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(_)) => Err("the registry dropped the request".to_owned()),
-        Err(_) => Err(format!("the registry did not answer within {WRITE_TIMEOUT:?}")),
-    }
-}
-
 impl Actor for Launcher {
     type Msg = LauncherMsg;
     type State = LauncherState;
@@ -81,19 +70,12 @@ impl Actor for Launcher {
         args: LauncherArgs,
     ) -> Result<LauncherState, ActorProcessingErr> {
         let LauncherArgs { transport, node, registry, master } = args;
-        let request = RegistryRequest::Range { prefix: LAUNCHER_PREFIX.to_owned(), limit: u32::MAX };
-        let RegistryReply::Values { kvs, .. } = registry_call(&registry, request).await? else {
-            return Err("the registry answered a range with something else".into());
-        };
-        let mut records = BTreeMap::new();
-        for kv in kvs {
-            match postcard::from_bytes::<LaunchRecord>(&kv.value) {
-                Ok(record) => {
-                    records.insert(record.task.task_id.clone(), record);
-                }
-                Err(error) => warn!(key = %kv.key, %error, "skipping an unreadable launcher record"),
-            }
-        }
+        let records: BTreeMap<String, LaunchRecord> =
+            list_decoded::<LaunchRecord>(&registry, LAUNCHER_PREFIX, WRITE_TIMEOUT)
+                .await?
+                .into_iter()
+                .map(|record| (record.task.task_id.clone(), record))
+                .collect();
         let relay = myself.clone();
         let sink: FrameworkSink = Arc::new(move |event| relay.send_message(LauncherMsg::Event(event)).map_err(|_| ()));
         let info = FrameworkInfo {
@@ -186,7 +168,7 @@ impl LauncherState {
             .collect();
         let txn = Txn { compare: Vec::new(), success, failure: Vec::new() };
         let id = Some(RequestId { client: self.node.random_u64(), seq: 1 });
-        registry_call(&self.registry, RegistryRequest::Write(Command { id, txn })).await.map(|_| ())
+        local_request(&self.registry, RegistryRequest::Write(Command { id, txn }), WRITE_TIMEOUT).await.map(|_| ())
     }
 
     async fn request(&mut self, request: LauncherRequest) -> LauncherReply {

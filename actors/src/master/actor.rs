@@ -17,12 +17,15 @@ use crate::mesos::protocol::{
     AGENT_NAME, AgentMessage, FrameworkInfo, FrameworkSink, MASTER_NAME, MasterQuery, MasterState, SchedulerCall,
     ToAgent,
 };
-use crate::registry::actor::RegistryMsg;
+use crate::registry::actor::{RegistryMsg, list_decoded};
 use crate::registry::core::Txn;
-use crate::registry::protocol::{RegistryReply, RegistryRequest};
+use crate::registry::protocol::RegistryRequest;
 
 /// Where the admitted agents live in the registry.
 pub const AGENTS_PREFIX: &str = "/mesos/agents/";
+
+/// How long the new leader waits for the registry to list the admitted agents.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The name the master actor has in its node.
 pub const MASTER_ACTOR: &str = MASTER_NAME;
@@ -71,27 +74,6 @@ pub struct MasterActorState {
 #[derive(Debug, Default)]
 pub struct Master;
 
-/// The registry's admitted agents (read linearizably through the local registry).
-async fn load_agents(registry: &ActorRef<RegistryMsg>) -> Result<Vec<AgentRecord>, ActorProcessingErr> {
-    let (port, answer) = ReplyPort::local();
-    let request = RegistryRequest::Range { prefix: AGENTS_PREFIX.to_owned(), limit: u32::MAX };
-    registry.send_message(RegistryMsg::Request(request, port))?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .map_err(|_| "the registry did not list the agents within 10 s")??;
-    let RegistryReply::Values { kvs, .. } = reply else {
-        return Err(format!("the registry refused to list the agents: {reply:?}").into());
-    };
-    let mut records = Vec::with_capacity(kvs.len());
-    for kv in kvs {
-        match postcard::from_bytes::<AgentRecord>(&kv.value) {
-            Ok(record) => records.push(record),
-            Err(error) => warn!(key = %kv.key, %error, "skipping an unreadable agent record"),
-        }
-    }
-    Ok(records)
-}
-
 impl Actor for Master {
     type Msg = MasterMsg;
     type State = MasterActorState;
@@ -103,7 +85,7 @@ impl Actor for Master {
         args: MasterArgs,
     ) -> Result<MasterActorState, ActorProcessingErr> {
         let MasterArgs { config, term, transport, node, registry, tick } = args;
-        let known = load_agents(&registry).await?;
+        let known: Vec<AgentRecord> = list_decoded(&registry, AGENTS_PREFIX, REGISTRY_TIMEOUT).await?;
         let now = node.now().since_origin().as_millis() as u64;
         let me = transport.node().to_owned();
         info!(term, agents = known.len(), "leading master starts; waiting for the admitted agents to re-register");

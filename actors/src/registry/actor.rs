@@ -1024,3 +1024,41 @@ impl RegistryState {
 fn names(voters: &BTreeSet<PeerId>) -> Vec<String> {
     voters.iter().map(|voter| voter.0.clone()).collect()
 }
+
+/// A request to this node's registry from another actor of the node, answered within
+/// `timeout`; a refusal comes back as its message.
+pub async fn local_request(
+    registry: &ActorRef<RegistryMsg>,
+    request: RegistryRequest,
+    timeout: Duration,
+) -> Result<RegistryReply, String> {
+    let (port, answer) = ReplyPort::local();
+    registry.send_message(RegistryMsg::Request(request, port)).map_err(|_| "the registry is gone".to_owned())?;
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(RegistryReply::Failed(failure))) => Err(failure.to_string()),
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err("the registry dropped the request".to_owned()),
+        Err(_) => Err(format!("the registry did not answer within {timeout:?}")),
+    }
+}
+
+/// Every value under `prefix` decoded from postcard (read linearizably); a value that does
+/// not decode is logged and skipped.
+pub async fn list_decoded<T: serde::de::DeserializeOwned>(
+    registry: &ActorRef<RegistryMsg>,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<T>, String> {
+    let request = RegistryRequest::Range { prefix: prefix.to_owned(), limit: u32::MAX };
+    let RegistryReply::Values { kvs, .. } = local_request(registry, request, timeout).await? else {
+        return Err(format!("the registry answered the listing of {prefix} with something else"));
+    };
+    let mut values = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        match postcard::from_bytes(&kv.value) {
+            Ok(value) => values.push(value),
+            Err(error) => tracing::warn!(key = %kv.key, %error, "skipping an unreadable record"),
+        }
+    }
+    Ok(values)
+}

@@ -376,7 +376,7 @@ impl MasterCore {
 
     fn complete(&mut self, task_id: &str) {
         if let Some(task) = self.tasks.remove(task_id) {
-            self.completed.push_back(view(task_id, &task));
+            self.completed.push_back(view(&task));
             while self.completed.len() > self.config.completed_tasks_kept {
                 self.completed.pop_front();
             }
@@ -913,14 +913,13 @@ impl MasterCore {
                     offered: fw_offered.get(id.as_str()).cloned().unwrap_or_default(),
                 })
                 .collect(),
-            tasks: self.tasks.iter().map(|(id, t)| view(id, t)).collect(),
+            tasks: self.tasks.values().map(view).collect(),
             completed_tasks: self.completed.iter().cloned().collect(),
         }
     }
 }
 
-fn view(task_id: &str, task: &Task) -> TaskView {
-    debug_assert_eq!(task_id, task.info.task_id);
+fn view(task: &Task) -> TaskView {
     TaskView {
         task: task.info.clone(),
         agent_id: task.agent.clone(),

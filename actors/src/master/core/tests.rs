@@ -76,6 +76,12 @@ fn running(task_id: &str, agent: &str, uuid: u128) -> TaskStatus {
     }
 }
 
+/// The framework accepts `offer` to launch `tasks`.
+fn launch(core: &mut MasterCore, fw: &str, offer: &OfferInfo, tasks: Vec<TaskInfo>) -> Vec<Action> {
+    let operations = vec![Operation::Launch(tasks)];
+    core.call(fw, SchedulerCall::Accept { offer_ids: vec![offer.id.clone()], operations, refuse_ms: 0 }, 60)
+}
+
 /// A master with one registered agent and one subscribed framework holding an offer.
 fn with_offer() -> (MasterCore, String, OfferInfo) {
     let mut core = MasterCore::new(config(), "m1", 1, 0, 0, Vec::new());
@@ -89,12 +95,7 @@ fn with_offer() -> (MasterCore, String, OfferInfo) {
 #[test]
 fn an_accepted_offer_launches_stamped_tasks_and_updates_reach_the_framework() {
     let (mut core, fw, offer) = with_offer();
-    let call = SchedulerCall::Accept {
-        offer_ids: vec![offer.id.clone()],
-        operations: vec![Operation::Launch(vec![task("t1", 1.0)])],
-        refuse_ms: 0,
-    };
-    let actions = core.call(&fw, call, 60);
+    let actions = launch(&mut core, &fw, &offer, vec![task("t1", 1.0)]);
     let launched: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
@@ -120,12 +121,7 @@ fn an_accepted_offer_launches_stamped_tasks_and_updates_reach_the_framework() {
 #[test]
 fn an_update_from_another_agent_than_the_tasks_changes_nothing() {
     let (mut core, fw, offer) = with_offer();
-    let call = SchedulerCall::Accept {
-        offer_ids: vec![offer.id],
-        operations: vec![Operation::Launch(vec![task("t1", 1.0)])],
-        refuse_ms: 0,
-    };
-    core.call(&fw, call, 60);
+    launch(&mut core, &fw, &offer, vec![task("t1", 1.0)]);
     assert!(updates_in(&core.agent_update("intruder", running("t1", "intruder", 1))).is_empty());
     assert_eq!(core.state().tasks[0].state, TaskState::Staging);
 }
@@ -138,12 +134,7 @@ fn invalid_tasks_get_task_error_and_launch_nothing() {
     let mut no_command = task("t2", 1.0);
     no_command.command.value = " ".to_owned();
     let too_big = task("t3", 64.0);
-    let call = SchedulerCall::Accept {
-        offer_ids: vec![offer.id],
-        operations: vec![Operation::Launch(vec![bad_id, no_command, too_big])],
-        refuse_ms: 0,
-    };
-    let actions = core.call(&fw, call, 60);
+    let actions = launch(&mut core, &fw, &offer, vec![bad_id, no_command, too_big]);
     let errors = updates_in(&actions);
     assert_eq!(errors.len(), 3);
     assert!(errors.iter().all(|s| s.state == TaskState::Error && s.reason == Some(UpdateReason::TaskInvalid)));
@@ -162,12 +153,7 @@ fn a_declined_offer_is_filtered_for_refuse_seconds() {
 #[test]
 fn an_agent_missing_pings_becomes_unreachable_its_offers_are_rescinded_and_it_can_come_back() {
     let (mut core, fw, offer) = with_offer();
-    let call = SchedulerCall::Accept {
-        offer_ids: vec![offer.id],
-        operations: vec![Operation::Launch(vec![task("t1", 1.0)])],
-        refuse_ms: 0,
-    };
-    core.call(&fw, call, 60);
+    launch(&mut core, &fw, &offer, vec![task("t1", 1.0)]);
     core.agent_update("a1", running("t1", "a1", 1));
     let mut actions = Vec::new();
     for now in (100..=500).step_by(100) {
@@ -212,12 +198,7 @@ fn a_new_leader_waits_for_known_agents_before_offering_and_answering_reconciliat
 #[test]
 fn tasks_the_master_placed_but_the_agent_no_longer_holds_are_lost() {
     let (mut core, fw, offer) = with_offer();
-    let call = SchedulerCall::Accept {
-        offer_ids: vec![offer.id],
-        operations: vec![Operation::Launch(vec![task("t1", 1.0)])],
-        refuse_ms: 0,
-    };
-    core.call(&fw, call, 60);
+    launch(&mut core, &fw, &offer, vec![task("t1", 1.0)]);
     core.agent_update("a1", running("t1", "a1", 1));
     let actions = core.register_agent("a1", agent_info("a1"), Vec::new(), 100);
     let lost = updates_in(&actions);
