@@ -23,7 +23,9 @@
 //! container ids on stdin and runs `crun run` for each, so a round costs crun only its own
 //! exec and work.
 //!
-//! The shim is the flotilla binary cargo builds for benches (`CARGO_BIN_EXE_flotilla`).
+//! The shim is the small `flotilla-task-init` binary cargo builds for benches
+//! (`CARGO_BIN_EXE_flotilla-task-init`), as `IsolationConfig::for_flotilla_binary` picks it
+//! when installed; `FLOTILLA_LAUNCH_SHIM=flotilla` uses `flotilla __task-init` instead.
 //! Needs root and writable cgroups; skips with a message otherwise.
 //!
 //! Run: `cargo bench --bench launch` (crun: `benches/peers/install.sh` first).
@@ -45,7 +47,11 @@ use flotilla_actors::agent::driver::isolation::{IsolatingDriver, IsolationConfig
 use flotilla_actors::agent::driver::{LaunchSpec, LogRotation, TaskCommand, TaskDriver, TaskHandle};
 use support::{micros, percentile, quick};
 
-const THREADS: usize = 4;
+/// Launching threads sharing the driver, as an agent launching several tasks at once
+/// (`FLOTILLA_LAUNCH_THREADS` to change).
+fn threads() -> usize {
+    std::env::var("FLOTILLA_LAUNCH_THREADS").ok().and_then(|n| n.parse().ok()).filter(|n| *n > 0).unwrap_or(4)
+}
 const CRUN_CGROUP_PARENT: &str = "flotilla-bench-crun";
 
 fn main() {
@@ -54,7 +60,11 @@ fn main() {
         return;
     }
     let (tasks, rounds) = if quick() { (100, 10) } else { (1000, 100) };
-    let mut config = IsolationConfig::new(env!("CARGO_BIN_EXE_flotilla"), vec![TASK_INIT_SUBCOMMAND.to_owned()]);
+    let mut config = match std::env::var("FLOTILLA_LAUNCH_SHIM").as_deref() {
+        Ok("flotilla") => IsolationConfig::new(env!("CARGO_BIN_EXE_flotilla"), vec![TASK_INIT_SUBCOMMAND.to_owned()]),
+        _ => IsolationConfig::new(env!("CARGO_BIN_EXE_flotilla-task-init"), Vec::new()),
+    };
+    println!("shim: {} {}", config.shim_program.display(), config.shim_args.join(" "));
     config.cgroup_root = format!("flotilla-bench-{}", std::process::id());
     let driver = match IsolatingDriver::new(config.clone()) {
         Ok(driver) => driver,
@@ -114,14 +124,15 @@ struct Launched {
     returned: Duration,
 }
 
-/// (a): `tasks` launches from [`THREADS`] threads.
+/// (a): `tasks` launches from [`threads`] threads.
 fn throughput(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, dir: &Path, tasks: usize) {
     let specs: Vec<LaunchSpec> = (0..tasks).map(|i| spec(dir, &format!("t{i:04}"))).collect();
     let next = AtomicUsize::new(0);
     let launched = Mutex::new(Vec::with_capacity(tasks));
     let started = Instant::now();
+    let threads = threads();
     std::thread::scope(|scope| {
-        for _ in 0..THREADS {
+        for _ in 0..threads {
             scope.spawn(|| {
                 while let Some(spec) = specs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let asked_ns = now_ns();
@@ -147,7 +158,7 @@ fn throughput(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, dir: 
     running.sort();
     returns.sort();
     println!(
-        "launch throughput: {tasks} isolated tasks by {THREADS} threads in {:.2} s = {:.0} tasks/s (goal >= 200)",
+        "launch throughput: {tasks} isolated tasks by {threads} threads in {:.2} s = {:.0} tasks/s (goal >= 200)",
         launching.as_secs_f64(),
         tasks as f64 / launching.as_secs_f64()
     );

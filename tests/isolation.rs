@@ -438,6 +438,19 @@ async fn orphans_are_killed_and_their_cgroups_removed() {
 }
 
 #[tokio::test]
+async fn the_small_shim_binary_runs_tasks_too() {
+    let Some((mut fixture, _)) = Fixture::isolating("small-shim", false) else { return };
+    fixture.config.shim_program = env!("CARGO_BIN_EXE_flotilla-task-init").into();
+    fixture.config.shim_args = Vec::new();
+    let driver = IsolatingDriver::new(fixture.config.clone()).expect("a driver");
+    let spec = fixture.spec("small", "echo hello from $(hostname); exit 7");
+    let handle = driver.launch(&spec).expect("launch");
+    assert_eq!(wait(&driver, &handle).await.code, Some(7));
+    assert_eq!(stdout(&spec), "hello from task-host\n");
+    driver.cleanup(&handle);
+}
+
+#[tokio::test]
 async fn detect_picks_the_isolating_driver_as_root() {
     let Some((fixture, _driver)) = Fixture::isolating("detect", false) else { return };
     let driver = detect(fixture.config.clone());

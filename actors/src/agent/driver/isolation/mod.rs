@@ -5,12 +5,12 @@
 //! # How a task runs
 //!
 //! ```text
-//! agent ──exec──▶ shim ──fork──▶ supervisor (own session, host namespaces, no cgroup)
-//!                  (exits)        │  copies stdout/stderr into the sandbox, rotating;
-//!                                 │  writes <run_dir>/leader, then <run_dir>/exit
-//!                                 └─fork─▶ init = pid 1 of a new pid namespace, in the
-//!                                          task's cgroups, own mount (fresh /proc), uts, ipc
-//!                                          └─exec─▶ the task's command (`sh -c` or argv)
+//! agent ──exec──▶ shim = supervisor (own session, host namespaces, no cgroup)
+//!                   │  copies stdout/stderr into the sandbox, rotating;
+//!                   │  writes <run_dir>/leader, then <run_dir>/exit
+//!                   └─fork─▶ init = pid 1 of a new pid namespace, in the task's cgroups,
+//!                            own mount (fresh /proc), uts and ipc namespaces
+//!                            └─exec─▶ the task's command (`sh -c` or argv)
 //! ```
 //!
 //! The plain driver has no init: the command is the supervisor's child and leads its own
@@ -25,7 +25,9 @@
 //! The agent is multithreaded, and namespaces are made in a fresh single-threaded process,
 //! so the driver execs [`IsolationConfig::shim_program`]: the flotilla binary, whose `main`
 //! calls [`task_init_main`] for the hidden [`TASK_INIT_SUBCOMMAND`] before it starts any
-//! runtime. Tests and benchmarks pass the built binary's path.
+//! runtime — or the same entry point alone in the small `flotilla-task-init` binary
+//! ([`SHIM_BINARY`], preferred by [`IsolationConfig::for_flotilla_binary`] when installed
+//! beside flotilla). Tests and benchmarks pass a built binary's path.
 
 pub mod core;
 
@@ -50,6 +52,9 @@ use self::core::records::{EXIT_FILE, LEADER_FILE, SHIM_LOG_FILE, check_task_id, 
 use self::launch::ShimPlan;
 pub use self::shim::task_init_main;
 use super::{DriverError, DriverFuture, IsolationReport, LaunchSpec, StopSignal, TaskDriver, TaskExit, TaskHandle};
+
+/// The shim-only binary's name (`src/bin/flotilla-task-init.rs` in the flotilla package).
+pub const SHIM_BINARY: &str = "flotilla-task-init";
 
 /// The longest hostname the kernel accepts.
 const MAX_HOSTNAME: usize = 64;
@@ -89,10 +94,17 @@ impl IsolationConfig {
         }
     }
 
-    /// For the flotilla binary itself: the shim is `/proc/self/exe __task-init`, which is
-    /// the running binary even after it was replaced on disk by an upgrade.
+    /// For the flotilla binary itself: the small `flotilla-task-init` binary installed
+    /// beside it when there is one (it execs in half the CPU time of the full binary, which
+    /// matters at hundreds of launches a second; it must come from the same build), else
+    /// `/proc/self/exe __task-init`, which is the running binary even after an upgrade
+    /// replaced it on disk.
     pub fn for_flotilla_binary() -> IsolationConfig {
-        IsolationConfig::new("/proc/self/exe", vec![TASK_INIT_SUBCOMMAND.to_owned()])
+        let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(SHIM_BINARY)));
+        match beside.filter(|path| path.is_file()) {
+            Some(shim) => IsolationConfig::new(shim, Vec::new()),
+            None => IsolationConfig::new("/proc/self/exe", vec![TASK_INIT_SUBCOMMAND.to_owned()]),
+        }
     }
 }
 
@@ -237,6 +249,10 @@ impl Engine {
             }
             Err(error) => {
                 warn!(task = %spec.task_id, %error, "task launch failed");
+                // A plain command may have started before the supervisor failed.
+                if let Some(leader) = process::read_leader(&spec.run_dir) {
+                    let _ = process::signal_leader(&leader, Signal::SIGKILL);
+                }
                 self.release_cgroups(&plan.cgroups);
                 Err(error)
             }
@@ -265,6 +281,7 @@ impl Engine {
         let handle = handle.clone();
         Box::pin(async move {
             process::exited(supervisor_pid(&handle), handle.start_ticks).await;
+            process::reap_child(supervisor_pid(&handle), handle.start_ticks);
             exit_of(&handle)
         })
     }
@@ -300,7 +317,9 @@ impl Engine {
                 warn!(task = %handle.task_id, %error, "cannot kill the task");
             }
             process::kill_process(supervisor_pid(handle), handle.start_ticks);
+            process::wait_gone(&[(supervisor_pid(handle), handle.start_ticks)], self.config.kill_timeout);
         }
+        process::reap_child(supervisor_pid(handle), handle.start_ticks);
         self.release_cgroups(&handle.cgroups);
         for file in [EXIT_FILE, LEADER_FILE, SHIM_LOG_FILE] {
             remove_file(&handle.run_dir.join(file));
@@ -335,6 +354,9 @@ impl Engine {
         }
         if !process::wait_gone(&killed, self.config.kill_timeout) {
             warn!(?killed, "orphan shims still alive after SIGKILL");
+        }
+        for (pid, start_ticks) in killed {
+            process::reap_child(pid, start_ticks);
         }
         if let Some(cgroups) = &self.cgroups {
             for task in cgroups.list_tasks() {

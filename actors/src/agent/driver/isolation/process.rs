@@ -80,6 +80,19 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Reaps `pid` if it is an exited child of this process that started at `start_ticks` (the
+/// supervisor of a task this agent process launched); a no-op for anyone else's process.
+pub(crate) fn reap_child(pid: i32, start_ticks: u64) {
+    let ours = stat(pid).is_some_and(|s| s.start_ticks == start_ticks && !s.is_live() && s.ppid == own_pid());
+    if ours {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+fn own_pid() -> i32 {
+    i32::try_from(std::process::id()).unwrap_or(0)
+}
+
 /// Reads a task's leader record from its run directory.
 pub(crate) fn read_leader(run_dir: &Path) -> Option<LeaderRecord> {
     fs::read_to_string(run_dir.join(LEADER_FILE)).ok().and_then(|s| LeaderRecord::decode(&s))
