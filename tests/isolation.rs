@@ -414,6 +414,57 @@ async fn adoption_works(
     driver.cleanup(&handle);
 }
 
+/// The environment variable that turns [`helper_launches_a_task_and_waits_to_be_killed`] on:
+/// the driver's cgroup root, the task's spec and where to write the handle, as JSON.
+const HELPER: &str = "FLOTILLA_ISOLATION_HELPER";
+
+/// Not a test of its own: the "earlier agent process" of
+/// [`a_task_outlives_the_agent_process_that_launched_it`], which runs this test binary again
+/// with only this test and [`HELPER`] set. Without it, it does nothing.
+#[tokio::test]
+async fn helper_launches_a_task_and_waits_to_be_killed() {
+    let Ok(request) = std::env::var(HELPER) else { return };
+    let (root, spec, handle_file): (String, LaunchSpec, PathBuf) =
+        serde_json::from_str(&request).expect("a helper request");
+    let mut config = Fixture::config("helper");
+    config.cgroup_root = root;
+    let driver = IsolatingDriver::new(config).expect("a driver");
+    let handle = driver.launch(&spec).expect("launch");
+    let temporary = handle_file.with_extension("tmp");
+    fs::write(&temporary, serde_json::to_string(&handle).expect("a handle in JSON")).expect("writing the handle");
+    fs::rename(&temporary, &handle_file).expect("publishing the handle");
+    // Blocks until the parent test kills this process.
+    let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+}
+
+#[tokio::test]
+async fn a_task_outlives_the_agent_process_that_launched_it() {
+    let Some((fixture, driver)) = Fixture::isolating("earlier", false) else { return };
+    let spec = fixture.spec("earlier", "echo ready; sleep 1000");
+    let handle_file = fixture.dir.join("handle.json");
+    let request = serde_json::to_string(&(&fixture.config.cgroup_root, &spec, &handle_file)).expect("JSON");
+    let mut helper = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "helper_launches_a_task_and_waits_to_be_killed", "--test-threads=1"])
+        .env(HELPER, request)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the helper process");
+    wait_until("the helper launched the task", || handle_file.exists());
+    let handle: TaskHandle = serde_json::from_str(&read(&handle_file)).expect("a handle");
+    // The launching "agent" dies without a word; its task does not.
+    helper.kill().expect("SIGKILL to the helper");
+    helper.wait().expect("the helper is reaped");
+    assert!(driver.is_running(&handle), "the supervisor lives on after its agent's SIGKILL");
+    wait_until("the task runs", || stdout(&spec).contains("ready"));
+    let waiting = driver.wait(&handle);
+    driver.signal(&handle, StopSignal::Terminate).expect("terminate");
+    let exit = tokio::time::timeout(PATIENCE, waiting).await.expect("the task ended");
+    assert!(exit.signal == Some(15) || exit.code == Some(143), "{exit:?}");
+    driver.cleanup(&handle);
+    assert!(handle.cgroups.iter().all(|dir| !dir.exists()));
+}
+
 #[tokio::test]
 async fn orphans_are_killed_and_their_cgroups_removed() {
     let Some((fixture, driver)) = Fixture::isolating("orphans", false) else { return };
