@@ -516,6 +516,18 @@ async fn detect_picks_the_isolating_driver_as_root() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn detect_falls_back_to_plain_and_says_why() {
+    let (mut fixture, _) = Fixture::plain("fallback");
+    fixture.config.shim_program = "/no/such/shim".into();
+    let driver = detect(fixture.config.clone());
+    assert_eq!(driver.name(), "plain");
+    let missing = driver.isolation().missing;
+    let why =
+        if nix::unistd::geteuid().is_root() { "a probe task could not be isolated" } else { "not running as root" };
+    assert!(missing[0].contains(why), "{missing:?}");
+}
+
+#[tokio::test]
 async fn plain_reports_what_is_missing() {
     let (_fixture, driver) = Fixture::plain("plain-report");
     assert_eq!(driver.name(), "plain");

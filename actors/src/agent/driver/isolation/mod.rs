@@ -51,7 +51,10 @@ pub use self::core::records::TASK_INIT_SUBCOMMAND;
 use self::core::records::{EXIT_FILE, LEADER_FILE, SHIM_LOG_FILE, check_task_id, decode_exit, with_oom};
 use self::launch::ShimPlan;
 pub use self::shim::task_init_main;
-use super::{DriverError, DriverFuture, IsolationReport, LaunchSpec, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use super::{
+    DriverError, DriverFuture, IsolationReport, LaunchSpec, LogRotation, StopSignal, TaskCommand, TaskDriver, TaskExit,
+    TaskHandle,
+};
 
 /// The shim-only binary's name (`src/bin/flotilla-task-init.rs` in the flotilla package).
 pub const SHIM_BINARY: &str = "flotilla-task-init";
@@ -109,9 +112,11 @@ impl IsolationConfig {
 }
 
 /// Picks the isolating driver when this process can isolate (root, writable cgroups with
-/// cpu and memory controllers), the plain driver otherwise; logs which and why.
+/// cpu and memory controllers, and a probe task that really gets its namespaces — a
+/// container may deny `unshare` even to root), the plain driver otherwise; logs which and
+/// why.
 pub fn detect(config: IsolationConfig) -> Arc<dyn TaskDriver> {
-    match IsolatingDriver::new(config.clone()) {
+    match IsolatingDriver::new(config.clone()).and_then(|driver| driver.probe().map(|()| driver)) {
         Ok(driver) => Arc::new(driver),
         Err(why) => Arc::new(PlainDriver::new(config, &why)),
     }
@@ -133,6 +138,40 @@ impl IsolatingDriver {
         let cgroups = Cgroups::prepare(&config.cgroup_root, config.ignore_unified)?;
         info!(root = %config.cgroup_root, provided = ?cgroups.provided(), missing = ?cgroups.missing(), "isolating task driver ready");
         Ok(IsolatingDriver { engine: Engine { config, cgroups: Some(cgroups.clone()) }, cgroups })
+    }
+}
+
+impl IsolatingDriver {
+    fn config(&self) -> &IsolationConfig {
+        &self.engine.config
+    }
+
+    /// Launches `true` in a scratch directory and cleans it up: proves the shim runs and the
+    /// namespaces and cgroups can be made here.
+    pub fn probe(&self) -> Result<(), String> {
+        let scratch = std::env::temp_dir().join(format!("flotilla-probe-{}", std::process::id()));
+        let (sandbox, run_dir) = (scratch.join("sandbox"), scratch.join("run"));
+        let made = fs::create_dir_all(&sandbox).and_then(|()| fs::create_dir_all(&run_dir));
+        made.map_err(|e| format!("cannot create the probe directory {} ({e})", scratch.display()))?;
+        let spec = LaunchSpec {
+            task_id: format!("probe-{}", std::process::id()),
+            command: TaskCommand { shell: false, value: "/bin/true".to_owned(), arguments: vec!["true".to_owned()] },
+            env: Default::default(),
+            sandbox,
+            run_dir,
+            cpu_millis: 100,
+            mem_bytes: 64 << 20,
+            hostname: "probe".to_owned(),
+            logs: LogRotation::default(),
+        };
+        let launched = self.engine.launch(&spec);
+        if let Ok(handle) = &launched {
+            // `true` ends at once; its supervisor follows after writing the exit record.
+            process::wait_gone(&[(supervisor_pid(handle), handle.start_ticks)], self.config().launch_timeout);
+            self.engine.cleanup(handle);
+        }
+        let _ = fs::remove_dir_all(&scratch);
+        launched.map(|_| ()).map_err(|e| format!("a probe task could not be isolated: {e}"))
     }
 }
 

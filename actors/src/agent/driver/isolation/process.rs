@@ -140,7 +140,7 @@ pub(crate) fn wait_gone(processes: &[(i32, u64)], timeout: Duration) -> bool {
 }
 
 /// Every live process whose command line is a shim of the driver with this cgroup root (the
-/// supervisor, the init forked from it and a launch's first process all match).
+/// supervisor and the init forked from it both match).
 pub(crate) fn shims(driver_root: &str) -> Vec<(i32, u64, ShimArgs)> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();

@@ -1,21 +1,23 @@
-//! The task shim: the hidden `flotilla __task-init` subcommand, run in a fresh,
-//! single-threaded process (the flotilla binary dispatches it before it builds any runtime).
+//! The task shim: the hidden `flotilla __task-init` subcommand (or the small
+//! `flotilla-task-init` binary), run in a fresh, single-threaded process — both dispatch it
+//! before anything could start a thread.
 //!
 //! Two roles, one binary image:
 //! 1. **supervisor** (exec'd by the agent; host namespaces, outside the task's cgroups, so a
 //!    kill of the cgroups or an OOM kill never takes it): reads the plan from stdin, makes
-//!    its own session (so it outlives the agent); when isolating, unshares a pid
-//!    namespace for its next child; starts the leader (below); writes
-//!    the leader record and `ready`; then copies the task's stdout/stderr into the sandbox
-//!    with rotation, forwards SIGTERM, and when the leader ends writes the exit record
-//!    (with the OOM counter read from the memory cgroup) by temp file + rename.
+//!    its own session (so it outlives the agent); when isolating, unshares a pid namespace
+//!    for its next child; starts the leader (below); writes the leader record and `ready`;
+//!    then copies the task's stdout/stderr into the sandbox with rotation, forwards SIGTERM,
+//!    and when the leader ends writes the exit record (with the OOM counter read from the
+//!    memory cgroup) by temp file + rename.
 //! 2. **init** (isolating only): forked after the unshare, so it is pid 1 of the new pid
 //!    namespace — the task's command never is, since pid 1 ignores SIGTERM without a
 //!    handler. It waits until the supervisor has moved it into the cgroups, makes its own
 //!    mount, uts and ipc namespaces (every mount private first, so the fresh /proc it mounts
-//!    does not propagate to the host; the hostname set), starts the command, forwards SIGTERM to every process of the namespace, reaps
-//!    orphans, and hands the command's status to the supervisor before it exits (which
-//!    kills whatever is left in the namespace).
+//!    does not propagate to the host; the hostname set), starts the command, forwards
+//!    SIGTERM to every process of the namespace, reaps orphans, and hands the command's
+//!    status to the supervisor before it exits (which kills whatever is left in the
+//!    namespace).
 //!
 //! Without isolation (the plain driver) the leader is the command itself, in its own
 //! process group; when it exits the supervisor kills the rest of the group, as the isolating
