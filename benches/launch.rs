@@ -83,6 +83,39 @@ fn main() {
     let _ = fs::remove_dir_all(&work);
 }
 
+/// CPU time used so far, from `/proc/self/stat`: this process's own (the agent side of
+/// launches, waits and cleanups) and its reaped children's (each supervisor, and through it
+/// the init and the task). A launch's CPU cost does not depend on what else the machine runs,
+/// unlike its latency.
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: Duration,
+    children: Duration,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+            .unwrap_or_default();
+        // utime, stime, cutime, cstime are fields 14 to 17; the list starts at field 3.
+        let ticks = |field: usize| fields.get(field - 3).copied().unwrap_or(0);
+        let time = |ticks: u64| Duration::from_millis(ticks * 1000 / CLOCK_TICKS);
+        Cpu { own: time(ticks(14) + ticks(15)), children: time(ticks(16) + ticks(17)) }
+    }
+
+    /// Milliseconds of CPU per item since `earlier`: (own, children).
+    fn per(&self, earlier: Cpu, items: usize) -> (f64, f64) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0 / items as f64;
+        (ms(self.own - earlier.own), ms(self.children - earlier.children))
+    }
+}
+
+/// `getconf CLK_TCK` on Linux.
+const CLOCK_TICKS: u64 = 100;
+
 /// Wall-clock nanoseconds, the clock `date +%s%N` prints.
 fn now_ns() -> i128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
@@ -129,6 +162,7 @@ fn throughput(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, dir: 
     let specs: Vec<LaunchSpec> = (0..tasks).map(|i| spec(dir, &format!("t{i:04}"))).collect();
     let next = AtomicUsize::new(0);
     let launched = Mutex::new(Vec::with_capacity(tasks));
+    let cpu = Cpu::now();
     let started = Instant::now();
     let threads = threads();
     std::thread::scope(|scope| {
@@ -153,6 +187,7 @@ fn throughput(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, dir: 
         driver.cleanup(&task.handle);
     }
     let finished = finishing.elapsed();
+    let (own, children) = Cpu::now().per(cpu, tasks);
     let mut running: Vec<Duration> = launched.iter().map(|t| started_after(&t.spec, t.asked_ns)).collect();
     let mut returns: Vec<Duration> = launched.iter().map(|t| t.returned).collect();
     running.sort();
@@ -174,6 +209,9 @@ fn throughput(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, dir: 
         finished.as_secs_f64(),
         tasks as f64 / finished.as_secs_f64()
     );
+    println!(
+        "  CPU per task: {own:.2} ms in the agent (launch, wait, cleanup) + {children:.2} ms in shim, init and task"
+    );
 }
 
 /// (b): one task at a time, Flotilla and crun alternating.
@@ -186,6 +224,7 @@ fn side_by_side(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, wor
         }
     };
     let dir = work.join("single");
+    let cpu = Cpu::now();
     let mut ours = Vec::with_capacity(rounds);
     let mut theirs = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -217,8 +256,14 @@ fn side_by_side(driver: &IsolatingDriver, runtime: &tokio::runtime::Runtime, wor
             median.as_secs_f64() / crun_median.as_secs_f64()
         );
     }
+    // Every supervisor is reaped by now; the crun loop's children are counted when it ends.
+    let before_crun = Cpu::now();
+    let (own, children) = before_crun.per(cpu, rounds);
+    println!("  CPU per launch: flotilla {own:.2} ms in the agent + {children:.2} ms in shim, init and task");
     if let Some(crun) = crun {
         crun.stop();
+        let (_, crun_cpu) = Cpu::now().per(before_crun, rounds);
+        println!("                  crun {crun_cpu:.2} ms (crun, its container process and the task)");
     }
 }
 

@@ -149,10 +149,13 @@ fn process_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The host pid of the task's leader (the init, or the plain command).
+/// The host pid of the task's leader: the plain command (from its leader record), or the
+/// init (the supervisor's only child).
 fn leader_pid(handle: &TaskHandle) -> i32 {
     let record = read(handle.run_dir.join("leader"));
-    record.split_whitespace().nth(1).and_then(|pid| pid.parse().ok()).expect("a leader record")
+    let children = read(format!("/proc/{0}/task/{0}/children", handle.pid));
+    let from_record = record.split_whitespace().nth(1).and_then(|pid| pid.parse().ok());
+    from_record.or_else(|| children.split_whitespace().next()?.parse().ok()).expect("a leader")
 }
 
 #[tokio::test]

@@ -289,7 +289,7 @@ impl Engine {
             Err(error) => {
                 warn!(task = %spec.task_id, %error, "task launch failed");
                 // A plain command may have started before the supervisor failed.
-                if let Some(leader) = process::read_leader(&spec.run_dir) {
+                if let Some(leader) = process::leader_record(&spec.run_dir) {
                     let _ = process::signal_leader(&leader, Signal::SIGKILL);
                 }
                 self.release_cgroups(&plan.cgroups);
@@ -333,18 +333,21 @@ impl Engine {
         if !Engine::is_running(handle) {
             return Err(DriverError::NotRunning(handle.task_id.clone()));
         }
-        let leader = process::read_leader(&handle.run_dir).ok_or_else(|| {
-            DriverError::Io(format!("task {}: no leader record in {}", handle.task_id, handle.run_dir.display()))
-        })?;
-        let signalled = match signal {
-            StopSignal::Terminate => process::signal_leader(&leader, Signal::SIGTERM),
-            StopSignal::Kill => {
-                cgroups::kill_all(&handle.cgroups, self.config.kill_timeout).map_err(DriverError::Io)?;
-                process::signal_leader(&leader, Signal::SIGKILL)
-            }
-        };
-        signalled
-            .map_err(|e| DriverError::Io(format!("task {}: cannot signal pid {} ({e})", handle.task_id, leader.pid)))?;
+        let leader = process::find_leader(supervisor_pid(handle), handle.start_ticks, &handle.run_dir);
+        if leader.is_none() && handle.cgroups.is_empty() {
+            let where_ = handle.run_dir.display();
+            return Err(DriverError::Io(format!("task {}: no leader record in {where_}", handle.task_id)));
+        }
+        if signal == StopSignal::Kill {
+            cgroups::kill_all(&handle.cgroups, self.config.kill_timeout).map_err(DriverError::Io)?;
+        }
+        // No leader with cgroups: the init has just ended and the task with it.
+        if let Some(leader) = leader {
+            let number = if signal == StopSignal::Kill { Signal::SIGKILL } else { Signal::SIGTERM };
+            process::signal_leader(&leader, number).map_err(|e| {
+                DriverError::Io(format!("task {}: cannot signal pid {} ({e})", handle.task_id, leader.pid))
+            })?;
+        }
         info!(task = %handle.task_id, ?signal, "task signalled");
         Ok(())
     }
@@ -384,7 +387,7 @@ impl Engine {
             if keep.contains(&shim.task_id) {
                 continue;
             }
-            if let Some(leader) = process::read_leader(&shim.run_dir) {
+            if let Some(leader) = process::find_leader(pid, start_ticks, &shim.run_dir) {
                 let _ = process::signal_leader(&leader, Signal::SIGKILL);
             }
             process::kill_process(pid, start_ticks);

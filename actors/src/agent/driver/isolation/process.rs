@@ -93,9 +93,26 @@ fn own_pid() -> i32 {
     i32::try_from(std::process::id()).unwrap_or(0)
 }
 
-/// Reads a task's leader record from its run directory.
-pub(crate) fn read_leader(run_dir: &Path) -> Option<LeaderRecord> {
+/// The leader record in a task's run directory (plain tasks only).
+pub(crate) fn leader_record(run_dir: &Path) -> Option<LeaderRecord> {
     fs::read_to_string(run_dir.join(LEADER_FILE)).ok().and_then(|s| LeaderRecord::decode(&s))
+}
+
+/// A task's leader: the leader record in its run directory (a plain task's command), or
+/// else the supervisor's only child — an isolated task's init, for which the supervisor
+/// writes no record (one file less per launch): the child cannot be reaped, so its pid not
+/// reused, by anyone but the supervisor. `None` once the leader is gone.
+pub(crate) fn find_leader(supervisor: i32, start_ticks: u64, run_dir: &Path) -> Option<LeaderRecord> {
+    if let Some(record) = leader_record(run_dir) {
+        return Some(record);
+    }
+    if !is_alive(supervisor, start_ticks) {
+        return None;
+    }
+    let children = fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
+    let stat = stat(pid).filter(ProcStat::is_live)?;
+    Some(LeaderRecord { kind: LeaderKind::Init, pid, start_ticks: stat.start_ticks })
 }
 
 /// Signals a task's leader the way its kind asks: the init alone (it forwards SIGTERM inside

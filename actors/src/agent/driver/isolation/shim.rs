@@ -6,7 +6,8 @@
 //! 1. **supervisor** (exec'd by the agent; host namespaces, outside the task's cgroups, so a
 //!    kill of the cgroups or an OOM kill never takes it): reads the plan from stdin, makes
 //!    its own session (so it outlives the agent); when isolating, unshares a pid namespace
-//!    for its next child; starts the leader (below); writes the leader record and `ready`;
+//!    for its next child; starts the leader (below); writes the leader record (plain only)
+//!    and `ready`;
 //!    then copies the task's stdout/stderr into the sandbox with rotation, forwards SIGTERM,
 //!    and when the leader ends writes the exit record (with the OOM counter read from the
 //!    memory cgroup) by temp file + rename.
@@ -133,9 +134,12 @@ fn supervise(shim: &ShimArgs, plan: &ShimPlan) -> i32 {
             return 1;
         }
     };
-    if let Err(error) = write_atomically(&shim.run_dir, LEADER_FILE, &task.leader.encode()) {
+    // A plain command leads the task on its own; an init is found as the supervisor's only
+    // child (see `process::find_leader`).
+    let record =
+        if plan.isolate { Ok(()) } else { write_atomically(&shim.run_dir, LEADER_FILE, &task.leader.encode()) };
+    if let Err(error) = record {
         let _ = process::signal_leader(&task.leader, Signal::SIGKILL);
-        cgroups_kill(&plan.cgroups);
         say(&Handshake::Error(format!("cannot write the leader record in {} ({error})", shim.run_dir.display())));
         return 1;
     }
@@ -150,10 +154,6 @@ fn supervise(shim: &ShimArgs, plan: &ShimPlan) -> i32 {
             1
         }
     }
-}
-
-fn cgroups_kill(dirs: &[PathBuf]) {
-    let _ = cgroups::kill_all(dirs, Duration::from_secs(5));
 }
 
 /// The supervisor's start time, read before any /proc is mounted over.
