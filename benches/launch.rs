@@ -65,6 +65,9 @@ fn main() {
         _ => IsolationConfig::new(env!("CARGO_BIN_EXE_flotilla-task-init"), Vec::new()),
     };
     println!("shim: {} {}", config.shim_program.display(), config.shim_args.join(" "));
+    // Launches are process creation, so the figures move with whatever else the cores run.
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     config.cgroup_root = format!("flotilla-bench-{}", std::process::id());
     let driver = match IsolatingDriver::new(config.clone()) {
         Ok(driver) => driver,
