@@ -17,8 +17,10 @@
 //! process group. Either way a [`TaskHandle`] names the supervisor by pid and start time, and
 //! everything else a later agent process needs is in the run directory and the handle's
 //! cgroup list, so `wait`, `is_running`, `signal` and `cleanup` work on handles from an
-//! earlier agent process. See [`shim`] for the three processes, [`cgroups`] for the cgroup
-//! work and [`core`] for the pure parts.
+//! earlier agent process. `wait` watches the supervisor through a pidfd registered with the
+//! tokio reactor, so it must be polled on a runtime with I/O enabled (the agent's is); the
+//! other methods are blocking calls bounded by the configured timeouts. See `shim.rs` for the
+//! processes, `cgroups.rs` for the cgroup work and [`core`] for the pure parts.
 //!
 //! # The shim binary
 //!
