@@ -42,7 +42,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flotilla_actors::agent::driver::isolation::core::mountinfo::CgroupMounts;
+use flotilla_actors::agent::driver::isolation::core::mountinfo::unescape;
 use flotilla_actors::agent::driver::isolation::{IsolatingDriver, IsolationConfig, TASK_INIT_SUBCOMMAND};
 use flotilla_actors::agent::driver::{LaunchSpec, LogRotation, TaskCommand, TaskDriver, TaskHandle};
 use support::{micros, percentile, quick};
@@ -354,10 +354,17 @@ fn make_bundle(bundle: &Path) -> Result<(), String> {
     fs::write(&path, config.to_string()).map_err(|e| format!("cannot write {} ({e})", path.display()))
 }
 
-/// Removes the benchmark's cgroup roots (empty by now) from every hierarchy.
+/// Removes the benchmark's cgroup roots (empty by now) from every cgroup hierarchy, named
+/// ones included (crun also makes its cgroup in `name=systemd`).
 fn remove_roots(roots: &[&str]) {
-    let mounts = CgroupMounts::parse(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    for mount in mounts.v1.into_values().chain(mounts.unified) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = mountinfo.lines().filter_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mountpoint = before.split(' ').nth(4)?;
+        let cgroup = after.starts_with("cgroup ") || after.starts_with("cgroup2 ");
+        cgroup.then(|| PathBuf::from(unescape(mountpoint)))
+    });
+    for mount in mounts.collect::<Vec<_>>() {
         for root in roots {
             let dir = mount.join(root);
             if let Ok(entries) = fs::read_dir(&dir) {
