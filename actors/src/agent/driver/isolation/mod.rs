@@ -43,6 +43,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -151,12 +152,15 @@ impl IsolatingDriver {
     /// Launches `true` in a scratch directory and cleans it up: proves the shim runs and the
     /// namespaces and cgroups can be made here.
     pub fn probe(&self) -> Result<(), String> {
-        let scratch = std::env::temp_dir().join(format!("flotilla-probe-{}", std::process::id()));
+        // One per probe, as drivers of different roots may probe at once in one process.
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let probe = PROBES.fetch_add(1, Ordering::Relaxed);
+        let scratch = std::env::temp_dir().join(format!("flotilla-probe-{}-{probe}", std::process::id()));
         let (sandbox, run_dir) = (scratch.join("sandbox"), scratch.join("run"));
         let made = fs::create_dir_all(&sandbox).and_then(|()| fs::create_dir_all(&run_dir));
         made.map_err(|e| format!("cannot create the probe directory {} ({e})", scratch.display()))?;
         let spec = LaunchSpec {
-            task_id: format!("probe-{}", std::process::id()),
+            task_id: format!("probe-{}-{probe}", std::process::id()),
             command: TaskCommand { shell: false, value: "/bin/true".to_owned(), arguments: vec!["true".to_owned()] },
             env: Default::default(),
             sandbox,
