@@ -12,5 +12,7 @@ for bench in restart_latency actor_overhead transport; do
     echo "== $bench (pinned: taskset -c 0)"
     taskset -c 0 cargo bench -q --bench "$bench"
 done
+echo "== launch (isolating driver beside crun; needs root)"
+cargo bench -q --bench launch
 echo "== consensus"
 cargo bench -q --bench consensus

@@ -149,10 +149,13 @@ fn process_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The host pid of the task's leader (the init, or the plain command).
+/// The host pid of the task's leader: the plain command (from its leader record), or the
+/// init (the supervisor's only child).
 fn leader_pid(handle: &TaskHandle) -> i32 {
     let record = read(handle.run_dir.join("leader"));
-    record.split_whitespace().nth(1).and_then(|pid| pid.parse().ok()).expect("a leader record")
+    let children = read(format!("/proc/{0}/task/{0}/children", handle.pid));
+    let from_record = record.split_whitespace().nth(1).and_then(|pid| pid.parse().ok());
+    from_record.or_else(|| children.split_whitespace().next()?.parse().ok()).expect("a leader")
 }
 
 #[tokio::test]
@@ -414,6 +417,57 @@ async fn adoption_works(
     driver.cleanup(&handle);
 }
 
+/// The environment variable that turns [`helper_launches_a_task_and_waits_to_be_killed`] on:
+/// the driver's cgroup root, the task's spec and where to write the handle, as JSON.
+const HELPER: &str = "FLOTILLA_ISOLATION_HELPER";
+
+/// Not a test of its own: the "earlier agent process" of
+/// [`a_task_outlives_the_agent_process_that_launched_it`], which runs this test binary again
+/// with only this test and [`HELPER`] set. Without it, it does nothing.
+#[tokio::test]
+async fn helper_launches_a_task_and_waits_to_be_killed() {
+    let Ok(request) = std::env::var(HELPER) else { return };
+    let (root, spec, handle_file): (String, LaunchSpec, PathBuf) =
+        serde_json::from_str(&request).expect("a helper request");
+    let mut config = Fixture::config("helper");
+    config.cgroup_root = root;
+    let driver = IsolatingDriver::new(config).expect("a driver");
+    let handle = driver.launch(&spec).expect("launch");
+    let temporary = handle_file.with_extension("tmp");
+    fs::write(&temporary, serde_json::to_string(&handle).expect("a handle in JSON")).expect("writing the handle");
+    fs::rename(&temporary, &handle_file).expect("publishing the handle");
+    // Blocks until the parent test kills this process.
+    let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+}
+
+#[tokio::test]
+async fn a_task_outlives_the_agent_process_that_launched_it() {
+    let Some((fixture, driver)) = Fixture::isolating("earlier", false) else { return };
+    let spec = fixture.spec("earlier", "echo ready; sleep 1000");
+    let handle_file = fixture.dir.join("handle.json");
+    let request = serde_json::to_string(&(&fixture.config.cgroup_root, &spec, &handle_file)).expect("JSON");
+    let mut helper = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "helper_launches_a_task_and_waits_to_be_killed", "--test-threads=1"])
+        .env(HELPER, request)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the helper process");
+    wait_until("the helper launched the task", || handle_file.exists());
+    let handle: TaskHandle = serde_json::from_str(&read(&handle_file)).expect("a handle");
+    // The launching "agent" dies without a word; its task does not.
+    helper.kill().expect("SIGKILL to the helper");
+    helper.wait().expect("the helper is reaped");
+    assert!(driver.is_running(&handle), "the supervisor lives on after its agent's SIGKILL");
+    wait_until("the task runs", || stdout(&spec).contains("ready"));
+    let waiting = driver.wait(&handle);
+    driver.signal(&handle, StopSignal::Terminate).expect("terminate");
+    let exit = tokio::time::timeout(PATIENCE, waiting).await.expect("the task ended");
+    assert!(exit.signal == Some(15) || exit.code == Some(143), "{exit:?}");
+    driver.cleanup(&handle);
+    assert!(handle.cgroups.iter().all(|dir| !dir.exists()));
+}
+
 #[tokio::test]
 async fn orphans_are_killed_and_their_cgroups_removed() {
     let Some((fixture, driver)) = Fixture::isolating("orphans", false) else { return };
@@ -438,6 +492,19 @@ async fn orphans_are_killed_and_their_cgroups_removed() {
 }
 
 #[tokio::test]
+async fn the_small_shim_binary_runs_tasks_too() {
+    let Some((mut fixture, _)) = Fixture::isolating("small-shim", false) else { return };
+    fixture.config.shim_program = env!("CARGO_BIN_EXE_flotilla-task-init").into();
+    fixture.config.shim_args = Vec::new();
+    let driver = IsolatingDriver::new(fixture.config.clone()).expect("a driver");
+    let spec = fixture.spec("small", "echo hello from $(hostname); exit 7");
+    let handle = driver.launch(&spec).expect("launch");
+    assert_eq!(wait(&driver, &handle).await.code, Some(7));
+    assert_eq!(stdout(&spec), "hello from task-host\n");
+    driver.cleanup(&handle);
+}
+
+#[tokio::test]
 async fn detect_picks_the_isolating_driver_as_root() {
     let Some((fixture, _driver)) = Fixture::isolating("detect", false) else { return };
     let driver = detect(fixture.config.clone());
@@ -450,6 +517,18 @@ async fn detect_picks_the_isolating_driver_as_root() {
 // ---------------------------------------------------------------------------------------------
 // The plain driver (forced, so these run as root too).
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn detect_falls_back_to_plain_and_says_why() {
+    let (mut fixture, _) = Fixture::plain("fallback");
+    fixture.config.shim_program = "/no/such/shim".into();
+    let driver = detect(fixture.config.clone());
+    assert_eq!(driver.name(), "plain");
+    let missing = driver.isolation().missing;
+    let why =
+        if nix::unistd::geteuid().is_root() { "a probe task could not be isolated" } else { "not running as root" };
+    assert!(missing[0].contains(why), "{missing:?}");
+}
 
 #[tokio::test]
 async fn plain_reports_what_is_missing() {

@@ -32,3 +32,4 @@ need() {
 need escript erlang-base   # benches/peers/restart_latency.erl
 need etcd etcd-server      # benches/consensus.rs (3-member cluster on loopback)
 need etcdctl etcd-client   # benches/consensus.rs (manual inspection of the cluster)
+need crun crun               # benches/launch.rs (OCI runtime beside the isolating driver)

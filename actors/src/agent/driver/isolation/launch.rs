@@ -2,27 +2,25 @@
 //!
 //! The agent is a multithreaded tokio process, and `unshare(CLONE_NEWNS)` refuses a
 //! multithreaded caller, so the namespaces are made in a freshly exec'd, single-threaded
-//! process: the shim (`flotilla __task-init`, see [`super::shim`]). Its first process reads
-//! the plan from stdin, forks the supervisor and exits at once, so the supervisor is never
-//! the agent's child: no zombie is left if the agent never waits, the supervisor lives on
-//! when the agent dies, and a task from an earlier agent process is watched exactly like a
-//! fresh one (by pid and start time).
+//! process: the shim (`flotilla __task-init`, see [`super::shim`]), which becomes the task's
+//! supervisor. It reads the plan from stdin, starts its own session (so it lives on when the
+//! agent dies) and says `ready` once the command has started. It is the launching agent's
+//! child, but nothing here relies on that: a task from an earlier agent process is watched
+//! exactly like a fresh one (by pid and start time), and the agent reaps its own children
+//! when it sees them exit ([`super::process::reap_child`]). One exec per launch, as process
+//! creation is the dominant cost of a launch.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::IsolationConfig;
-use super::core::records::{Handshake, SHIM_LOG_FILE, ShimArgs};
+use super::core::records::{Handshake, ShimArgs};
 use crate::agent::driver::{DriverError, LaunchSpec};
 
 /// What the shim is told on its stdin (postcard): the spec, whether to isolate, and the
@@ -50,12 +48,6 @@ pub(crate) fn start(config: &IsolationConfig, plan: &ShimPlan) -> Result<Started
         task_id: spec.task_id.clone(),
         run_dir: spec.run_dir.clone(),
     };
-    let log_path = spec.run_dir.join(SHIM_LOG_FILE);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| DriverError::Launch(format!("cannot open {} ({e})", log_path.display())))?;
     let bytes =
         postcard::to_stdvec(plan).map_err(|e| DriverError::Launch(format!("cannot encode the launch plan ({e})")))?;
     let mut child = Command::new(&config.shim_program)
@@ -64,10 +56,9 @@ pub(crate) fn start(config: &IsolationConfig, plan: &ShimPlan) -> Result<Started
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        // Out of the agent's process group at once, so a Ctrl-C to the agent's terminal
-        // never reaches it; the supervisor then makes its own session.
-        .process_group(0)
+        // The shim reports launch errors in its handshake and writes later trouble to
+        // <run_dir>/shim.log itself, only when there is any: a file created per launch costs.
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| {
             DriverError::Launch(format!(
@@ -75,13 +66,15 @@ pub(crate) fn start(config: &IsolationConfig, plan: &ShimPlan) -> Result<Started
                 config.shim_program.display()
             ))
         })?;
-    let outcome = hand_over(&mut child, &bytes, config.launch_timeout);
-    // The first shim process exits as soon as it forked the supervisor; reap it.
-    let _ = child.wait();
-    outcome.map_err(|message| DriverError::Launch(format!("{message} (shim log: {})", log_path.display())))
+    hand_over(&mut child, &bytes, config.launch_timeout).map_err(|message| {
+        // The supervisor gave up (and exits) or hangs: either way it is ended and reaped here.
+        let _ = child.kill();
+        let _ = child.wait();
+        DriverError::Launch(message)
+    })
 }
 
-/// Writes the plan, then reads handshake lines until the supervisor says ready or error.
+/// Writes the plan, then reads the supervisor's handshake line: ready or error.
 fn hand_over(child: &mut Child, plan: &[u8], timeout: Duration) -> Result<Started, String> {
     let written = child.stdin.take().map(|mut stdin| stdin.write_all(plan));
     if let Some(Err(error)) = written {
@@ -89,32 +82,17 @@ fn hand_over(child: &mut Child, plan: &[u8], timeout: Duration) -> Result<Starte
     }
     let Some(stdout) = child.stdout.take() else { return Err("the shim has no stdout pipe".to_owned()) };
     let mut reader = LineReader { stdout, buffer: Vec::new(), deadline: Instant::now() + timeout };
-    let mut supervisor = None;
-    loop {
-        let line = match reader.next_line() {
-            Ok(line) => line,
-            Err(error) => {
-                if let Some(pid) = supervisor {
-                    // Kills the supervisor's session group (it and its init, or the command).
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                return Err(error);
-            }
-        };
-        match Handshake::decode(&line) {
-            Some(Handshake::Pid(pid)) => supervisor = Some(pid),
-            Some(Handshake::Ready { pid, start_ticks }) => return Ok(Started { pid, start_ticks }),
-            Some(Handshake::Error(message)) => return Err(message),
-            None => {
-                return Err(format!(
-                    "the shim said {line:?}, which is not a handshake line: is shim_program a flotilla binary?"
-                ));
-            }
+    let line = reader.next_line()?;
+    match Handshake::decode(&line) {
+        Some(Handshake::Ready { pid, start_ticks }) => Ok(Started { pid, start_ticks }),
+        Some(Handshake::Error(message)) => Err(message),
+        None => {
+            Err(format!("the shim said {line:?}, which is not a handshake line: is shim_program a flotilla binary?"))
         }
     }
 }
 
-/// Reads lines from the shim's stdout with a deadline.
+/// Reads a line from the shim's stdout with a deadline.
 struct LineReader {
     stdout: ChildStdout,
     buffer: Vec<u8>,

@@ -5,27 +5,31 @@
 //! # How a task runs
 //!
 //! ```text
-//! agent ──exec──▶ shim ──fork──▶ supervisor (own session, host namespaces, no cgroup)
-//!                  (exits)        │  copies stdout/stderr into the sandbox, rotating;
-//!                                 │  writes <run_dir>/leader, then <run_dir>/exit
-//!                                 └─fork─▶ init = pid 1 of a new pid namespace, in the
-//!                                          task's cgroups, own mount (fresh /proc), uts, ipc
-//!                                          └─exec─▶ the task's command (`sh -c` or argv)
+//! agent ──exec──▶ shim = supervisor (own session, host namespaces, no cgroup)
+//!                   │  copies stdout/stderr into the sandbox, rotating;
+//!                   │  writes <run_dir>/leader, then <run_dir>/exit
+//!                   └─fork─▶ init = pid 1 of a new pid namespace, in the task's cgroups,
+//!                            own mount (fresh /proc), uts and ipc namespaces
+//!                            └─exec─▶ the task's command (`sh -c` or argv)
 //! ```
 //!
 //! The plain driver has no init: the command is the supervisor's child and leads its own
 //! process group. Either way a [`TaskHandle`] names the supervisor by pid and start time, and
 //! everything else a later agent process needs is in the run directory and the handle's
 //! cgroup list, so `wait`, `is_running`, `signal` and `cleanup` work on handles from an
-//! earlier agent process. See [`shim`] for the three processes, [`cgroups`] for the cgroup
-//! work and [`core`] for the pure parts.
+//! earlier agent process. `wait` watches the supervisor through a pidfd registered with the
+//! tokio reactor, so it must be polled on a runtime with I/O enabled (the agent's is); the
+//! other methods are blocking calls bounded by the configured timeouts. See `shim.rs` for the
+//! processes, `cgroups.rs` for the cgroup work and [`core`] for the pure parts.
 //!
 //! # The shim binary
 //!
 //! The agent is multithreaded, and namespaces are made in a fresh single-threaded process,
 //! so the driver execs [`IsolationConfig::shim_program`]: the flotilla binary, whose `main`
 //! calls [`task_init_main`] for the hidden [`TASK_INIT_SUBCOMMAND`] before it starts any
-//! runtime. Tests and benchmarks pass the built binary's path.
+//! runtime — or the same entry point alone in the small `flotilla-task-init` binary
+//! ([`SHIM_BINARY`], preferred by [`IsolationConfig::for_flotilla_binary`] when installed
+//! beside flotilla). Tests and benchmarks pass a built binary's path.
 
 pub mod core;
 
@@ -39,6 +43,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -49,7 +54,13 @@ pub use self::core::records::TASK_INIT_SUBCOMMAND;
 use self::core::records::{EXIT_FILE, LEADER_FILE, SHIM_LOG_FILE, check_task_id, decode_exit, with_oom};
 use self::launch::ShimPlan;
 pub use self::shim::task_init_main;
-use super::{DriverError, DriverFuture, IsolationReport, LaunchSpec, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use super::{
+    DriverError, DriverFuture, IsolationReport, LaunchSpec, LogRotation, StopSignal, TaskCommand, TaskDriver, TaskExit,
+    TaskHandle,
+};
+
+/// The shim-only binary's name (`src/bin/flotilla-task-init.rs` in the flotilla package).
+pub const SHIM_BINARY: &str = "flotilla-task-init";
 
 /// The longest hostname the kernel accepts.
 const MAX_HOSTNAME: usize = 64;
@@ -89,17 +100,26 @@ impl IsolationConfig {
         }
     }
 
-    /// For the flotilla binary itself: the shim is `/proc/self/exe __task-init`, which is
-    /// the running binary even after it was replaced on disk by an upgrade.
+    /// For the flotilla binary itself: the small `flotilla-task-init` binary installed
+    /// beside it when there is one (it execs in half the CPU time of the full binary, which
+    /// matters at hundreds of launches a second; it must come from the same build), else
+    /// `/proc/self/exe __task-init`, which is the running binary even after an upgrade
+    /// replaced it on disk.
     pub fn for_flotilla_binary() -> IsolationConfig {
-        IsolationConfig::new("/proc/self/exe", vec![TASK_INIT_SUBCOMMAND.to_owned()])
+        let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(SHIM_BINARY)));
+        match beside.filter(|path| path.is_file()) {
+            Some(shim) => IsolationConfig::new(shim, Vec::new()),
+            None => IsolationConfig::new("/proc/self/exe", vec![TASK_INIT_SUBCOMMAND.to_owned()]),
+        }
     }
 }
 
 /// Picks the isolating driver when this process can isolate (root, writable cgroups with
-/// cpu and memory controllers), the plain driver otherwise; logs which and why.
+/// cpu and memory controllers, and a probe task that really gets its namespaces — a
+/// container may deny `unshare` even to root), the plain driver otherwise; logs which and
+/// why.
 pub fn detect(config: IsolationConfig) -> Arc<dyn TaskDriver> {
-    match IsolatingDriver::new(config.clone()) {
+    match IsolatingDriver::new(config.clone()).and_then(|driver| driver.probe().map(|()| driver)) {
         Ok(driver) => Arc::new(driver),
         Err(why) => Arc::new(PlainDriver::new(config, &why)),
     }
@@ -121,6 +141,43 @@ impl IsolatingDriver {
         let cgroups = Cgroups::prepare(&config.cgroup_root, config.ignore_unified)?;
         info!(root = %config.cgroup_root, provided = ?cgroups.provided(), missing = ?cgroups.missing(), "isolating task driver ready");
         Ok(IsolatingDriver { engine: Engine { config, cgroups: Some(cgroups.clone()) }, cgroups })
+    }
+}
+
+impl IsolatingDriver {
+    fn config(&self) -> &IsolationConfig {
+        &self.engine.config
+    }
+
+    /// Launches `true` in a scratch directory and cleans it up: proves the shim runs and the
+    /// namespaces and cgroups can be made here.
+    pub fn probe(&self) -> Result<(), String> {
+        // One per probe, as drivers of different roots may probe at once in one process.
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let probe = PROBES.fetch_add(1, Ordering::Relaxed);
+        let scratch = std::env::temp_dir().join(format!("flotilla-probe-{}-{probe}", std::process::id()));
+        let (sandbox, run_dir) = (scratch.join("sandbox"), scratch.join("run"));
+        let made = fs::create_dir_all(&sandbox).and_then(|()| fs::create_dir_all(&run_dir));
+        made.map_err(|e| format!("cannot create the probe directory {} ({e})", scratch.display()))?;
+        let spec = LaunchSpec {
+            task_id: format!("probe-{}-{probe}", std::process::id()),
+            command: TaskCommand { shell: false, value: "/bin/true".to_owned(), arguments: vec!["true".to_owned()] },
+            env: Default::default(),
+            sandbox,
+            run_dir,
+            cpu_millis: 100,
+            mem_bytes: 64 << 20,
+            hostname: "probe".to_owned(),
+            logs: LogRotation::default(),
+        };
+        let launched = self.engine.launch(&spec);
+        if let Ok(handle) = &launched {
+            // `true` ends at once; its supervisor follows after writing the exit record.
+            process::wait_gone(&[(supervisor_pid(handle), handle.start_ticks)], self.config().launch_timeout);
+            self.engine.cleanup(handle);
+        }
+        let _ = fs::remove_dir_all(&scratch);
+        launched.map(|_| ()).map_err(|e| format!("a probe task could not be isolated: {e}"))
     }
 }
 
@@ -237,6 +294,10 @@ impl Engine {
             }
             Err(error) => {
                 warn!(task = %spec.task_id, %error, "task launch failed");
+                // A plain command may have started before the supervisor failed.
+                if let Some(leader) = process::leader_record(&spec.run_dir) {
+                    let _ = process::signal_leader(&leader, Signal::SIGKILL);
+                }
                 self.release_cgroups(&plan.cgroups);
                 Err(error)
             }
@@ -265,6 +326,7 @@ impl Engine {
         let handle = handle.clone();
         Box::pin(async move {
             process::exited(supervisor_pid(&handle), handle.start_ticks).await;
+            process::reap_child(supervisor_pid(&handle), handle.start_ticks);
             exit_of(&handle)
         })
     }
@@ -277,18 +339,21 @@ impl Engine {
         if !Engine::is_running(handle) {
             return Err(DriverError::NotRunning(handle.task_id.clone()));
         }
-        let leader = process::read_leader(&handle.run_dir).ok_or_else(|| {
-            DriverError::Io(format!("task {}: no leader record in {}", handle.task_id, handle.run_dir.display()))
-        })?;
-        let signalled = match signal {
-            StopSignal::Terminate => process::signal_leader(&leader, Signal::SIGTERM),
-            StopSignal::Kill => {
-                cgroups::kill_all(&handle.cgroups, self.config.kill_timeout).map_err(DriverError::Io)?;
-                process::signal_leader(&leader, Signal::SIGKILL)
-            }
-        };
-        signalled
-            .map_err(|e| DriverError::Io(format!("task {}: cannot signal pid {} ({e})", handle.task_id, leader.pid)))?;
+        let leader = process::find_leader(supervisor_pid(handle), handle.start_ticks, &handle.run_dir);
+        if leader.is_none() && handle.cgroups.is_empty() {
+            let where_ = handle.run_dir.display();
+            return Err(DriverError::Io(format!("task {}: no leader record in {where_}", handle.task_id)));
+        }
+        if signal == StopSignal::Kill {
+            cgroups::kill_all(&handle.cgroups, self.config.kill_timeout).map_err(DriverError::Io)?;
+        }
+        // No leader with cgroups: the init has just ended and the task with it.
+        if let Some(leader) = leader {
+            let number = if signal == StopSignal::Kill { Signal::SIGKILL } else { Signal::SIGTERM };
+            process::signal_leader(&leader, number).map_err(|e| {
+                DriverError::Io(format!("task {}: cannot signal pid {} ({e})", handle.task_id, leader.pid))
+            })?;
+        }
         info!(task = %handle.task_id, ?signal, "task signalled");
         Ok(())
     }
@@ -300,7 +365,9 @@ impl Engine {
                 warn!(task = %handle.task_id, %error, "cannot kill the task");
             }
             process::kill_process(supervisor_pid(handle), handle.start_ticks);
+            process::wait_gone(&[(supervisor_pid(handle), handle.start_ticks)], self.config.kill_timeout);
         }
+        process::reap_child(supervisor_pid(handle), handle.start_ticks);
         self.release_cgroups(&handle.cgroups);
         for file in [EXIT_FILE, LEADER_FILE, SHIM_LOG_FILE] {
             remove_file(&handle.run_dir.join(file));
@@ -326,7 +393,7 @@ impl Engine {
             if keep.contains(&shim.task_id) {
                 continue;
             }
-            if let Some(leader) = process::read_leader(&shim.run_dir) {
+            if let Some(leader) = process::find_leader(pid, start_ticks, &shim.run_dir) {
                 let _ = process::signal_leader(&leader, Signal::SIGKILL);
             }
             process::kill_process(pid, start_ticks);
@@ -335,6 +402,9 @@ impl Engine {
         }
         if !process::wait_gone(&killed, self.config.kill_timeout) {
             warn!(?killed, "orphan shims still alive after SIGKILL");
+        }
+        for (pid, start_ticks) in killed {
+            process::reap_child(pid, start_ticks);
         }
         if let Some(cgroups) = &self.cgroups {
             for task in cgroups.list_tasks() {

@@ -80,9 +80,39 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads a task's leader record from its run directory.
-pub(crate) fn read_leader(run_dir: &Path) -> Option<LeaderRecord> {
+/// Reaps `pid` if it is an exited child of this process that started at `start_ticks` (the
+/// supervisor of a task this agent process launched); a no-op for anyone else's process.
+pub(crate) fn reap_child(pid: i32, start_ticks: u64) {
+    let ours = stat(pid).is_some_and(|s| s.start_ticks == start_ticks && !s.is_live() && s.ppid == own_pid());
+    if ours {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+fn own_pid() -> i32 {
+    i32::try_from(std::process::id()).unwrap_or(0)
+}
+
+/// The leader record in a task's run directory (plain tasks only).
+pub(crate) fn leader_record(run_dir: &Path) -> Option<LeaderRecord> {
     fs::read_to_string(run_dir.join(LEADER_FILE)).ok().and_then(|s| LeaderRecord::decode(&s))
+}
+
+/// A task's leader: the leader record in its run directory (a plain task's command), or
+/// else the supervisor's only child — an isolated task's init, for which the supervisor
+/// writes no record (one file less per launch): the child cannot be reaped, so its pid not
+/// reused, by anyone but the supervisor. `None` once the leader is gone.
+pub(crate) fn find_leader(supervisor: i32, start_ticks: u64, run_dir: &Path) -> Option<LeaderRecord> {
+    if let Some(record) = leader_record(run_dir) {
+        return Some(record);
+    }
+    if !is_alive(supervisor, start_ticks) {
+        return None;
+    }
+    let children = fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
+    let stat = stat(pid).filter(ProcStat::is_live)?;
+    Some(LeaderRecord { kind: LeaderKind::Init, pid, start_ticks: stat.start_ticks })
 }
 
 /// Signals a task's leader the way its kind asks: the init alone (it forwards SIGTERM inside
@@ -127,7 +157,7 @@ pub(crate) fn wait_gone(processes: &[(i32, u64)], timeout: Duration) -> bool {
 }
 
 /// Every live process whose command line is a shim of the driver with this cgroup root (the
-/// supervisor, the init forked from it and a launch's first process all match).
+/// supervisor and the init forked from it both match).
 pub(crate) fn shims(driver_root: &str) -> Vec<(i32, u64, ShimArgs)> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();

@@ -1,22 +1,24 @@
-//! The task shim: the hidden `flotilla __task-init` subcommand, run in a fresh,
-//! single-threaded process (the flotilla binary dispatches it before it builds any runtime).
+//! The task shim: the hidden `flotilla __task-init` subcommand (or the small
+//! `flotilla-task-init` binary), run in a fresh, single-threaded process — both dispatch it
+//! before anything could start a thread.
 //!
-//! Three roles, one binary image:
-//! 1. **first process** (exec'd by the agent): reads the plan from stdin, forks the
-//!    supervisor, prints its pid and exits, so the supervisor is nobody's child but init's.
-//! 2. **supervisor** (host namespaces, outside the task's cgroups, so a kill of the cgroups
-//!    or an OOM kill never takes it): makes its own session; when isolating, unshares a pid
-//!    namespace for its next child; starts the leader (below); writes
-//!    the leader record and `ready`; then copies the task's stdout/stderr into the sandbox
-//!    with rotation, forwards SIGTERM, and when the leader ends writes the exit record
-//!    (with the OOM counter read from the memory cgroup) by temp file + rename.
-//! 3. **init** (isolating only): forked after the unshare, so it is pid 1 of the new pid
+//! Two roles, one binary image:
+//! 1. **supervisor** (exec'd by the agent; host namespaces, outside the task's cgroups, so a
+//!    kill of the cgroups or an OOM kill never takes it): reads the plan from stdin, makes
+//!    its own session (so it outlives the agent); when isolating, unshares a pid namespace
+//!    for its next child; starts the leader (below); writes the leader record (plain only)
+//!    and `ready`;
+//!    then copies the task's stdout/stderr into the sandbox with rotation, forwards SIGTERM,
+//!    and when the leader ends writes the exit record (with the OOM counter read from the
+//!    memory cgroup) by temp file + rename.
+//! 2. **init** (isolating only): forked after the unshare, so it is pid 1 of the new pid
 //!    namespace — the task's command never is, since pid 1 ignores SIGTERM without a
 //!    handler. It waits until the supervisor has moved it into the cgroups, makes its own
 //!    mount, uts and ipc namespaces (every mount private first, so the fresh /proc it mounts
-//!    does not propagate to the host; the hostname set), starts the command, forwards SIGTERM to every process of the namespace, reaps
-//!    orphans, and hands the command's status to the supervisor before it exits (which
-//!    kills whatever is left in the namespace).
+//!    does not propagate to the host; the hostname set), starts the command, forwards
+//!    SIGTERM to every process of the namespace, reaps orphans, and hands the command's
+//!    status to the supervisor before it exits (which kills whatever is left in the
+//!    namespace).
 //!
 //! Without isolation (the plain driver) the leader is the command itself, in its own
 //! process group; when it exits the supervisor kills the rest of the group, as the isolating
@@ -45,8 +47,8 @@ use super::cgroups;
 use super::core::logs::{LogStep, plan_append, rotated_name, rotation_renames};
 use super::core::procfs::parse_stat;
 use super::core::records::{
-    EXIT_FILE, Handshake, LEADER_FILE, LeaderKind, LeaderRecord, ShimArgs, TASK_INIT_SUBCOMMAND, decode_exit,
-    encode_exit, with_oom,
+    EXIT_FILE, Handshake, LEADER_FILE, LeaderKind, LeaderRecord, SHIM_LOG_FILE, ShimArgs, TASK_INIT_SUBCOMMAND,
+    decode_exit, encode_exit, with_oom,
 };
 use super::launch::ShimPlan;
 use super::process;
@@ -62,8 +64,8 @@ const STARTED: &[u8] = b"+";
 /// The read size of the output copy.
 const CHUNK: usize = 64 * 1024;
 
-/// The shim's entry point: `args` are the arguments after the subcommand. Returns the exit
-/// status of whichever shim process returns (the first one, or the supervisor).
+/// The shim's entry point: `args` are the arguments after the subcommand; returns the
+/// supervisor's exit status (0 once it wrote the exit record).
 pub fn task_init_main(args: &[String]) -> i32 {
     let Some(shim) = ShimArgs::find(args) else {
         eprintln!(
@@ -79,17 +81,7 @@ pub fn task_init_main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    match fork_process() {
-        Ok(ForkResult::Parent { child }) => {
-            say(&Handshake::Pid(child.as_raw()));
-            0
-        }
-        Ok(ForkResult::Child) => supervise(&shim, &plan),
-        Err(error) => {
-            say(&Handshake::Error(format!("cannot fork the task's supervisor ({error})")));
-            1
-        }
-    }
+    supervise(&shim, &plan)
 }
 
 /// `fork(2)`.
@@ -113,7 +105,7 @@ fn read_plan(shim: &ShimArgs) -> Result<ShimPlan, String> {
 }
 
 /// Writes one handshake line on stdout, unbuffered (a buffered line would be copied into
-/// the forked child).
+/// the forked init).
 fn say(line: &Handshake) {
     let _ = nix::unistd::write(io::stdout(), line.encode().as_bytes());
 }
@@ -124,7 +116,10 @@ fn say(line: &Handshake) {
 
 fn supervise(shim: &ShimArgs, plan: &ShimPlan) -> i32 {
     // Its own session: the agent's death, or a signal to its group, leaves the task alone.
-    let _ = setsid();
+    if let Err(error) = setsid() {
+        say(&Handshake::Error(format!("cannot start a session ({error})")));
+        return 1;
+    }
     let start_ticks = match own_start_ticks() {
         Ok(ticks) => ticks,
         Err(message) => {
@@ -139,9 +134,12 @@ fn supervise(shim: &ShimArgs, plan: &ShimPlan) -> i32 {
             return 1;
         }
     };
-    if let Err(error) = write_atomically(&shim.run_dir, LEADER_FILE, &task.leader.encode()) {
+    // A plain command leads the task on its own; an init is found as the supervisor's only
+    // child (see `process::find_leader`).
+    let record =
+        if plan.isolate { Ok(()) } else { write_atomically(&shim.run_dir, LEADER_FILE, &task.leader.encode()) };
+    if let Err(error) = record {
         let _ = process::signal_leader(&task.leader, Signal::SIGKILL);
-        cgroups_kill(&plan.cgroups);
         say(&Handshake::Error(format!("cannot write the leader record in {} ({error})", shim.run_dir.display())));
         return 1;
     }
@@ -152,14 +150,10 @@ fn supervise(shim: &ShimArgs, plan: &ShimPlan) -> i32 {
     match write_atomically(&shim.run_dir, EXIT_FILE, &encode_exit(&exit)) {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("task {}: cannot write the exit record in {} ({error})", shim.task_id, shim.run_dir.display());
+            note(&shim.run_dir, &format!("cannot write the exit record in {} ({error})", shim.run_dir.display()));
             1
         }
     }
-}
-
-fn cgroups_kill(dirs: &[PathBuf]) {
-    let _ = cgroups::kill_all(dirs, Duration::from_secs(5));
 }
 
 /// The supervisor's start time, read before any /proc is mounted over.
@@ -169,6 +163,15 @@ fn own_start_ticks() -> Result<u64, String> {
         .and_then(|stat| parse_stat(&stat))
         .map(|stat| stat.start_ticks)
         .ok_or_else(|| "cannot read /proc/self/stat: is /proc mounted?".to_owned())
+}
+
+/// Appends a line to `<run_dir>/shim.log`: the shim's trouble after the handshake, for the
+/// operator (the file exists only if there was any).
+fn note(run_dir: &Path, message: &str) {
+    let log = OpenOptions::new().create(true).append(true).open(run_dir.join(SHIM_LOG_FILE));
+    if let Ok(mut log) = log {
+        let _ = writeln!(log, "{message}");
+    }
 }
 
 /// Points stdin and stdout at /dev/null, so the agent's handshake pipe is not held open.
@@ -215,8 +218,8 @@ impl Supervised {
         mask.thread_block().map_err(|e| format!("cannot block signals ({e})"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("cannot create a signalfd ({e})"))?;
-        let stdout_log = LogFile::open(&spec.sandbox, "stdout", spec.logs)?;
-        let stderr_log = LogFile::open(&spec.sandbox, "stderr", spec.logs)?;
+        let stdout_log = LogFile::open(spec, "stdout")?;
+        let stderr_log = LogFile::open(spec, "stderr")?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let streams = Streams { stdout: out_w, stderr: err_w };
@@ -508,6 +511,8 @@ fn reap_all(task: Pid) -> Option<TaskExit> {
 /// A sandbox output file (`stdout` or `stderr`) and its rotation.
 struct LogFile {
     dir: PathBuf,
+    /// Where a write error is noted (the task's run directory).
+    run_dir: PathBuf,
     name: &'static str,
     file: File,
     size: u64,
@@ -518,7 +523,8 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn open(dir: &Path, name: &'static str, rotation: LogRotation) -> Result<LogFile, String> {
+    fn open(spec: &LaunchSpec, name: &'static str) -> Result<LogFile, String> {
+        let dir = &spec.sandbox;
         let path = dir.join(name);
         let file = OpenOptions::new()
             .create(true)
@@ -526,7 +532,15 @@ impl LogFile {
             .open(&path)
             .map_err(|e| format!("cannot open {} ({e}): the sandbox must exist and be writable", path.display()))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(LogFile { dir: dir.to_path_buf(), name, file, size, rotation, failed: false })
+        Ok(LogFile {
+            dir: dir.clone(),
+            run_dir: spec.run_dir.clone(),
+            name,
+            file,
+            size,
+            rotation: spec.logs,
+            failed: false,
+        })
     }
 
     fn append(&mut self, mut bytes: &[u8]) {
@@ -544,7 +558,9 @@ impl LogFile {
                 && !self.failed
             {
                 self.failed = true;
-                eprintln!("cannot write {} in {} ({error}); dropping output", self.name, self.dir.display());
+                let message =
+                    format!("cannot write {} in {} ({error}); dropping output", self.name, self.dir.display());
+                note(&self.run_dir, &message);
             }
         }
     }

@@ -133,9 +133,6 @@ impl ShimArgs {
 /// One line of the launch handshake, written by the shim on its stdout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handshake {
-    /// The supervisor's pid (from the first shim process, as soon as it forked it), so a
-    /// launch that times out can still kill it.
-    Pid(i32),
     /// The task's command has started; the supervisor's pid and start time.
     Ready { pid: i32, start_ticks: u64 },
     /// The task could not be started, and why.
@@ -145,7 +142,6 @@ pub enum Handshake {
 impl Handshake {
     pub fn encode(&self) -> String {
         match self {
-            Handshake::Pid(pid) => format!("pid {pid}\n"),
             Handshake::Ready { pid, start_ticks } => format!("ready {pid} {start_ticks}\n"),
             // One line: a message's own line breaks would split it.
             Handshake::Error(message) => format!("error {}\n", message.replace('\n', " ")),
@@ -155,7 +151,6 @@ impl Handshake {
     pub fn decode(line: &str) -> Option<Handshake> {
         let (kind, rest) = line.trim_end_matches('\n').split_once(' ')?;
         match kind {
-            "pid" => rest.parse().ok().map(Handshake::Pid),
             "ready" => {
                 let (pid, ticks) = rest.split_once(' ')?;
                 Some(Handshake::Ready { pid: pid.parse().ok()?, start_ticks: ticks.parse().ok()? })
