@@ -7,6 +7,9 @@
 //! - [`registry`]: the replicated state machine on top of Raft: a revisioned key-value store
 //!   with transactions, exactly-once retries, a watch history and snapshots (pure, in
 //!   `registry/core`), and its actor: the door for clients, with forwarding to the leader.
+//! - [`allocator`]: the master's allocator: one round of Mesos's hierarchical DRF allocation
+//!   (quota guarantees, weighted DRF, limits, reservations, offer filters) as a pure function
+//!   of a snapshot, a time and a seed (in `allocator/core`).
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!
@@ -15,6 +18,7 @@
 //! virtual time from a seed.
 
 pub mod agent;
+pub mod allocator;
 pub mod control_plane;
 pub mod election;
 pub mod mesos;

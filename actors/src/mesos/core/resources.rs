@@ -61,6 +61,12 @@ impl Ranges {
     }
 
     pub fn insert(&mut self, begin: u64, end: u64) {
+        // Past the last range with a gap (how sorted input arrives): nothing to merge, and
+        // building ranges from sorted pairs stays linear.
+        if self.0.last().is_none_or(|&(_, last)| last.saturating_add(1) < begin) {
+            self.0.push((begin, end));
+            return;
+        }
         let (mut begin, mut end) = (begin, end);
         let mut kept = Vec::with_capacity(self.0.len() + 1);
         for &(b, e) in &self.0 {
@@ -78,6 +84,10 @@ impl Ranges {
     }
 
     pub fn union(&mut self, other: &Ranges) {
+        if self.0.is_empty() {
+            self.0.clone_from(&other.0);
+            return;
+        }
         for &(b, e) in &other.0 {
             self.insert(b, e);
         }
