@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 benches/peers/install.sh
-for bench in restart_latency actor_overhead transport; do
+for bench in restart_latency actor_overhead transport allocator; do
     echo "== $bench (unpinned)"
     cargo bench -q --bench "$bench"
     echo "== $bench (pinned: taskset -c 0)"

@@ -50,9 +50,11 @@
 //! same round whatever the order of the snapshot's vectors.
 //!
 //! A round costs O(agents · log + frameworks + allocations + live filters): shares sit in
-//! ordered sets keyed by (share, name) and are updated per offer, and filters are indexed per
-//! agent once per round. Names are mapped to dense indexes and resources to short vectors,
-//! so the round's arithmetic never compares strings.
+//! ordered sets keyed by (share, index) and move per offer, names map to dense indexes and
+//! resources to short vectors, so the round's arithmetic never compares strings. Live
+//! filters are the one cost that grows without bound: each round reads every one of them
+//! (its names, and where a whole role may be blocked its resources), about a microsecond
+//! each once they no longer fit in the caches.
 
 mod lookup;
 mod names;

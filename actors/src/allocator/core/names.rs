@@ -159,8 +159,15 @@ impl Bag {
         self.scalars.iter().any(|&milli| milli > 0)
     }
 
+    /// Adds `other`'s ranges.
+    pub fn add_ranges(&mut self, other: &Bag) {
+        for (mine, theirs) in self.ranges.iter_mut().zip(&other.ranges) {
+            mine.union(theirs);
+        }
+    }
+
     /// Removes `scalars` and every range: what an offer takes from a pool.
-    pub fn take_all_ranges_and(&mut self, scalars: &[u64]) {
+    pub fn remove_offered(&mut self, scalars: &[u64]) {
         for (mine, taken) in self.scalars.iter_mut().zip(scalars) {
             *mine = mine.saturating_sub(*taken);
         }

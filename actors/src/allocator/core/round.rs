@@ -105,9 +105,7 @@ impl State<'_> {
                 draft.taken.truncate(start);
                 continue;
             }
-            for (mine, theirs) in draft.total.ranges.iter_mut().zip(&from.ranges) {
-                mine.union(theirs);
-            }
+            draft.total.add_ranges(from);
             draft.parts.push(pool);
         }
         draft
@@ -164,7 +162,7 @@ impl State<'_> {
                     *available = available.saturating_sub(*taken);
                 }
             }
-            agent_state.pool_mut(pool).take_all_ranges_and(taken);
+            agent_state.pool_mut(pool).remove_offered(taken);
         }
         agent_state.served.push(role);
         self.offers.push(Offer {

@@ -423,9 +423,7 @@ impl<'a> Agent<'a> {
         let mut free = self.unreserved.clone();
         for (_, pool) in &self.reserved {
             add_scalars(&mut free.scalars, &pool.scalars);
-            for (mine, theirs) in free.ranges.iter_mut().zip(&pool.ranges) {
-                mine.union(theirs);
-            }
+            free.add_ranges(pool);
         }
         free
     }

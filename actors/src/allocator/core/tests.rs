@@ -312,6 +312,22 @@ fn a_live_filter_covering_the_offer_passes_it_to_the_next_framework() {
 }
 
 #[test]
+fn filters_are_honoured_whether_they_cover_the_whole_agent_or_just_the_offer() {
+    // With as many filters on n1 as r has frameworks, n1's filters are tested once against
+    // all of n1 (f2's covers it); f1's covers only the offer, shrunk by r's limit.
+    let mut s = snapshot(&[("n1", agent("cpus:8;mem:800"))], &[("f1", framework(&["r"])), ("f2", framework(&["r"]))]);
+    s.roles.insert("r".into(), quota("", Some("cpus:2")));
+    s.filters = vec![filter("f1", "n1", "cpus:2;mem:800", NOW + 1), filter("f2", "n1", "cpus:8;mem:800", NOW + 1)];
+    assert!(offers(&s).is_empty());
+    s.filters[0].resources = res("cpus:1;mem:800");
+    assert_eq!(offers(&s), ["f1/r@n1 cpus:2;mem:800"]);
+    s.filters[0].resources = res("cpus:9;mem:900");
+    assert!(offers(&s).is_empty(), "every framework blocked");
+    s.filters[1].until_ms = NOW;
+    assert_eq!(offers(&s), ["f2/r@n1 cpus:2;mem:800"]);
+}
+
+#[test]
 fn a_filter_compares_ports_too() {
     let mut s = snapshot(&[("n1", agent("cpus:4;ports:[10-19]"))], &[("f1", framework(&["r"]))]);
     s.filters.push(filter("f1", "n1", "cpus:4;ports:[10-18]", NOW + 1));
