@@ -12,4 +12,7 @@
 
 pub mod core;
 
-pub use self::core::{AgentView, AllocSnapshot, Allocation, Filter, FrameworkView, Offer, RoleConfig, Round, allocate};
+pub use self::core::{
+    AgentFilters, AgentView, AllocSnapshot, Allocation, Filter, FilterEntry, Filters, FrameworkView, Offer, RoleConfig,
+    Round, allocate,
+};

@@ -49,13 +49,14 @@
 //! The offers come out in the order they are made. The same snapshot, time and seed give the
 //! same round whatever the order of the snapshot's vectors.
 //!
-//! A round costs O(agents · log + frameworks + allocations + live filters): shares sit in
-//! ordered sets keyed by (share, index) and move per offer, names map to dense indexes and
-//! resources to short vectors, so the round's arithmetic never compares strings. Live
-//! filters are the one cost that grows without bound: each round reads every one of them
-//! (its names, and where a whole role may be blocked its resources), about a microsecond
-//! each once they no longer fit in the caches.
+//! A round costs O(agents · log + frameworks + allocations), plus the filters it meets:
+//! shares sit in ordered sets keyed by (share, index) and move per offer, names map to dense
+//! indexes and resources to short vectors, so the round's arithmetic never compares strings.
+//! Filters come indexed by agent and framework ([`Filters`], kept by the master across
+//! rounds), so a round reads a filter only when the walk of a role's frameworks reaches its
+//! framework on its agent, or, on an agent where a whole role may be filtered, once.
 
+mod filters;
 mod lookup;
 mod names;
 mod rng;
@@ -66,6 +67,8 @@ mod state;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use filters::{AgentFilters, FilterEntry, Filters};
 
 use crate::mesos::core::resources::{Resources, RoleResources};
 
@@ -89,7 +92,7 @@ pub struct FrameworkView {
 }
 
 /// Mesos's offer filter from DECLINE with refuse_seconds: until `until_ms` the framework is
-/// not offered resources on `agent` that are a subset of `resources`.
+/// not offered resources on `agent` that are a subset of `resources`. Kept in [`Filters`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Filter {
     pub framework: String,
@@ -133,7 +136,9 @@ pub struct AllocSnapshot {
     /// Roles absent here get weight 1 and no quota.
     pub roles: BTreeMap<String, RoleConfig>,
     pub allocations: Vec<Allocation>,
-    pub filters: Vec<Filter>,
+    /// Kept by the caller across rounds (expired ones are ignored, so expiring them is only
+    /// housekeeping).
+    pub filters: Filters,
     /// An offer must hold at least one of these (Mesos `--min_allocatable_resources`; DC/OS
     /// "cpus:0.01;mem:32").
     pub min_allocatable: Vec<Resources>,

@@ -141,6 +141,12 @@ impl State<'_> {
         if self.marks[fw] == self.mark {
             return true;
         }
+        if let Some(on_agent) = agent.unsorted {
+            return on_agent
+                .get(self.frameworks.name(fw))
+                .iter()
+                .any(|entry| self.now_ms < entry.until_ms && self.names.within(offer, &entry.resources));
+        }
         let start = agent.filters.partition_point(|(filtered, _)| *filtered < fw);
         agent.filters[start..]
             .iter()

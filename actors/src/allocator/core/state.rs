@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::lookup::NameIndex;
 use super::names::{Bag, Minimum, Names};
-use super::{AllocSnapshot, Offer, RoleConfig};
+use super::{AgentFilters, AllocSnapshot, Offer, RoleConfig};
 use crate::mesos::core::resources::{Resources, UNRESERVED};
 
 pub(super) type AgentIdx = usize;
@@ -55,6 +55,9 @@ pub(super) struct Agent<'a> {
     pub blocked: Vec<FwIdx>,
     /// The other live filters here, sorted by framework: they are tested offer by offer.
     pub filters: Vec<(FwIdx, &'a Resources)>,
+    /// On an agent with fewer filtered frameworks than any role has members, the filters as
+    /// the snapshot keeps them, looked up only for the frameworks a walk meets.
+    pub unsorted: Option<&'a AgentFilters>,
 }
 
 pub(super) struct Role<'a> {
@@ -96,6 +99,8 @@ pub(super) struct State<'a> {
     /// `marks[fw] == mark` while the agent being served blocks `fw` (see `Agent::blocked`).
     pub marks: Vec<u64>,
     pub mark: u64,
+    /// Filters are live while `now_ms < until_ms`.
+    pub now_ms: u64,
 }
 
 /// The position of `name` in the sorted `names`.
@@ -139,10 +144,11 @@ impl<'a> State<'a> {
             offers: Vec::with_capacity(snapshot.agents.len()),
             marks: vec![0; snapshot.frameworks.len()],
             mark: 0,
+            now_ms,
         };
         state.charge_allocations(snapshot);
         state.order_roles();
-        state.index_filters(snapshot, now_ms);
+        state.index_filters(snapshot);
         state.measure_headroom();
         state
     }
@@ -204,41 +210,40 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Sorts the live filters by agent.
+    /// Prepares each agent's filters for the round.
     ///
     /// Long filters pile up: Mesos's DeclineOffers benchmark ends with one per framework and
-    /// agent, and reading a filter's resources (strings and trees all over the heap) is the
-    /// cost of such a round. On an agent with at least as many filters as the smallest role
-    /// has frameworks, a role may be blocked entirely, and a walk of its frameworks would
-    /// test them all, in no particular order. There each filter is tested here instead, once,
-    /// in the order the filters sit in memory, against everything the agent has free: one
-    /// that covers that covers every offer of the round. Elsewhere a walk stops at the first
-    /// framework not filtered, so filters are left to be tested when met (`filtered`).
-    fn index_filters(&mut self, snapshot: &'a AllocSnapshot, now_ms: u64) {
-        let mut resolved = Vec::new();
-        let mut counts = vec![0; self.agents.len()];
-        for filter in snapshot.filters.iter().filter(|filter| now_ms < filter.until_ms) {
-            let Some(agent) = self.agent_index.get(&filter.agent).filter(|&a| self.agents[a].active) else { continue };
-            let Some(fw) = self.frameworks.get(&filter.framework) else { continue };
-            resolved.push((agent, fw, &filter.resources));
-            counts[agent] += 1;
-        }
+    /// agent, so a round reads only what it needs. On an agent where fewer frameworks are
+    /// filtered than the smallest role has members, a walk of a role's frameworks stops at
+    /// the first one not filtered, so the filters stay where the snapshot keeps them and are
+    /// looked up as frameworks are met. Elsewhere a whole role may be blocked, and a walk
+    /// would test every framework: there each live filter is tested once, here, against
+    /// everything the agent has free — one that covers that covers every offer of the round.
+    fn index_filters(&mut self, snapshot: &'a AllocSnapshot) {
         let threshold = self.fair.iter().map(|&(_, role)| self.roles[role].members.len()).min().unwrap_or(usize::MAX);
-        let mut free: Vec<Option<Bag>> = vec![None; self.agents.len()];
-        for (a, fw, resources) in resolved {
-            let agent = &mut self.agents[a];
-            if counts[a] < threshold {
-                agent.filters.push((fw, resources));
+        // Both are in name order: one merge instead of a search per agent.
+        let mut filtered = snapshot.filters.by_agent().peekable();
+        for agent in self.agents.iter_mut() {
+            while filtered.next_if(|(name, _)| *name < agent.name).is_some() {}
+            let Some((_, on_agent)) = filtered.next_if(|(name, _)| *name == agent.name) else { continue };
+            if !agent.active {
                 continue;
             }
-            let free = free[a].get_or_insert_with(|| agent.free());
-            if self.names.within(free, resources) {
-                agent.blocked.push(fw);
-            } else {
-                agent.filters.push((fw, resources));
+            if on_agent.len() < threshold {
+                agent.unsorted = Some(on_agent);
+                continue;
             }
-        }
-        for agent in &mut self.agents {
+            let free = agent.free();
+            for (framework, entries) in on_agent.iter() {
+                let Some(fw) = self.frameworks.get(framework) else { continue };
+                for entry in entries.iter().filter(|entry| self.now_ms < entry.until_ms) {
+                    if self.names.within(&free, &entry.resources) {
+                        agent.blocked.push(fw);
+                    } else {
+                        agent.filters.push((fw, &entry.resources));
+                    }
+                }
+            }
             agent.blocked.sort_unstable();
             agent.blocked.dedup();
             agent.filters.sort_unstable_by_key(|(fw, _)| *fw);
@@ -368,6 +373,7 @@ impl<'a> Agent<'a> {
             served: Vec::new(),
             blocked: Vec::new(),
             filters: Vec::new(),
+            unsorted: None,
         }
     }
 

@@ -264,7 +264,7 @@ fn unguaranteed_scalars_come_along_in_stage_one() {
 fn what_a_guarantee_is_still_owed_is_held_back_from_other_roles() {
     let mut s = contested(&[], &[("fq", framework(&["q"])), ("fd", framework(&["d"]))]);
     s.roles.insert("q".into(), quota("cpus:4;mem:400", None));
-    s.filters.push(filter("fq", "n1", "cpus:8;mem:800", NOW + 1));
+    s.filters.add(filter("fq", "n1", "cpus:8;mem:800", NOW + 1));
     assert_eq!(offers(&s), ["fd/d@n1 cpus:4;mem:400"]);
 }
 
@@ -301,13 +301,13 @@ fn a_limit_takes_reserved_resources_first() {
 #[test]
 fn a_live_filter_covering_the_offer_passes_it_to_the_next_framework() {
     let mut s = snapshot(&[("n1", agent("cpus:4;mem:400"))], &[("f1", framework(&["r"])), ("f2", framework(&["r"]))]);
-    s.filters.push(filter("f1", "n1", "cpus:8;mem:800", NOW + 1));
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:8;mem:800", NOW + 1)]);
     assert_eq!(offers(&s), ["f2/r@n1 cpus:4;mem:400"]);
-    s.filters[0].until_ms = NOW;
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:8;mem:800", NOW)]);
     assert_eq!(offers(&s), ["f1/r@n1 cpus:4;mem:400"], "an expired filter");
-    s.filters[0] = filter("f1", "n1", "cpus:3;mem:800", NOW + 1);
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:3;mem:800", NOW + 1)]);
     assert_eq!(offers(&s), ["f1/r@n1 cpus:4;mem:400"], "a filter smaller than the offer");
-    s.filters[0] = filter("f1", "n2", "cpus:8;mem:800", NOW + 1);
+    s.filters = Filters::from_iter([filter("f1", "n2", "cpus:8;mem:800", NOW + 1)]);
     assert_eq!(offers(&s), ["f1/r@n1 cpus:4;mem:400"], "a filter on another agent");
 }
 
@@ -317,22 +317,24 @@ fn filters_are_honoured_whether_they_cover_the_whole_agent_or_just_the_offer() {
     // all of n1 (f2's covers it); f1's covers only the offer, shrunk by r's limit.
     let mut s = snapshot(&[("n1", agent("cpus:8;mem:800"))], &[("f1", framework(&["r"])), ("f2", framework(&["r"]))]);
     s.roles.insert("r".into(), quota("", Some("cpus:2")));
-    s.filters = vec![filter("f1", "n1", "cpus:2;mem:800", NOW + 1), filter("f2", "n1", "cpus:8;mem:800", NOW + 1)];
+    let f2 = filter("f2", "n1", "cpus:8;mem:800", NOW + 1);
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:2;mem:800", NOW + 1), f2.clone()]);
     assert!(offers(&s).is_empty());
-    s.filters[0].resources = res("cpus:1;mem:800");
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:1;mem:800", NOW + 1), f2.clone()]);
     assert_eq!(offers(&s), ["f1/r@n1 cpus:2;mem:800"]);
-    s.filters[0].resources = res("cpus:9;mem:900");
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:9;mem:900", NOW + 1), f2]);
     assert!(offers(&s).is_empty(), "every framework blocked");
-    s.filters[1].until_ms = NOW;
+    s.filters =
+        Filters::from_iter([filter("f1", "n1", "cpus:9;mem:900", NOW + 1), filter("f2", "n1", "cpus:8;mem:800", NOW)]);
     assert_eq!(offers(&s), ["f2/r@n1 cpus:2;mem:800"]);
 }
 
 #[test]
 fn a_filter_compares_ports_too() {
     let mut s = snapshot(&[("n1", agent("cpus:4;ports:[10-19]"))], &[("f1", framework(&["r"]))]);
-    s.filters.push(filter("f1", "n1", "cpus:4;ports:[10-18]", NOW + 1));
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:4;ports:[10-18]", NOW + 1)]);
     assert_eq!(offers(&s).len(), 1);
-    s.filters[0] = filter("f1", "n1", "cpus:4;ports:[0-9,10-30]", NOW + 1);
+    s.filters = Filters::from_iter([filter("f1", "n1", "cpus:4;ports:[0-9,10-30]", NOW + 1)]);
     assert!(offers(&s).is_empty());
 }
 
@@ -563,7 +565,7 @@ fn random_snapshot(seed: u64) -> AllocSnapshot {
         for _ in 0..d.below(3) {
             let resources = if d.chance(50) { view.total.clone() } else { d.carve(&mut view.total.clone()) };
             let until_ms = NOW - 5 + d.below(10);
-            s.filters.push(Filter {
+            s.filters.add(Filter {
                 framework: d.pick(&framework_names).into(),
                 agent: name.clone(),
                 resources,
@@ -613,9 +615,9 @@ fn check_round(s: &AllocSnapshot, round: &Round) -> Result<(), TestCaseError> {
         prop_assert!(fw.active && fw.roles.contains(&offer.role) && !fw.suppressed_roles.contains(&offer.role));
         prop_assert!(served.insert((&offer.agent, &offer.role)), "a role twice on an agent: {}", describe(offer));
         prop_assert!(meets_minimum(s, &offer.resources), "below the minimum: {}", describe(offer));
-        let filtered = s.filters.iter().any(|f| {
-            f.framework == offer.framework
-                && f.agent == offer.agent
+        let filtered = s.filters.iter().any(|(agent, framework, f)| {
+            framework == offer.framework
+                && agent == offer.agent
                 && NOW < f.until_ms
                 && f.resources.contains(&offer.resources)
         });
@@ -674,7 +676,18 @@ fn check_round(s: &AllocSnapshot, round: &Round) -> Result<(), TestCaseError> {
 fn reordered(s: &AllocSnapshot, by: u64) -> AllocSnapshot {
     let mut s = s.clone();
     shuffle(&mut s.allocations, by);
-    shuffle(&mut s.filters, by.wrapping_add(1));
+    let mut filters: Vec<Filter> = s
+        .filters
+        .iter()
+        .map(|(agent, framework, f)| Filter {
+            framework: framework.into(),
+            agent: agent.into(),
+            resources: f.resources.clone(),
+            until_ms: f.until_ms,
+        })
+        .collect();
+    shuffle(&mut filters, by.wrapping_add(1));
+    s.filters = filters.into_iter().collect();
     shuffle(&mut s.min_allocatable, by.wrapping_add(2));
     s
 }
@@ -701,7 +714,7 @@ proptest! {
     #[test]
     fn guarantees_are_met_when_supply_allows(seed in any::<u64>(), owed_pct in prop::collection::vec(0u64..=50, 2)) {
         let mut s = random_snapshot(seed);
-        s.filters.clear();
+        s.filters = Filters::new();
         s.min_allocatable.clear();
         s.agents.values_mut().for_each(|view| { view.active = true; view.reserved.clear() });
         s.roles.values_mut().for_each(|config| *config = RoleConfig::default());
@@ -739,7 +752,7 @@ fn random_snapshots_exercise_the_rules() {
         offers += round.offers.len();
         reserved += round.offers.iter().filter(|o| !o.reserved.is_empty()).count();
         limited += round.offers.iter().filter(|o| s.roles[&o.role].limit.is_some()).count();
-        filtered += s.filters.iter().filter(|f| NOW < f.until_ms).count();
+        filtered += s.filters.iter().filter(|(_, _, f)| NOW < f.until_ms).count();
     }
     assert!(
         offers > 300 && reserved > 20 && limited > 50 && filtered > 100,

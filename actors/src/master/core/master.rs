@@ -3,7 +3,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::allocator::core::{
-    AgentView as AllocAgent, AllocSnapshot, Allocation, Filter, FrameworkView as AllocFramework, RoleConfig, allocate,
+    AgentView as AllocAgent, AllocSnapshot, Allocation, Filter, Filters, FrameworkView as AllocFramework, RoleConfig,
+    allocate,
 };
 use crate::mesos::core::{Resources, RoleResources, TaskState, TaskStatus, UNRESERVED, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
@@ -120,7 +121,7 @@ pub struct MasterCore {
     completed: VecDeque<TaskView>,
     frameworks: BTreeMap<String, Framework>,
     offers: BTreeMap<String, Offer>,
-    filters: Vec<Filter>,
+    filters: Filters,
     /// Agents the registry knows that have not re-registered yet, and the deadline.
     recovering: Option<(BTreeSet<String>, u64)>,
     /// Reconciliations asked for during recovery, answered when it ends.
@@ -170,7 +171,7 @@ impl MasterCore {
             completed: VecDeque::new(),
             frameworks: BTreeMap::new(),
             offers: BTreeMap::new(),
-            filters: Vec::new(),
+            filters: Filters::new(),
             recovering,
             deferred: Vec::new(),
             last_round_ms: now_ms,
@@ -443,7 +444,7 @@ impl MasterCore {
                 }
             }
             SchedulerCall::Revive { roles } => {
-                self.filters.retain(|f| f.framework != framework);
+                self.dirty |= self.filters.remove_framework(framework) > 0;
                 self.set_suppressed(framework, &roles, false);
             }
             SchedulerCall::Suppress { roles } => self.set_suppressed(framework, &roles, true),
@@ -490,7 +491,7 @@ impl MasterCore {
         let refuse_ms = refuse_ms.min(365 * 24 * 3600 * 1000);
         if refuse_ms > 0 && !resources.is_empty() {
             let until_ms = now_ms + refuse_ms;
-            self.filters.push(Filter { framework: framework.to_owned(), agent: agent.to_owned(), resources, until_ms });
+            self.filters.add(Filter { framework: framework.to_owned(), agent: agent.to_owned(), resources, until_ms });
         }
     }
 
@@ -738,9 +739,7 @@ impl MasterCore {
                 self.rescind(&offer, &mut actions);
             }
         }
-        let before = self.filters.len();
-        self.filters.retain(|f| f.until_ms > now_ms);
-        self.dirty |= self.filters.len() != before;
+        self.dirty |= self.filters.expire(now_ms) > 0;
         let due = now_ms >= self.last_round_ms + self.config.allocation_interval_ms
             || (self.dirty && now_ms >= self.last_round_ms + self.config.allocation_batch_ms);
         if due && self.recovering.is_none() {
@@ -840,7 +839,8 @@ impl MasterCore {
             frameworks,
             roles: self.config.roles.clone(),
             allocations,
-            filters: self.filters.clone(),
+            // Lent for the round by `allocate`: filters can be many, and a round reads few.
+            filters: Filters::new(),
             min_allocatable: self.config.min_allocatable.clone(),
         }
     }
@@ -848,7 +848,10 @@ impl MasterCore {
     fn allocate(&mut self, now_ms: u64, seed: u64, actions: &mut Vec<Action>) {
         self.last_round_ms = now_ms;
         self.dirty = false;
-        let round = allocate(&self.snapshot(), now_ms, seed);
+        let mut snapshot = self.snapshot();
+        snapshot.filters = std::mem::take(&mut self.filters);
+        let round = allocate(&snapshot, now_ms, seed);
+        self.filters = snapshot.filters;
         let mut by_framework: BTreeMap<String, Vec<OfferInfo>> = BTreeMap::new();
         for offer in round.offers {
             let id = self.fresh_id("O");
