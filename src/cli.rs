@@ -17,8 +17,19 @@ use clap::{Parser, Subcommand, ValueEnum};
                   3 no master answered in time (a write or membership change may or may not have been made)."
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the span fields) for log collectors. Levels and targets come from `RUST_LOG`
+    /// [default: warn].
+    #[arg(long, global = true, value_enum, env = "FLOTILLA_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,12 @@
 //! max_agent_ping_timeouts = 5       # this many missed pings: the agent is unreachable
 //! allocation_interval_ms = 1000     # a full allocation round this often
 //! offer_timeout_secs = 120          # outstanding offers are rescinded after this (0: never)
+//! min_allocatable = ["cpus:0.01", "mem:32"] # an offer holds at least one of these bags
+//!
+//! [cluster.roles."eng/web"]         # optional, any number: a role's weight and quota
+//! weight = 2.0                      # its share of the cluster counts half [default: 1.0]
+//! guarantee = "cpus:10;mem:16384"   # offered first, until it holds this much [default: none]
+//! limit = "cpus:40;mem:65536"       # never offered beyond this much [default: no limit]
 //!
 //! [raft]                            # optional; the defaults suit a LAN
 //! election_timeout_min_ms = 150
@@ -39,17 +45,19 @@
 //! always wins over the file, so after a restart `join` and the list matter only for the
 //! addresses to dial; a master with an empty log and `join = true` never elects itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
+use flotilla_actors::allocator::RoleConfig;
 use flotilla_actors::election::core::RaftConfig;
+use flotilla_actors::mesos::core::{Resources, UNRESERVED, parse_resources, validate_role};
 use serde::Deserialize;
 
 /// A master's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasterConfig {
     pub node: NodeSection,
@@ -75,13 +83,72 @@ impl Default for ApiSection {
 }
 
 /// The leading master's settings (see [`flotilla_actors::master::core::MasterConfig`]).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     pub agent_ping_interval_secs: u64,
     pub max_agent_ping_timeouts: u32,
     pub allocation_interval_ms: u64,
     pub offer_timeout_secs: u64,
+    /// Mesos's text form, one bag per entry.
+    pub min_allocatable: Vec<String>,
+    pub roles: BTreeMap<String, RoleSection>,
+}
+
+/// A role's weight and quota (Mesos's `/weights` and `/quota`, set in the file).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSection {
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Scalars in Mesos's text form.
+    pub guarantee: Option<String>,
+    pub limit: Option<String>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl RoleSection {
+    fn role_config(&self, role: &str) -> anyhow::Result<RoleConfig> {
+        validate_role(role).map_err(|e| anyhow!("cluster.roles: {e}"))?;
+        if role == UNRESERVED {
+            bail!("cluster.roles: \"*\" (unreserved) takes no weight or quota");
+        }
+        if !self.weight.is_finite() || self.weight <= 0.0 {
+            bail!("cluster.roles.\"{role}\".weight: {} must be a number above 0", self.weight);
+        }
+        let scalars = |key: &str, text: &Option<String>| -> anyhow::Result<Option<Resources>> {
+            let Some(text) = text else { return Ok(None) };
+            let bag = unreserved_bag(text).map_err(|e| anyhow!("cluster.roles.\"{role}\".{key}: {e}"))?;
+            if let Some((name, _)) = bag.all_ranges().next() {
+                bail!("cluster.roles.\"{role}\".{key}: {name} is a range; a quota holds scalars only");
+            }
+            Ok(Some(bag))
+        };
+        let guarantee = scalars("guarantee", &self.guarantee)?.unwrap_or_default();
+        let limit = scalars("limit", &self.limit)?;
+        if let Some(limit) = &limit
+            && let Some((name, _)) = guarantee.scalars().find(|(name, milli)| limit.scalar_milli(name) < *milli)
+        {
+            bail!("cluster.roles.\"{role}\": the guarantee of {name} is above its limit");
+        }
+        Ok(RoleConfig { weight: self.weight, guarantee, limit })
+    }
+}
+
+/// One bag of unreserved resources in Mesos's text form.
+fn unreserved_bag(text: &str) -> anyhow::Result<Resources> {
+    let mut by_role = parse_resources(text)?;
+    let bag = by_role.remove(UNRESERVED).unwrap_or_default();
+    if let Some(role) = by_role.keys().next() {
+        bail!("`{text}` reserves for {role}; name unreserved resources only");
+    }
+    if bag.is_empty() {
+        bail!("`{text}` holds no resources");
+    }
+    Ok(bag)
 }
 
 impl Default for ClusterSection {
@@ -92,6 +159,8 @@ impl Default for ClusterSection {
             max_agent_ping_timeouts: defaults.max_missed_pings,
             allocation_interval_ms: defaults.allocation_interval_ms,
             offer_timeout_secs: defaults.offer_timeout_ms / 1000,
+            min_allocatable: vec!["cpus:0.01".into(), "mem:32".into()],
+            roles: BTreeMap::new(),
         }
     }
 }
@@ -106,12 +175,24 @@ impl ClusterSection {
             );
         }
         let ping_interval_ms = self.agent_ping_interval_secs * 1000;
+        let min_allocatable = self
+            .min_allocatable
+            .iter()
+            .map(|text| unreserved_bag(text).map_err(|e| anyhow!("cluster.min_allocatable: {e}")))
+            .collect::<anyhow::Result<_>>()?;
+        let roles = self
+            .roles
+            .iter()
+            .map(|(role, section)| Ok((role.clone(), section.role_config(role)?)))
+            .collect::<anyhow::Result<_>>()?;
         Ok(flotilla_actors::master::core::MasterConfig {
             ping_interval_ms,
             max_missed_pings: self.max_agent_ping_timeouts,
             allocation_interval_ms: self.allocation_interval_ms,
             offer_timeout_ms: self.offer_timeout_secs * 1000,
             reregister_timeout_ms: ping_interval_ms * u64::from(self.max_agent_ping_timeouts),
+            roles,
+            min_allocatable,
             ..flotilla_actors::master::core::MasterConfig::default()
         })
     }
@@ -301,5 +382,51 @@ address = "127.0.0.1:7102"
         );
         let bad_timing = format!("{GOOD}\n[raft]\nheartbeat_interval_ms = 500\n");
         assert!(error_of(&bad_timing).contains("heartbeat_interval"), "{}", error_of(&bad_timing));
+    }
+
+    fn with_cluster(section: &str) -> String {
+        format!("{GOOD}\n[cluster]\n{section}\n")
+    }
+
+    #[test]
+    fn roles_get_their_weights_and_quotas() {
+        let text = with_cluster(
+            "min_allocatable = [\"cpus:1\"]\n[cluster.roles.\"eng/web\"]\nweight = 2.5\nguarantee = \"cpus:4;mem:512\"\n\
+             limit = \"cpus:8;mem:1024;gpus:1\"\n[cluster.roles.ads]\nlimit = \"cpus:2\"\n",
+        );
+        let manager = MasterConfig::parse(&text).expect("valid").cluster.manager_config().expect("valid");
+        let web = &manager.roles["eng/web"];
+        assert_eq!(web.weight, 2.5);
+        assert_eq!(web.guarantee, Resources::cpus_mem_disk(4.0, 512.0, 0.0));
+        assert_eq!(web.limit.as_ref().map(|l| l.scalar_milli("gpus")), Some(1000));
+        assert_eq!(manager.roles["ads"].weight, 1.0, "the default weight");
+        assert!(manager.roles["ads"].guarantee.is_empty());
+        assert_eq!(manager.min_allocatable, [Resources::new().with_scalar("cpus", 1.0)]);
+        let defaults = MasterConfig::parse(GOOD).unwrap().cluster.manager_config().unwrap();
+        assert_eq!(defaults.min_allocatable.len(), 2, "DC/OS's cpus:0.01 or mem:32");
+    }
+
+    #[test]
+    fn bad_roles_are_refused_with_the_reason() {
+        let role = |body: &str| error_of(&with_cluster(&format!("[cluster.roles.eng]\n{body}")));
+        assert!(role("weight = 0").contains("weight: 0 must be a number above 0"), "{}", role("weight = 0"));
+        assert!(role("weight = -1.5").contains("above 0"));
+        assert!(
+            role("guarantee = \"cpus:4\"\nlimit = \"cpus:2\"").contains("the guarantee of cpus is above its limit")
+        );
+        assert!(role("guarantee = \"ports:[1-2]\"").contains("a quota holds scalars only"));
+        assert!(role("guarantee = \"cpus(x):1\"").contains("reserves for x"), "{}", role("guarantee = \"cpus(x):1\""));
+        assert!(
+            role("limit = \"cpus:lots\"").contains("cluster.roles.\"eng\".limit"),
+            "{}",
+            role("limit = \"cpus:lots\"")
+        );
+        assert!(role("wieght = 2").contains("wieght"), "an unknown key");
+        let star = error_of(&with_cluster("[cluster.roles.\"*\"]\nweight = 2"));
+        assert!(star.contains("takes no weight or quota"), "{star}");
+        let bad_name = error_of(&with_cluster("[cluster.roles.\"-eng\"]\nweight = 2"));
+        assert!(bad_name.contains("cluster.roles"), "{bad_name}");
+        let empty = error_of(&with_cluster("min_allocatable = [\"\"]"));
+        assert!(empty.contains("cluster.min_allocatable") && empty.contains("holds no resources"), "{empty}");
     }
 }

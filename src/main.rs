@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use flotilla::agent_config::AgentFile;
-use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, MembersCommand, RegistryCommand};
+use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, LogFormat, MembersCommand, RegistryCommand};
 use flotilla::client::{ClusterClient, quic_plan};
 use flotilla::config::MasterConfig;
 use flotilla::http::HttpApi;
@@ -59,13 +59,10 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|command| command == isolation::TASK_INIT_SUBCOMMAND) {
         std::process::exit(isolation::task_init_main(&args[2..]));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
     // One crypto provider for the whole process, installed before anything builds a TLS config.
     tls::install_default_provider();
-    let cli = Cli::parse();
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,6 +75,16 @@ fn main() -> ExitCode {
             eprintln!("Error: {error:?}");
             if error.downcast_ref::<NoAnswer>().is_some() { ExitCode::from(EXIT_NO_ANSWER) } else { ExitCode::FAILURE }
         }
+    }
+}
+
+/// Log lines to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
     }
 }
 

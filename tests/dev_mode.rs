@@ -1,5 +1,5 @@
 //! The first command of the README: `flotilla dev` starts, prints its tree, and stops
-//! cleanly on SIGTERM.
+//! cleanly on SIGTERM (here with JSON logs, as a log collector would ask for them).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -30,12 +30,15 @@ fn http_get(address: &str, path: &str) -> String {
 fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
     let data_dir = std::env::temp_dir().join(format!("flotilla-dev-mode-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .arg("dev")
+        .args(["--log-format", "json", "dev"])
         .env("FLOTILLA_DATA_DIR", &data_dir)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("flotilla runs");
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     let (lines_tx, lines) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -80,5 +83,11 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     let rest: Vec<String> = lines.try_iter().collect();
     assert_eq!(rest, ["flotilla dev: stopping", "flotilla dev: stopped"]);
+    let logs = logs.join().expect("stderr read");
+    assert!(!logs.is_empty(), "RUST_LOG=info logs something");
+    for line in &logs {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string() && entry["target"].is_string() && entry["fields"].is_object(), "{line}");
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
 }

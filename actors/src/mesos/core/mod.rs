@@ -7,5 +7,5 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 
-pub use resources::{Ranges, ResourceError, Resources, RoleResources, UNRESERVED, parse_resources};
+pub use resources::{Ranges, ResourceError, Resources, RoleResources, UNRESERVED, parse_resources, validate_role};
 pub use task::{TaskState, TaskStatus, UpdateReason, UpdateSource};
