@@ -49,6 +49,8 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
     flotilla_transport::tls::install_default_provider();
     let dir = std::env::temp_dir().join(format!("flotilla-cluster-processes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // Dropped after the cluster, pass or fail: no task or cgroup of this test outlives it.
+    let _cgroups = CgroupCleanup(format!("flotilla-test-{}-", std::process::id()));
     let mut cluster = LocalCluster::prepare(env!("CARGO_BIN_EXE_flotilla").as_ref(), &dir, 3, "").unwrap();
     cluster.start_all(BOUND).unwrap();
     for _ in 0..2 {
@@ -152,30 +154,62 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
     states(&client, &killed).await;
     client.close().await;
     drop(cluster);
-    remove_cgroup_roots(&format!("flotilla-test-{}-", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Removes the cgroup directories (emptied of processes) whose name starts with `prefix`, in
-/// every hierarchy, children first.
-fn remove_cgroup_roots(prefix: &str) {
-    fn remove_tree(dir: &std::path::Path) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&entry.path());
+/// On drop, SIGKILLs every process left in the cgroups whose name starts with the prefix (in
+/// every hierarchy: a failed test leaves its tasks running) and removes those cgroups,
+/// children first, waiting a bounded time for the killed processes to leave them.
+struct CgroupCleanup(String);
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        let roots = cgroup_roots(&self.0);
+        let pids: Vec<String> = roots.iter().flat_map(|root| processes_in(root)).collect();
+        if !pids.is_empty() {
+            let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
+        }
+        let deadline = std::time::Instant::now() + BOUND;
+        for root in roots {
+            while !remove_tree(&root) && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
             }
         }
-        let _ = std::fs::remove_dir(dir);
     }
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
-    for hierarchy in hierarchies.filter_map(Result::ok) {
-        let Ok(entries) = std::fs::read_dir(hierarchy.path()) else { continue };
-        for entry in entries.filter_map(Result::ok) {
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                remove_tree(&entry.path());
-            }
-        }
-    }
+}
+
+fn cgroup_roots(prefix: &str) -> Vec<std::path::PathBuf> {
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().filter_map(Result::ok);
+    hierarchies
+        .flat_map(|hierarchy| std::fs::read_dir(hierarchy.path()).into_iter().flatten().filter_map(Result::ok))
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+fn subdirectories(dir: &std::path::Path) -> impl Iterator<Item = std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|entry| entry.path())
+}
+
+/// The pids in `dir`'s cgroup and its descendants.
+fn processes_in(dir: &std::path::Path) -> Vec<String> {
+    let here = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let mut pids: Vec<String> = here.split_whitespace().map(str::to_owned).collect();
+    pids.extend(subdirectories(dir).flat_map(|child| processes_in(&child)));
+    pids
+}
+
+/// Removes `dir` and its descendants, children first; whether it is gone.
+fn remove_tree(dir: &std::path::Path) -> bool {
+    subdirectories(dir).for_each(|child| {
+        remove_tree(&child);
+    });
+    std::fs::remove_dir(dir).is_ok() || !dir.exists()
 }
 
 #[test]
