@@ -213,12 +213,35 @@ pub enum TaskCommand {
         /// Seconds between SIGTERM and SIGKILL when it is killed.
         #[arg(long, default_value_t = 3.0)]
         grace_secs: f64,
+        #[command(flatten)]
+        health: HealthFlags,
         /// The command line, run with /bin/sh -c.
         #[arg(required = true, trailing_var_arg = true)]
         command: Vec<String>,
     },
     /// Kill a task started with `task run` (SIGTERM, then SIGKILL after its grace period).
     Kill { id: String },
+}
+
+/// A command health check for `flotilla task run`, run by the agent in the task's sandbox.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthFlags {
+    /// A health check: this shell command, run in the task's sandbox with its environment;
+    /// exit status 0 is healthy.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Seconds from one check's end to the next one's start.
+    #[arg(long, default_value_t = 10.0, requires = "health_cmd")]
+    pub health_interval_secs: f64,
+    /// A check that takes longer fails.
+    #[arg(long, default_value_t = 20.0, requires = "health_cmd")]
+    pub health_timeout_secs: f64,
+    /// Failures this soon after the start do not count, until the first success.
+    #[arg(long, default_value_t = 10.0, requires = "health_cmd")]
+    pub health_grace_secs: f64,
+    /// Kill the task after this many failed checks in a row (0: never).
+    #[arg(long, default_value_t = 3, requires = "health_cmd")]
+    pub health_max_failures: u32,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {

@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::bail;
 use flotilla_actors::agent::driver::TaskCommand as Command;
 use flotilla_actors::launcher::protocol::{LauncherReply, LauncherRequest};
+use flotilla_actors::mesos::core::TaskState;
+use flotilla_actors::mesos::core::health::{HealthCheck, Probe};
 use flotilla_actors::mesos::core::resources::{Ranges, Resources, to_milli};
 use flotilla_actors::mesos::protocol::{MasterState, TaskInfo, TaskView};
 
-use crate::cli::{ClusterConnection, NodeCommand, TaskCommand};
+use crate::cli::{ClusterConnection, HealthFlags, NodeCommand, TaskCommand};
 use crate::client::ClusterClient;
 use crate::state_json::master_state_json;
 
@@ -59,11 +61,34 @@ pub async fn node(connection: ClusterConnection, command: NodeCommand) -> anyhow
     Ok(())
 }
 
+/// The command health check the flags ask for: the first check at once (the grace period
+/// covers a slow start).
+fn health_check(flags: &HealthFlags) -> Option<HealthCheck> {
+    let value = flags.health_cmd.clone()?;
+    Some(HealthCheck {
+        probe: Probe::Command { value },
+        delay_ms: 0,
+        interval_ms: to_milli(flags.health_interval_secs),
+        timeout_ms: to_milli(flags.health_timeout_secs),
+        grace_period_ms: to_milli(flags.health_grace_secs),
+        max_consecutive_failures: flags.health_max_failures,
+    })
+}
+
+/// A task's state with its health when a check reported one (`TASK_RUNNING (healthy)`).
+fn state_with_health(task: &TaskView) -> String {
+    match task.statuses.iter().rev().find_map(|s| s.healthy) {
+        Some(true) if task.state == TaskState::Running => format!("{} (healthy)", task.state.name()),
+        Some(false) if task.state == TaskState::Running => format!("{} (unhealthy)", task.state.name()),
+        _ => task.state.name().to_owned(),
+    }
+}
+
 fn task_row(task: &TaskView) {
     println!(
-        "{:<36} {:<18} {:<16} {:<30} {}",
+        "{:<36} {:<26} {:<16} {:<30} {}",
         task.task.task_id,
-        task.state.name(),
+        state_with_health(task),
         task.agent_id,
         brief(&task.task.resources),
         task.statuses.last().map(|s| s.message.as_str()).unwrap_or("")
@@ -92,14 +117,14 @@ pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow
                 println!("{}", serde_json::to_string_pretty(&tasks)?);
                 return Ok(());
             }
-            println!("{:<36} {:<18} {:<16} {:<30} MESSAGE", "ID", "STATE", "AGENT", "RESOURCES");
+            println!("{:<36} {:<26} {:<16} {:<30} MESSAGE", "ID", "STATE", "AGENT", "RESOURCES");
             state.tasks.iter().for_each(task_row);
             if all {
                 state.completed_tasks.iter().for_each(task_row);
             }
             Ok(())
         }
-        TaskCommand::Run { name, cpus, mem, disk, ports, env, grace_secs, command } => {
+        TaskCommand::Run { name, cpus, mem, disk, ports, env, grace_secs, health, command } => {
             let mut resources = Resources::cpus_mem_disk(cpus, mem, disk);
             if ports > 0 {
                 // Any `ports` ports: the launcher picks them from the offer.
@@ -115,6 +140,7 @@ pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow
                 env: env.into_iter().collect::<BTreeMap<_, _>>(),
                 labels: BTreeMap::new(),
                 kill_grace_ms: to_milli(grace_secs),
+                health_check: health_check(&health),
             };
             match launcher(&connection, &LauncherRequest::Run(Box::new(task)), deadline).await? {
                 LauncherReply::Accepted { task_id } => println!("{task_id}"),

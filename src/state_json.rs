@@ -42,6 +42,9 @@ fn task_json(task: &TaskView) -> Value {
             if !s.message.is_empty() {
                 status["message"] = json!(s.message);
             }
+            if let Some(healthy) = s.healthy {
+                status["healthy"] = json!(healthy);
+            }
             status
         })
         .collect();

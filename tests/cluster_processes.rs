@@ -3,7 +3,8 @@
 //! processes otherwise): tasks started with `flotilla task run` run; an agent killed with
 //! SIGKILL and restarted keeps its tasks running and re-adopts them; the leading master killed
 //! with SIGKILL is replaced by a new leader that learns every running task from the agents;
-//! bad task specs and bad configurations get clear errors.
+//! health checks run on the agents (a passing one reports the task healthy, a failing one
+//! kills it); bad task specs and bad configurations get clear errors.
 
 use std::collections::BTreeMap;
 use std::process::Output;
@@ -91,10 +92,29 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
         ],
     ));
     let fails = task_id(&run_cli(&cluster, &["run", "--name", "fails", "--", "exit 3"]));
+    let checked = |name: &str, check: &str| {
+        let flags = ["run", "--name", name, "--health-cmd", check, "--health-interval-secs", "0.2"];
+        let more = ["--health-grace-secs", "0", "--health-max-failures", "2", "--", "exec sleep 600"];
+        task_id(&run_cli(&cluster, &[&flags[..], &more[..]].concat()))
+    };
+    let healthy = checked("healthy", "test -n \"$MESOS_TASK_ID\"");
+    let unhealthy = checked("unhealthy", "test -e never-made");
     let mut want: Vec<(&str, TaskState)> = web.iter().map(|id| (id.as_str(), TaskState::Running)).collect();
     want.push((&done, TaskState::Finished));
     want.push((&fails, TaskState::Failed));
+    want.push((&unhealthy, TaskState::Killed));
     let state = states(&client, &want).await;
+    let killed = state.completed_tasks.iter().find(|t| t.task.task_id == unhealthy).expect("the unhealthy task");
+    let last = killed.statuses.last().expect("statuses");
+    assert!(last.message.contains("2 consecutive failed health checks"), "{last:?}");
+    assert_eq!(last.healthy, Some(false));
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !client.master_state(Duration::from_secs(5)).await.is_ok_and(|state| {
+        state.tasks.iter().any(|t| t.task.task_id == healthy && t.statuses.iter().any(|s| s.healthy == Some(true)))
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "the healthy task was never reported healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let agents_used: std::collections::BTreeSet<&str> = state.tasks.iter().map(|t| t.agent_id.as_str()).collect();
     assert!(!agents_used.is_empty());
 
@@ -147,10 +167,11 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
     states(&client, &[(web[0].as_str(), TaskState::Killed)]).await;
 
     // Leave nothing behind: the other tasks killed, then the agents' (empty) cgroup roots.
-    for id in &web[1..] {
+    for id in web[1..].iter().chain([&healthy]) {
         assert!(run_cli(&cluster, &["kill", id]).status.success());
     }
-    let killed: Vec<(&str, TaskState)> = web[1..].iter().map(|id| (id.as_str(), TaskState::Killed)).collect();
+    let killed: Vec<(&str, TaskState)> =
+        web[1..].iter().chain([&healthy]).map(|id| (id.as_str(), TaskState::Killed)).collect();
     states(&client, &killed).await;
     client.close().await;
     drop(cluster);

@@ -184,6 +184,7 @@ impl Sim {
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             kill_grace_ms: 1_000,
+            health_check: None,
         };
         let reply = wait_until("the launcher accepts the task", LONG, async || {
             self.launcher(LauncherRequest::Run(Box::new(task.clone()))).await

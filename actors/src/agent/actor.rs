@@ -4,7 +4,9 @@
 //! restarted agent re-adopts the tasks still running and reports the ones that ended.
 //!
 //! Each launched task has a watcher (a linked actor awaiting the driver's `wait`), so the
-//! agent itself never blocks on a task.
+//! agent itself never blocks on a task, and a task with a health check has a health checker
+//! (`agent/health.rs`), another linked actor, whose verdicts come back as messages: a change
+//! of health becomes a `TASK_RUNNING` update carrying `healthy`, too many failures a kill.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use tracing::{info, warn};
 use super::checkpoint::{Checkpoint, TaskRecord};
 use super::core::{Acknowledged, Placement, TermFence, UpdateStream, exit_outcome, task_environment};
 use super::driver::{DriverFuture, LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use super::health::{HealthArgs, HealthChecker, ProbeNow};
 use crate::mesos::core::{TaskState, TaskStatus, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
     AGENT_NAME, AgentInfo, AgentMessage, Command, MASTER_NAME, TaskInfo, TaskReport, ToAgent,
@@ -79,6 +82,12 @@ pub enum AgentMsg {
     GraceOver {
         task_id: String,
     },
+    /// A task's health changed, or its health check wants it killed (with this message).
+    Health {
+        task_id: String,
+        healthy: bool,
+        kill: Option<String>,
+    },
     Tick,
     /// The tasks this agent holds (for operators and tests).
     Tasks(RpcReplyPort<Vec<TaskReport>>),
@@ -90,6 +99,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::FromMaster(from, m) => write!(f, "FromMaster({}, {:?})", from.node, m.command),
             AgentMsg::Exited { task_id, .. } => write!(f, "Exited({task_id})"),
             AgentMsg::GraceOver { task_id } => write!(f, "GraceOver({task_id})"),
+            AgentMsg::Health { task_id, healthy, kill } => write!(f, "Health({task_id}, {healthy}, {kill:?})"),
             AgentMsg::Tick => f.write_str("Tick"),
             AgentMsg::Tasks(_) => f.write_str("Tasks"),
         }
@@ -102,6 +112,21 @@ pub const AGENT_ACTOR: &str = AGENT_NAME;
 struct Running {
     record: TaskRecord,
     watcher: Option<ActorRef<()>>,
+    checker: Option<ActorRef<ProbeNow>>,
+    /// Why the health check killed the task, for its terminal update.
+    unhealthy_kill: Option<String>,
+}
+
+impl Running {
+    fn new(record: TaskRecord) -> Running {
+        Running { record, watcher: None, checker: None, unhealthy_kill: None }
+    }
+
+    fn stop_checker(&mut self) {
+        if let Some(checker) = self.checker.take() {
+            checker.stop(None);
+        }
+    }
 }
 
 /// Where the agent stands with the masters.
@@ -191,6 +216,7 @@ impl Actor for Agent {
             AgentMsg::FromMaster(from, message) => state.on_master_command(from, *message).await,
             AgentMsg::Exited { task_id, exit } => state.exited(&task_id, exit),
             AgentMsg::GraceOver { task_id } => state.grace_over(&task_id),
+            AgentMsg::Health { task_id, healthy, kill } => state.health(&task_id, healthy, kill),
             AgentMsg::Tick => state.tick(),
             AgentMsg::Tasks(reply) => {
                 let _ = reply.send(state.reports());
@@ -205,10 +231,11 @@ impl Actor for Agent {
         event: SupervisionEvent,
         _: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
-        // A watcher stops after reporting its task's exit; one that fails takes the agent
-        // with it (the supervisor restarts the agent, which re-adopts from the checkpoint).
+        // A watcher stops after reporting its task's exit; one that fails (or a failed health
+        // checker) takes the agent with it (the supervisor restarts the agent, which re-adopts
+        // from the checkpoint and checks again).
         if let SupervisionEvent::ActorFailed(_, error) = event {
-            return Err(format!("a task watcher failed: {error}").into());
+            return Err(format!("a task watcher or health checker failed: {error}").into());
         }
         Ok(())
     }
@@ -239,7 +266,7 @@ impl AgentState {
             self.updates.restore(&task_id, record.pending.clone());
             let terminal = record.latest.state.is_terminal();
             let handle = record.handle.clone();
-            self.tasks.insert(task_id.clone(), Running { record, watcher: None });
+            self.tasks.insert(task_id.clone(), Running::new(record));
             match handle {
                 _ if terminal => {}
                 Some(handle) => {
@@ -248,6 +275,9 @@ impl AgentState {
                     // A task that ended while the agent was down is reported by its watcher,
                     // whose wait resolves at once.
                     self.watch(&handle).await?;
+                    if running {
+                        self.check_health(&task_id).await?;
+                    }
                 }
                 None => {
                     // The agent stopped between accepting the launch and starting the task.
@@ -370,7 +400,7 @@ impl AgentState {
         }
         let status = self.status(&task_id, TaskState::Staging, None, String::new());
         let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
-        self.tasks.insert(task_id.clone(), Running { record, watcher: None });
+        self.tasks.insert(task_id.clone(), Running::new(record));
         match self.start(&task_id) {
             Ok(handle) => {
                 if let Some(task) = self.tasks.get_mut(&task_id) {
@@ -380,6 +410,9 @@ impl AgentState {
                 if let Err(error) = self.watch(&handle).await {
                     warn!(task = %task_id, %error, "cannot watch the task; killing it");
                     let _ = self.driver.signal(&handle, StopSignal::Kill);
+                } else if let Err(error) = self.check_health(&task_id).await {
+                    warn!(task = %task_id, %error, "cannot check the task's health; killing it");
+                    self.kill(&task_id, Some(0));
                 }
             }
             Err(message) => {
@@ -401,17 +434,10 @@ impl AgentState {
         // reaps or reports it, never leaving an orphan.
         self.checkpoint.save_task(record).map_err(|e| e.to_string())?;
         let info = &record.info;
-        let sandbox_text = sandbox.display().to_string();
-        let placement = Placement {
-            agent_id: &self.config.info.id,
-            hostname: &self.config.info.hostname,
-            sandbox: &sandbox_text,
-            agent_endpoint: self.transport.node(),
-        };
         let spec = LaunchSpec {
             task_id: task_id.to_owned(),
             command: info.command.clone(),
-            env: task_environment(info, &placement),
+            env: self.environment(info, &sandbox),
             sandbox,
             run_dir,
             cpu_millis: info.resources.scalar_milli("cpus"),
@@ -420,6 +446,58 @@ impl AgentState {
             logs: self.config.logs,
         };
         self.driver.launch(&spec).map_err(|e| e.to_string())
+    }
+
+    /// The environment a task (and its command health check) runs with.
+    fn environment(&self, info: &TaskInfo, sandbox: &std::path::Path) -> BTreeMap<String, String> {
+        let sandbox_text = sandbox.display().to_string();
+        let placement = Placement {
+            agent_id: &self.config.info.id,
+            hostname: &self.config.info.hostname,
+            sandbox: &sandbox_text,
+            agent_endpoint: self.transport.node(),
+        };
+        task_environment(info, &placement)
+    }
+
+    /// Starts the task's health checker, if it has a health check.
+    async fn check_health(&mut self, task_id: &str) -> Result<(), ActorProcessingErr> {
+        let Some(task) = self.tasks.get(task_id) else { return Ok(()) };
+        let Some(check) = task.record.info.health_check.clone() else { return Ok(()) };
+        let sandbox = self.sandbox(task_id);
+        let args = HealthArgs {
+            task_id: task_id.to_owned(),
+            check,
+            env: self.environment(&task.record.info, &sandbox),
+            sandbox,
+            agent: self.myself.clone(),
+            node: self.node.clone(),
+        };
+        let (checker, _) = Actor::spawn_linked(None, HealthChecker, args, self.myself.get_cell()).await?;
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.checker = Some(checker);
+        }
+        Ok(())
+    }
+
+    /// A health verdict: the change of health goes to the master as a `TASK_RUNNING` update;
+    /// a kill is an ordinary kill whose terminal update says why.
+    fn health(&mut self, task_id: &str, healthy: bool, kill: Option<String>) {
+        let Some(task) = self.tasks.get_mut(task_id) else { return };
+        if task.record.latest.state != TaskState::Running || task.record.killing {
+            return;
+        }
+        let mut status =
+            self.status(task_id, TaskState::Running, Some(UpdateReason::TaskHealthCheckStatusUpdated), String::new());
+        status.healthy = Some(healthy);
+        self.push_update(status);
+        if let Some(message) = kill {
+            warn!(task = %task_id, %message, "killing an unhealthy task");
+            if let Some(task) = self.tasks.get_mut(task_id) {
+                task.unhealthy_kill = Some(message);
+            }
+            self.kill(task_id, None);
+        }
     }
 
     /// Starts the watcher that reports the task's exit.
@@ -449,6 +527,7 @@ impl AgentState {
         if task.record.latest.state.is_terminal() {
             return;
         }
+        task.stop_checker();
         task.record.killing = true;
         let grace = Duration::from_millis(grace_ms.unwrap_or(task.record.info.kill_grace_ms));
         match task.record.handle.clone() {
@@ -482,15 +561,22 @@ impl AgentState {
     fn exited(&mut self, task_id: &str, exit: TaskExit) {
         let Some(task) = self.tasks.get_mut(task_id) else { return };
         task.watcher = None;
+        task.stop_checker();
         if let Some(handle) = &task.record.handle {
             self.driver.cleanup(handle);
         }
         if task.record.latest.state.is_terminal() {
             return;
         }
-        let outcome = exit_outcome(&exit, task.record.killing);
+        let mut outcome = exit_outcome(&exit, task.record.killing);
+        let unhealthy = task.unhealthy_kill.take();
+        if let Some(message) = &unhealthy {
+            outcome.message.clone_from(message);
+        }
         info!(task = %task_id, state = %outcome.state, message = %outcome.message, "task ended");
-        self.update(task_id, outcome.state, outcome.reason, outcome.message);
+        let mut status = self.status(task_id, outcome.state, outcome.reason, outcome.message);
+        status.healthy = unhealthy.map(|_| false);
+        self.push_update(status);
     }
 
     fn status(&self, task_id: &str, state: TaskState, reason: Option<UpdateReason>, message: String) -> TaskStatus {
@@ -503,13 +589,21 @@ impl AgentState {
             message,
             uuid: None,
             timestamp_ms: self.node.clock().wall_millis(),
+            healthy: None,
         }
     }
 
     /// Records a new state: checkpointed, then queued for the master (sent now when it is the
     /// task's head update and the agent is registered).
     fn update(&mut self, task_id: &str, state: TaskState, reason: Option<UpdateReason>, message: String) {
-        let mut status = self.status(task_id, state, reason, message);
+        let status = self.status(task_id, state, reason, message);
+        self.push_update(status);
+    }
+
+    /// [`AgentState::update`] for a status already made.
+    fn push_update(&mut self, mut status: TaskStatus) {
+        let task_id = status.task_id.clone();
+        let task_id = task_id.as_str();
         status.uuid = Some(((self.node.random_u64() as u128) << 64) | self.node.random_u64() as u128);
         let now = self.now_ms();
         let head = self.updates.push(status.clone(), now);

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;
+pub mod health;
 
 use std::sync::Arc;
 

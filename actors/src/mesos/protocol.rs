@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use flotilla_transport::{RemoteCall, RemoteMessage};
 use serde::{Deserialize, Serialize};
 
+use super::core::health::HealthCheck;
 use super::core::{Resources, RoleResources, TaskState, TaskStatus};
 use crate::agent::driver::TaskCommand;
 
@@ -50,6 +51,8 @@ pub struct TaskInfo {
     pub labels: BTreeMap<String, String>,
     /// SIGTERM, then SIGKILL after this long (Mesos's `KillPolicy.grace_period`).
     pub kill_grace_ms: u64,
+    /// Run by the agent; too many failures in a row kill the task.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// A task an agent holds, with its latest state.

@@ -15,6 +15,7 @@ fn status(task: &str, state: TaskState, uuid: u128) -> TaskStatus {
         message: String::new(),
         uuid: Some(uuid),
         timestamp_ms: 0,
+        healthy: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn the_environment_carries_mesos_variables_and_ports_and_they_win() {
         env: BTreeMap::from([("MESOS_TASK_ID".to_owned(), "fake".to_owned()), ("MINE".to_owned(), "1".to_owned())]),
         labels: BTreeMap::new(),
         kill_grace_ms: 2500,
+        health_check: None,
     };
     let at = Placement { agent_id: "a1", hostname: "host1", sandbox: "/sb", agent_endpoint: "a1" };
     let env = task_environment(&task, &at);

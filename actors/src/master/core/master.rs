@@ -367,6 +367,7 @@ impl MasterCore {
             message: message.to_owned(),
             uuid: None,
             timestamp_ms: 0,
+            healthy: None,
         };
         self.push_status(&status);
         self.to_framework_of(&framework, FrameworkEvent::Update(status), actions);
@@ -586,6 +587,7 @@ impl MasterCore {
             message: String::new(),
             uuid: None,
             timestamp_ms: 0,
+            healthy: None,
         };
         let entry = Task {
             info: task.clone(),
@@ -616,6 +618,7 @@ impl MasterCore {
             message: message.to_owned(),
             uuid: None,
             timestamp_ms: 0,
+            healthy: None,
         };
         self.to_framework_of(framework, FrameworkEvent::Update(status), actions);
     }
@@ -672,6 +675,7 @@ impl MasterCore {
             message: "Reconciliation: task is unknown".to_owned(),
             uuid: None,
             timestamp_ms: 0,
+            healthy: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn task(id: &str, cpus: f64) -> TaskInfo {
         env: BTreeMap::new(),
         labels: BTreeMap::new(),
         kill_grace_ms: 1000,
+        health_check: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn running(task_id: &str, agent: &str, uuid: u128) -> TaskStatus {
         message: String::new(),
         uuid: Some(uuid),
         timestamp_ms: 0,
+        healthy: None,
     }
 }
 

@@ -1,6 +1,7 @@
-//! The Mesos vocabulary, pure: resources and roles, task states and status updates, and the
-//! environment a task is given.
+//! The Mesos vocabulary, pure: resources and roles, task states and status updates, health
+//! checks, and the environment a task is given.
 
+pub mod health;
 pub mod resources;
 pub mod task;
 

@@ -146,6 +146,8 @@ pub enum UpdateReason {
     InvalidOffers,
     ResourcesUnknown,
     MasterDisconnected,
+    /// A running task's health changed (the update carries `healthy`).
+    TaskHealthCheckStatusUpdated,
 }
 
 impl UpdateReason {
@@ -167,6 +169,7 @@ impl UpdateReason {
             UpdateReason::InvalidOffers => "REASON_INVALID_OFFERS",
             UpdateReason::ResourcesUnknown => "REASON_RESOURCES_UNKNOWN",
             UpdateReason::MasterDisconnected => "REASON_MASTER_DISCONNECTED",
+            UpdateReason::TaskHealthCheckStatusUpdated => "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
         }
     }
 }
@@ -185,4 +188,6 @@ pub struct TaskStatus {
     pub uuid: Option<u128>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The task's health, on updates from its health check (`None` elsewhere).
+    pub healthy: Option<bool>,
 }
