@@ -20,7 +20,8 @@
 //! A dependency names an app, or a group (a path prefix), meaning every app under it. A
 //! dependency on nothing ([`PlanError::MissingDependency`]) and a dependency cycle
 //! ([`PlanError::DependencyCycle`], self-dependencies through one's own group included) are
-//! errors, in the target and in the original alike.
+//! errors: missing dependencies in the original and the target alike (the original was an
+//! earlier target), cycles in the target and among the apps the plan removes.
 //!
 //! # Locks ([`admit`], [`cancel`])
 //!
@@ -1107,6 +1108,10 @@ pub enum CancelError {
 
 /// Cancel the running deployment `id`; without `force`, also plan its rollback from `current`
 /// (the apps as they are now) under `rollback_id` and `version`.
+///
+/// The rollback can fail where Marathon's would not: if an app added by this deployment has
+/// since become a dependency of another deployment's app, undoing the addition leaves a
+/// dependency on nothing ([`PlanError::MissingDependency`]); `force=true` still cancels.
 pub fn cancel<'a>(
     running: impl IntoIterator<Item = &'a DeploymentPlan>,
     id: &str,
@@ -1134,7 +1139,9 @@ pub fn cancel<'a>(
 /// none) and the latest readiness results of their tasks.
 ///
 /// Each instance's [`super::upgrade::InstanceVersion`] is relative to the action's target:
-/// `New` when its configuration fingerprint equals the plan target's for that app.
+/// `New` when its configuration fingerprint equals the plan target's for that app. Instances
+/// the scheduler was asked to start appear as `Staged` from the next observation on, and
+/// those it was asked to kill as `Killing` until they end, or they would be asked for again.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observation {
     /// Instances by app.
@@ -1295,12 +1302,10 @@ impl DeploymentRun {
         events
     }
 
-    /// The `GET /v2/deployments` item for this run.
+    /// The `GET /v2/deployments` item for this run: the step it is on (or stopped on, or the
+    /// last one once succeeded).
     pub fn info_view(&self) -> DeploymentInfoView {
-        let current = match self.state() {
-            RunState::Running { step } => step,
-            _ => self.plan.steps.len().min(self.step),
-        };
+        let current = (self.step + 1).min(self.plan.steps.len());
         self.plan.info_view(current, &self.readiness)
     }
 

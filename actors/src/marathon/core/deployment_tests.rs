@@ -890,6 +890,8 @@ fn cancelling_and_failing_a_run_publish_marathons_events() {
 
     let (mut run, _) = DeploymentRun::start(plan(&Apps::empty(), &target), "t0");
     assert_eq!(event_types(&run.fail("no offers", "t1")), ["deployment_step_failure", "deployment_failed"]);
+    assert_eq!(run.state(), RunState::Failed("no offers".into()));
+    assert_eq!(run.info_view().current_step, 1, "the view shows the step the run stopped on");
 }
 
 #[test]
@@ -1233,5 +1235,69 @@ proptest! {
         };
         let again = DeploymentPlan::between(&apps(shuffle(before)), &apps(shuffle(after)), did("p"), "v");
         prop_assert_eq!(again.as_ref().map(DeploymentPlan::steps), Ok(plan.steps()));
+    }
+
+    #[test]
+    fn runs_converge_the_cluster_to_the_target(
+        specs in proptest::collection::vec((0u8..5, 0u32..4, 0u32..4, 0u8..3, any::<bool>()), 1..6),
+    ) {
+        // Per app: kind (0 only before, 1 only after, 2 both same config, 3-4 both new config),
+        // counts before and after, a strategy, and whether app i depends on app i-1.
+        let strategies = [(1.0, 1.0), (0.0, 0.0), (0.5, 0.0)];
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        let mut cluster = Cluster::default();
+        for (i, (kind, count_before, count_after, strategy, chained)) in specs.iter().enumerate() {
+            let id = format!("/app{i}");
+            let (min_health, over) = strategies[usize::from(*strategy)];
+            let make = |instances: u32, fingerprint: &str, present: &dyn Fn(u8) -> bool| {
+                let mut view = app(&id, instances, fingerprint);
+                view.upgrade_strategy = UpgradeStrategy::new(min_health, over).expect("strategy");
+                view.has_health_checks = true;
+                let previous = i.checked_sub(1).and_then(|j| specs.get(j));
+                if *chained && previous.is_some_and(|(k, ..)| present(*k)) {
+                    view = depending(view, &[&format!("/app{}", i - 1)]);
+                }
+                view
+            };
+            if *kind != 1 {
+                before.push(make(*count_before, "x", &|k| k != 1));
+                let list = (0..*count_before)
+                    .map(|n| instance(&format!("app{i}#x#old{n}"), InstanceVersion::Old, InstanceState::Running, true, 0))
+                    .collect();
+                cluster.instances.insert(path(&id), list);
+            }
+            if *kind != 0 {
+                let fingerprint = if *kind >= 3 { "y" } else { "x" };
+                after.push(make(*count_after, fingerprint, &|k| k != 0));
+            }
+        }
+        let target = apps(after);
+        let plan = DeploymentPlan::between(&apps(before), &target, did("p"), "v").map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let total_steps = plan.steps().len();
+        let (mut run, mut events) = DeploymentRun::start(plan, "t0");
+        for round in 0..200 {
+            let report = run.observe(&cluster.observation(&target), &format!("t{round}")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            events.extend(report.events.clone());
+            if !matches!(report.state, RunState::Running { .. }) {
+                break;
+            }
+            cluster.apply(&report, &target);
+            cluster.tick();
+        }
+        prop_assert_eq!(run.state(), RunState::Succeeded);
+        let count = |kind: &str| event_types(&events).iter().filter(|t| **t == kind).count();
+        prop_assert_eq!(count("deployment_info"), total_steps);
+        prop_assert_eq!(count("deployment_step_success"), total_steps);
+        prop_assert_eq!(count("deployment_success"), 1);
+        for (app_id, list) in &cluster.instances {
+            match target.get(app_id) {
+                Some(view) => {
+                    prop_assert_eq!(list.len() as u32, view.instances, "{} count", app_id);
+                    prop_assert!(list.iter().all(|i| instance_fingerprint(i) == view.config_fingerprint), "{} runs its target config", app_id);
+                }
+                None => prop_assert!(list.is_empty(), "{} was stopped", app_id),
+            }
+        }
     }
 }

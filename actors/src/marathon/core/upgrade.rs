@@ -372,7 +372,7 @@ pub fn replace_step(spec: &ReplaceSpec, instances: &[InstanceView]) -> Result<De
     let mut remaining_available = available;
     for victim in new_victims.into_iter().take(excess_new) {
         if checks.is_available(victim) {
-            remaining_available -= 1;
+            remaining_available = remaining_available.saturating_sub(1);
         }
         kill.push(victim.id.clone());
     }
@@ -381,7 +381,7 @@ pub fn replace_step(spec: &ReplaceSpec, instances: &[InstanceView]) -> Result<De
             if remaining_available <= bounds.min_healthy {
                 break;
             }
-            remaining_available -= 1;
+            remaining_available = remaining_available.saturating_sub(1);
         }
         kill.push(victim.id.clone());
     }
@@ -433,7 +433,7 @@ pub fn scale_step(
         .take(kill_count)
         .map(|i| i.id.clone())
         .collect();
-    let kept = count_u32(active.iter()) - count_u32(kill.iter());
+    let kept = count_u32(active.iter()).saturating_sub(count_u32(kill.iter()));
     let start = spec.scale_to.saturating_sub(kept);
     let nothing_killing = instances.iter().all(|i| i.state != InstanceState::Killing);
     let started_are_available =
