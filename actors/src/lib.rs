@@ -25,6 +25,7 @@ pub mod allocator;
 pub mod control_plane;
 pub mod election;
 pub mod launcher;
+pub mod marathon;
 pub mod master;
 pub mod mesos;
 pub mod registry;

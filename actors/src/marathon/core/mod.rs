@@ -1,0 +1,16 @@
+//! The Marathon scheduler's pure cores: no runtime, no I/O, no clock reads, no RNG
+//! construction; time and seeds are arguments.
+//!
+//! - [`constraints`]: `[field, OPERATOR(, value)]` placement constraints, parsed into typed
+//!   rules and matched against an agent and the app's placed instances.
+//! - [`placement`]: offer matching as a pure function from a snapshot (offers, demands) to a
+//!   plan (launches, unused offers, per-offer rejection reasons), plus the launch-attempt
+//!   statistics and the `/v2/queue` item view built from them.
+//! - [`backoff`]: the launch backoff (Marathon's rate limiter) per run spec and configuration.
+
+pub mod backoff;
+pub mod constraints;
+pub mod placement;
+
+#[cfg(test)]
+mod placement_tests;
