@@ -13,6 +13,8 @@
 //! - [`mesos`], [`agent`], [`master`], [`launcher`]: the cluster manager — its vocabulary and
 //!   protocol, the agents that run tasks, the leading master, and the built-in framework for
 //!   one-off tasks.
+//! - [`marathon`]: the service scheduler's vocabulary, pure: Marathon app definitions (parsing,
+//!   defaults, deprecated aliases, validation, partial updates, the read model, task environment).
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!
@@ -25,6 +27,7 @@ pub mod allocator;
 pub mod control_plane;
 pub mod election;
 pub mod launcher;
+pub mod marathon;
 pub mod master;
 pub mod mesos;
 pub mod registry;
