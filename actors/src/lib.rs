@@ -13,8 +13,10 @@
 //! - [`mesos`], [`agent`], [`master`], [`launcher`]: the cluster manager — its vocabulary and
 //!   protocol, the agents that run tasks, the leading master, and the built-in framework for
 //!   one-off tasks.
-//! - [`marathon`]: the service scheduler's pure cores: deployment plans, locks, rolling
-//!   upgrades, scaling and deployment progress (in `marathon/core`).
+//! - [`marathon`]: the service scheduler's pure cores: Marathon app definitions (parsing,
+//!   defaults, deprecated aliases, validation, partial updates, the read model, task
+//!   environment), deployment plans and progress, rolling upgrades and scaling, placement
+//!   constraints and offer matching, launch backoff (in `marathon/core`).
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!

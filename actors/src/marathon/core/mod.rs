@@ -1,6 +1,10 @@
 //! The Marathon scheduler's pure cores: no runtime, no I/O, no clock reads, no RNG
 //! construction; time and seeds are arguments.
 //!
+//! - The app model: path ids ([`path`]), timestamps ([`timestamp`]), the app definition with
+//!   its defaults, deprecated aliases, partial updates, read model and task environment
+//!   ([`app`]), its JSON reader with Marathon's error shapes ([`app_json`]), and its semantic
+//!   validation ([`validation`]).
 //! - [`deployment`]: deployment plans between two sets of apps in dependency order, locks
 //!   and conflicts, rollback, and a run's progress and events.
 //! - [`upgrade`]: one app's instance-level decisions: rolling replacement within
@@ -12,12 +16,19 @@
 //!   statistics and the `/v2/queue` item view built from them.
 //! - [`backoff`]: the launch backoff (Marathon's rate limiter) per run spec and configuration.
 
+pub mod app;
+pub mod app_json;
 pub mod backoff;
 pub mod constraints;
 pub mod deployment;
+pub mod path;
 pub mod placement;
+pub mod timestamp;
 pub mod upgrade;
+pub mod validation;
 
+#[cfg(test)]
+mod app_tests;
 #[cfg(test)]
 mod deployment_tests;
 #[cfg(test)]
