@@ -137,8 +137,10 @@ fn cycle_text(cycle: &[PathId]) -> String {
     text.join(" -> ")
 }
 
-/// An absolute Marathon path: `/`, or `/` followed by `/`-separated segments, each made of
-/// lowercase letters, digits, hyphens (not at either end) and dots between such names.
+/// An absolute Marathon path as plans and views carry it (text, cheap to compare and print):
+/// `/`, or `/` followed by `/`-separated segments, each a name of the app model's
+/// [`super::path`] grammar. The app model's [`super::path::PathId`] (segments, relative
+/// resolution) is where ids come from; this one is what a plan keys its apps by.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PathId(String);
@@ -192,24 +194,14 @@ impl PathId {
     }
 }
 
-/// One segment of a path: `name(.name)*`, each name `[a-z0-9]([a-z0-9-]*[a-z0-9])?`; `.` and
-/// `..` (relative forms) are not accepted here.
+/// One segment of an absolute path: a name as the app model's [`super::path`] defines it
+/// (the relative forms `.` and `..` are not accepted here).
 fn check_segment(segment: &str) -> Result<(), &'static str> {
-    if segment.is_empty() {
-        return Err("empty segment");
+    if super::path::is_name(segment) {
+        Ok(())
+    } else {
+        Err("each segment is dot-separated names of lowercase letters, digits and '-', not starting or ending with '-'")
     }
-    for name in segment.split('.') {
-        if name.is_empty() {
-            return Err("a segment must not start or end with '.', nor hold '..'");
-        }
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err("segments hold only lowercase letters, digits, '-' and '.'");
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return Err("a name must not start or end with '-'");
-        }
-    }
-    Ok(())
 }
 
 impl TryFrom<String> for PathId {
