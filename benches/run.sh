@@ -14,5 +14,7 @@ for bench in restart_latency actor_overhead transport allocator; do
 done
 echo "== launch (isolating driver beside crun; needs root)"
 cargo bench -q --bench launch
+echo "== agent_launch (1,000 tasks through one agent; needs root)"
+cargo bench -q --bench agent_launch
 echo "== consensus"
 cargo bench -q --bench consensus

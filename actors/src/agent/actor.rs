@@ -3,8 +3,9 @@
 //! driver, streams status updates until acknowledged, and checkpoints each task so that a
 //! restarted agent re-adopts the tasks still running and reports the ones that ended.
 //!
-//! Each launched task has a watcher (a linked actor awaiting the driver's `wait`), so the
-//! agent itself never blocks on a task, and a task with a health check has a health checker
+//! Each launched task has a watcher (a linked actor that launches it through the driver, then
+//! awaits the driver's `wait`), so the agent itself never blocks on a task — launches run
+//! side by side, each on its watcher — and a task with a health check has a health checker
 //! (`agent/health.rs`), another linked actor, whose verdicts come back as messages: a change
 //! of health becomes a `TASK_RUNNING` update carrying `healthy`, too many failures a kill.
 
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 
 use super::checkpoint::{Checkpoint, TaskRecord};
 use super::core::{Acknowledged, Placement, TermFence, UpdateStream, exit_outcome, task_environment};
-use super::driver::{DriverFuture, LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use super::driver::{LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
 use super::health::{HealthArgs, HealthChecker, ProbeNow};
 use crate::mesos::core::{TaskState, TaskStatus, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
@@ -74,6 +75,11 @@ pub struct AgentArgs {
 
 pub enum AgentMsg {
     FromMaster(Sender, Box<ToAgent>),
+    /// A watcher's launch came back: the task runs under this handle, or did not start.
+    Launched {
+        task_id: String,
+        outcome: Result<TaskHandle, String>,
+    },
     Exited {
         task_id: String,
         exit: TaskExit,
@@ -97,6 +103,7 @@ impl std::fmt::Debug for AgentMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AgentMsg::FromMaster(from, m) => write!(f, "FromMaster({}, {:?})", from.node, m.command),
+            AgentMsg::Launched { task_id, outcome } => write!(f, "Launched({task_id}, {})", outcome.is_ok()),
             AgentMsg::Exited { task_id, .. } => write!(f, "Exited({task_id})"),
             AgentMsg::GraceOver { task_id } => write!(f, "GraceOver({task_id})"),
             AgentMsg::Health { task_id, healthy, kill } => write!(f, "Health({task_id}, {healthy}, {kill:?})"),
@@ -214,6 +221,7 @@ impl Actor for Agent {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::FromMaster(from, message) => state.on_master_command(from, *message).await,
+            AgentMsg::Launched { task_id, outcome } => state.launched(&task_id, outcome).await,
             AgentMsg::Exited { task_id, exit } => state.exited(&task_id, exit),
             AgentMsg::GraceOver { task_id } => state.grace_over(&task_id),
             AgentMsg::Health { task_id, healthy, kill } => state.health(&task_id, healthy, kill),
@@ -257,7 +265,10 @@ impl AgentState {
         for error in broken {
             warn!(%error, "dropping an unreadable task record; its task is reaped as an orphan");
         }
-        let keep: BTreeSet<String> = records.iter().map(|r| r.info.task_id.clone()).collect();
+        // A record without a handle is a launch the previous agent process did not see through:
+        // its process, if the shim got that far, is reaped with the orphans.
+        let keep: BTreeSet<String> =
+            records.iter().filter(|r| r.handle.is_some()).map(|r| r.info.task_id.clone()).collect();
         for orphan in self.driver.reap_orphans(&keep) {
             warn!(task = %orphan, "killed a task the agent has no record of");
         }
@@ -274,7 +285,7 @@ impl AgentState {
                     info!(task = %task_id, running, "re-adopting a checkpointed task");
                     // A task that ended while the agent was down is reported by its watcher,
                     // whose wait resolves at once.
-                    self.watch(&handle).await?;
+                    self.watch(&handle.task_id, Job::Watch(handle.clone())).await?;
                     if running {
                         self.check_health(&task_id).await?;
                     }
@@ -401,29 +412,50 @@ impl AgentState {
         let status = self.status(&task_id, TaskState::Staging, None, String::new());
         let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
         self.tasks.insert(task_id.clone(), Running::new(record));
-        match self.start(&task_id) {
-            Ok(handle) => {
-                if let Some(task) = self.tasks.get_mut(&task_id) {
-                    task.record.handle = Some(handle.clone());
-                }
-                self.update(&task_id, TaskState::Running, None, String::new());
-                if let Err(error) = self.watch(&handle).await {
-                    warn!(task = %task_id, %error, "cannot watch the task; killing it");
-                    let _ = self.driver.signal(&handle, StopSignal::Kill);
-                } else if let Err(error) = self.check_health(&task_id).await {
-                    warn!(task = %task_id, %error, "cannot check the task's health; killing it");
-                    self.kill(&task_id, Some(0));
-                }
-            }
-            Err(message) => {
-                warn!(task = %task_id, %message, "launch failed");
-                self.update(&task_id, TaskState::Failed, Some(UpdateReason::ContainerLaunchFailed), message);
-            }
+        let started = match self.prepare(&task_id) {
+            Ok(spec) => self.watch(&task_id, Job::Launch(Box::new(spec))).await.map_err(|e| e.to_string()),
+            Err(message) => Err(message),
+        };
+        if let Err(message) = started {
+            self.launch_failed(&task_id, message);
         }
     }
 
-    /// Prepares the sandbox, checkpoints the task, then starts it.
-    fn start(&mut self, task_id: &str) -> Result<TaskHandle, String> {
+    fn launch_failed(&mut self, task_id: &str, message: String) {
+        warn!(task = %task_id, %message, "launch failed");
+        self.update(task_id, TaskState::Failed, Some(UpdateReason::ContainerLaunchFailed), message);
+    }
+
+    /// The watcher's launch came back. A task killed while it was launching is killed now
+    /// that it has a process; its watcher reports the exit.
+    async fn launched(&mut self, task_id: &str, outcome: Result<TaskHandle, String>) {
+        let Some(task) = self.tasks.get_mut(task_id) else { return };
+        let handle = match outcome {
+            Ok(handle) => handle,
+            Err(message) => {
+                task.watcher = None;
+                if !task.record.latest.state.is_terminal() {
+                    self.launch_failed(task_id, message);
+                }
+                return;
+            }
+        };
+        task.record.handle = Some(handle.clone());
+        if task.record.killing || task.record.latest.state.is_terminal() {
+            if let Err(error) = self.driver.signal(&handle, StopSignal::Kill) {
+                warn!(task = %task_id, %error, "cannot kill a task killed while it launched");
+            }
+            return;
+        }
+        self.update(task_id, TaskState::Running, None, String::new());
+        if let Err(error) = self.check_health(task_id).await {
+            warn!(task = %task_id, %error, "cannot check the task's health; killing it");
+            self.kill(task_id, Some(0));
+        }
+    }
+
+    /// Prepares the sandbox and checkpoints the task; what the driver launches.
+    fn prepare(&mut self, task_id: &str) -> Result<LaunchSpec, String> {
         let sandbox = self.sandbox(task_id);
         let run_dir = self.checkpoint.run_dir(task_id);
         for dir in [&sandbox, &run_dir] {
@@ -434,7 +466,7 @@ impl AgentState {
         // reaps or reports it, never leaving an orphan.
         self.checkpoint.save_task(record).map_err(|e| e.to_string())?;
         let info = &record.info;
-        let spec = LaunchSpec {
+        Ok(LaunchSpec {
             task_id: task_id.to_owned(),
             command: info.command.clone(),
             env: self.environment(info, &sandbox),
@@ -444,8 +476,7 @@ impl AgentState {
             mem_bytes: info.resources.scalar_milli("mem") / 1000 * 1024 * 1024,
             hostname: self.config.info.hostname.clone(),
             logs: self.config.logs,
-        };
-        self.driver.launch(&spec).map_err(|e| e.to_string())
+        })
     }
 
     /// The environment a task (and its command health check) runs with.
@@ -500,11 +531,13 @@ impl AgentState {
         }
     }
 
-    /// Starts the watcher that reports the task's exit.
-    async fn watch(&mut self, handle: &TaskHandle) -> Result<(), ActorProcessingErr> {
-        let args = (self.driver.clone(), handle.clone(), self.myself.clone());
+    /// Starts the task's watcher: it launches the task first when asked to, then reports its
+    /// exit.
+    async fn watch(&mut self, task_id: &str, job: Job) -> Result<(), ActorProcessingErr> {
+        let args =
+            WatcherArgs { driver: self.driver.clone(), task_id: task_id.to_owned(), job, agent: self.myself.clone() };
         let (watcher, _) = Actor::spawn_linked(None, Watcher, args, self.myself.get_cell()).await?;
-        if let Some(task) = self.tasks.get_mut(&handle.task_id) {
+        if let Some(task) = self.tasks.get_mut(task_id) {
             task.watcher = Some(watcher);
         }
         Ok(())
@@ -650,31 +683,63 @@ impl AgentState {
     }
 }
 
-/// Awaits one task's exit and reports it to the agent, then stops.
-struct Watcher;
+/// Runs a blocking driver call. On a multi-threaded runtime the worker thread hands its other
+/// tasks to another thread first (`block_in_place`), so the agent and the other watchers keep
+/// running while a launch waits for its command to start; on a single-threaded runtime (the
+/// simulations, with the mock driver, whose calls do not block) it just runs.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        _ => call(),
+    }
+}
 
-struct WatcherState {
-    wait: Option<DriverFuture<TaskExit>>,
+/// What a watcher starts with.
+enum Job {
+    /// Launch the task, report how that went, then watch it.
+    Launch(Box<LaunchSpec>),
+    /// Watch a task already running (re-adopted after an agent restart).
+    Watch(TaskHandle),
+}
+
+struct WatcherArgs {
+    driver: Arc<dyn TaskDriver>,
     task_id: String,
+    job: Job,
     agent: ActorRef<AgentMsg>,
 }
 
+/// Launches one task when asked to (the driver's launch blocks until the command has
+/// started, so each launch runs here, beside the others, instead of in the agent), awaits its
+/// exit and reports both to the agent, then stops.
+struct Watcher;
+
 impl Actor for Watcher {
     type Msg = ();
-    type State = WatcherState;
-    type Arguments = (Arc<dyn TaskDriver>, TaskHandle, ActorRef<AgentMsg>);
+    type State = Option<WatcherArgs>;
+    type Arguments = WatcherArgs;
 
-    async fn pre_start(&self, myself: ActorRef<()>, args: Self::Arguments) -> Result<WatcherState, ActorProcessingErr> {
-        let (driver, handle, agent) = args;
-        // The wait runs in the first message, so that `pre_start` (and the agent) returns at once.
+    async fn pre_start(&self, myself: ActorRef<()>, args: WatcherArgs) -> Result<Self::State, ActorProcessingErr> {
+        // The work runs in the first message, so that `pre_start` (and the agent) returns at once.
         myself.send_message(())?;
-        Ok(WatcherState { wait: Some(driver.wait(&handle)), task_id: handle.task_id, agent })
+        Ok(Some(args))
     }
 
-    async fn handle(&self, myself: ActorRef<()>, _: (), state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
-        if let Some(wait) = state.wait.take() {
-            let exit = wait.await;
-            let _ = state.agent.send_message(AgentMsg::Exited { task_id: state.task_id.clone(), exit });
+    async fn handle(&self, myself: ActorRef<()>, _: (), state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(WatcherArgs { driver, task_id, job, agent }) = state.take() {
+            let handle = match job {
+                Job::Watch(handle) => Some(handle),
+                Job::Launch(spec) => {
+                    let outcome = blocking(|| driver.launch(&spec)).map_err(|e| e.to_string());
+                    let handle = outcome.as_ref().ok().cloned();
+                    let _ = agent.send_message(AgentMsg::Launched { task_id: task_id.clone(), outcome });
+                    handle
+                }
+            };
+            if let Some(handle) = handle {
+                let exit = driver.wait(&handle).await;
+                let _ = agent.send_message(AgentMsg::Exited { task_id, exit });
+            }
         }
         myself.stop(None);
         Ok(())

@@ -1,8 +1,18 @@
 //! The agent's checkpoint: what it must know after a restart to re-adopt its tasks (Mesos's
 //! agent recovery). One file per task under `<work_dir>/meta/tasks/`, rewritten atomically
-//! (temp file, fsync, rename, directory fsync) on every change that matters, plus the newest
-//! leader term the agent has seen. Each file is `FLTASK01`, a CRC-32C, then the postcard
-//! body: a torn or corrupted record is reported and never half-read.
+//! (temp file, rename) on every change that matters, plus the newest leader term the agent
+//! has seen. Each file is `FLTASK01`, a CRC-32C, then the postcard body: a torn or corrupted
+//! record is reported and never half-read.
+//!
+//! What each write must survive decides whether it is fsync'd. Task records are there for a
+//! restarted agent *process*, whose tasks kept running: the page cache outlives a process, so
+//! a renamed file is there for its successor without an fsync. A machine crash takes the
+//! tasks down with the records; after it the leader's reconciliation reports whatever the
+//! agent no longer knows. Skipping those fsyncs (about ten per task: launch, `TASK_RUNNING`,
+//! its acknowledgement, the exit, the last acknowledgement) is what lets one agent launch
+//! hundreds of tasks a second. The term is different: it fences deposed leaders and must
+//! outlive a machine crash, so it is fsync'd, file and directory, as are the rare writes of
+//! anything else that must.
 
 use std::fs;
 use std::io::Write;
@@ -86,15 +96,29 @@ fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, 
     postcard::from_bytes(body).map_err(|_| corrupt())
 }
 
+/// What a write must survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Survives {
+    /// The agent process's crash: the page cache keeps it.
+    ProcessCrash,
+    /// The machine's crash: fsync'd, file and directory.
+    MachineCrash,
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+fn write_atomically(path: &Path, bytes: &[u8], survives: Survives) -> Result<(), CheckpointError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = path.with_extension("tmp");
     let mut file = fs::File::create(&temp).map_err(io(&temp))?;
     file.write_all(bytes).map_err(io(&temp))?;
-    file.sync_all().map_err(io(&temp))?;
+    if survives == Survives::MachineCrash {
+        file.sync_all().map_err(io(&temp))?;
+    }
     fs::rename(&temp, path).map_err(io(path))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    if survives == Survives::MachineCrash {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 impl Checkpoint {
@@ -118,7 +142,7 @@ impl Checkpoint {
     }
 
     pub fn save_term(&self, term: u64) -> Result<(), CheckpointError> {
-        write_atomically(&self.term, &encode(&term))
+        write_atomically(&self.term, &encode(&term), Survives::MachineCrash)
     }
 
     /// Every readable task record, and the files that could not be read (corrupt or torn:
@@ -144,7 +168,7 @@ impl Checkpoint {
     }
 
     pub fn save_task(&self, record: &TaskRecord) -> Result<(), CheckpointError> {
-        write_atomically(&self.tasks.join(file_name(&record.info.task_id)), &encode(record))
+        write_atomically(&self.tasks.join(file_name(&record.info.task_id)), &encode(record), Survives::ProcessCrash)
     }
 
     /// Forgets a task: its record and its driver run directory.
