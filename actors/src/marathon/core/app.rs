@@ -119,9 +119,18 @@ string_enum!(
     HttpScheme { Http => "HTTP", Https => "HTTPS" }
 );
 string_enum!(
-    /// `killSelection`: which instances go first when scaling down.
+    /// `killSelection`: which instances go first when scaling down (the most recently
+    /// staged by default).
     KillSelection { YoungestFirst => "YOUNGEST_FIRST", OldestFirst => "OLDEST_FIRST" }
 );
+
+// The enum comes from `string_enum!`, which cannot mark one variant `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for KillSelection {
+    fn default() -> KillSelection {
+        KillSelection::YoungestFirst
+    }
+}
 string_enum!(
     /// Volume mode.
     ReadMode { Ro => "RO", Rw => "RW" }
@@ -961,7 +970,7 @@ pub fn normalize(spec: AppSpec, base: &PathId, config: &AppConfig) -> Result<App
         networks,
         secrets: spec.secrets.unwrap_or_default(),
         unreachable_strategy: spec.unreachable_strategy.unwrap_or(UnreachableStrategy::default_for(resident)),
-        kill_selection: spec.kill_selection.unwrap_or(KillSelection::YoungestFirst),
+        kill_selection: spec.kill_selection.unwrap_or_default(),
         tty: spec.tty,
         residency,
         role: spec.role.unwrap_or_else(|| config.default_role.clone()),

@@ -189,16 +189,9 @@ impl UpgradeStrategy {
     }
 }
 
-/// Marathon's `killSelection`: which instance goes first when scaling down, among equals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum KillSelection {
-    /// The most recently staged instance first (Marathon's default).
-    #[default]
-    YoungestFirst,
-    /// The earliest staged instance first.
-    OldestFirst,
-}
+/// Marathon's `killSelection` (which instance goes first when scaling down, among equals), as
+/// the app model defines it.
+pub use super::app::KillSelection;
 
 /// An instance (for apps, the one task of an instance) of an app. Task ids and instance ids
 /// are the same thing at this level.
