@@ -129,6 +129,11 @@ impl Running {
         Running { record, watcher: None, checker: None, unhealthy_kill: None }
     }
 
+    /// Its watcher is still launching it (no handle yet).
+    fn launching(&self) -> bool {
+        self.watcher.is_some() && self.record.handle.is_none()
+    }
+
     fn stop_checker(&mut self) {
         if let Some(checker) = self.checker.take() {
             checker.stop(None);
@@ -434,7 +439,9 @@ impl AgentState {
             Ok(handle) => handle,
             Err(message) => {
                 task.watcher = None;
-                if !task.record.latest.state.is_terminal() {
+                if task.record.latest.state.is_terminal() {
+                    self.forget_if_done(task_id);
+                } else {
                     self.launch_failed(task_id, message);
                 }
                 return;
@@ -599,6 +606,7 @@ impl AgentState {
             self.driver.cleanup(handle);
         }
         if task.record.latest.state.is_terminal() {
+            self.forget_if_done(task_id);
             return;
         }
         let mut outcome = exit_outcome(&exit, task.record.killing);
@@ -658,7 +666,11 @@ impl AgentState {
         let Acknowledged::Head { next, drained } = self.updates.acknowledge(task_id, uuid, now) else { return };
         let terminal = self.tasks.get(task_id).is_none_or(|t| t.record.latest.state.is_terminal());
         if drained && terminal {
-            self.forget(task_id);
+            // A task killed while its launch is still in flight is kept until the launch
+            // comes back, so that its process is killed and cleaned up, not orphaned.
+            if !self.tasks.get(task_id).is_some_and(Running::launching) {
+                self.forget(task_id);
+            }
             return;
         }
         if let Some(task) = self.tasks.get_mut(task_id) {
@@ -669,6 +681,13 @@ impl AgentState {
         }
         if let (Some(next), Registration::Registered { master, .. }) = (next, &self.registration) {
             let _ = self.transport.cast(master, MASTER_NAME, &AgentMessage::Update(next));
+        }
+    }
+
+    /// Forgets a finished task once every update was acknowledged.
+    fn forget_if_done(&mut self, task_id: &str) {
+        if !self.updates.has_pending(task_id) {
+            self.forget(task_id);
         }
     }
 
