@@ -277,10 +277,8 @@ pub fn validate(task: &TaskInfo) -> Result<(), String> {
     if task.resources.scalar_milli("cpus") == 0 || task.resources.scalar_milli("mem") == 0 {
         return Err("the task must ask for some cpus and mem (e.g. --cpus 0.1 --mem 32)".to_owned());
     }
-    if let Some(check) = &task.health_check
-        && (check.interval_ms == 0 || check.timeout_ms == 0)
-    {
-        return Err("a health check needs an interval and a timeout above 0".to_owned());
+    if let Some(problem) = task.health_check.as_ref().and_then(|check| check.problem()) {
+        return Err(problem.to_owned());
     }
     Ok(())
 }

@@ -568,6 +568,8 @@ impl MasterCore {
             Some("The task has no command".to_owned())
         } else if task.resources.scalar_milli("cpus") == 0 && task.resources.scalar_milli("mem") == 0 {
             Some("The task uses no cpus and no mem".to_owned())
+        } else if let Some(problem) = task.health_check.as_ref().and_then(|check| check.problem()) {
+            Some(format!("The task's health check is invalid: {problem}"))
         } else if let Err(missing) = left.checked_sub(&task.resources) {
             Some(format!("The task needs resources the offers do not hold: {missing}"))
         } else {

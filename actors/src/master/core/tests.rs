@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::agent::driver::TaskCommand;
+use crate::mesos::core::health::HealthCheck;
 use crate::mesos::core::{Resources, RoleResources, TaskState, TaskStatus, UNRESERVED, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
     AgentInfo, Command, FrameworkEvent, FrameworkInfo, OfferInfo, Operation, SchedulerCall, TaskInfo, TaskReport,
@@ -136,11 +137,15 @@ fn invalid_tasks_get_task_error_and_launch_nothing() {
     let mut no_command = task("t2", 1.0);
     no_command.command.value = " ".to_owned();
     let too_big = task("t3", 64.0);
-    let actions = launch(&mut core, &fw, &offer, vec![bad_id, no_command, too_big]);
+    let mut busy_check = task("t4", 1.0);
+    let probe = crate::mesos::core::health::Probe::Tcp { port: 80 };
+    busy_check.health_check = Some(HealthCheck { interval_ms: 0, ..HealthCheck::marathon_defaults(probe) });
+    let actions = launch(&mut core, &fw, &offer, vec![bad_id, no_command, too_big, busy_check]);
     let errors = updates_in(&actions);
-    assert_eq!(errors.len(), 3);
+    assert_eq!(errors.len(), 4);
     assert!(errors.iter().all(|s| s.state == TaskState::Error && s.reason == Some(UpdateReason::TaskInvalid)));
     assert!(errors[2].message.contains("resources"), "{}", errors[2].message);
+    assert!(errors[3].message.contains("health check"), "{}", errors[3].message);
     assert!(!actions.iter().any(|a| matches!(a, Action::ToAgent { command: Command::Launch(_), .. })));
 }
 

@@ -42,6 +42,16 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
+    /// Why the agent could not run this check, if it could not: a zero interval would probe
+    /// without pause, a zero timeout would fail every probe.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.interval_ms == 0 || self.timeout_ms == 0 {
+            Some("a health check needs an interval and a timeout above 0")
+        } else {
+            None
+        }
+    }
+
     /// Marathon's defaults (grace 300 s, interval 60 s, timeout 20 s, 3 failures) around a
     /// probe, with Mesos's 15 s delay before the first one.
     pub fn marathon_defaults(probe: Probe) -> HealthCheck {
