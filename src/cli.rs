@@ -73,6 +73,20 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Long-running services (Marathon apps) on the service scheduler (as an operator).
+    App {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// The service scheduler's deployments (as an operator).
+    Deployment {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
     /// Read and write the registry of a running cluster (as an operator).
     Registry {
         #[command(flatten)]
@@ -150,6 +164,82 @@ fn parse_master(text: &str) -> Result<(String, SocketAddr), String> {
     let (id, address) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
     let address = address.parse().map_err(|e| format!("{address:?}: {e}"))?;
     Ok((id.to_owned(), address))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an app from its Marathon JSON definition (a file, or `-` for standard input).
+    Add {
+        file: String,
+        /// Follow the deployment until it is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Every app with its running and wanted instances.
+    List {
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One app with its tasks.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an app: the fields of the JSON in FILE (or `-`) replace the app's.
+    Update {
+        id: String,
+        file: String,
+        /// Cancel a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Set an app's instance count.
+    Scale {
+        id: String,
+        instances: u32,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Replace every instance of an app, honouring its upgrade strategy.
+    Restart {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop an app's instances and forget it.
+    Remove {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// The running deployments.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a deployment (or every one) until it is done: live on a terminal, one line per
+    /// change otherwise.
+    Watch { id: Option<String> },
+    /// Cancel a deployment: its apps are put back as they were (with `--force`: just stop it).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use flotilla_actors::launcher::protocol::{LAUNCHER_NAME, LauncherReply, LauncherRequest};
+use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse};
+use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
 use flotilla_actors::mesos::protocol::{MASTER_NAME, MasterQuery, MasterState};
 use flotilla_actors::registry::client::RegistryClient;
 use flotilla_supervisors::{Node, NodeId};
@@ -44,6 +46,19 @@ pub fn quic_plan(
     };
     Ok(TransportPlan { identity, config: TransportConfig::default(), network: Arc::new(network), peers })
 }
+
+/// No master answered a client command in time: the outcome of a write or a membership change
+/// is unknown (the binary exits with status 3).
+#[derive(Debug)]
+pub struct NoAnswer(pub String);
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// A connected client: keep it alive as long as the registry client is used.
 pub struct ClusterClient {
@@ -108,5 +123,14 @@ impl ClusterClient {
             .call(&leader, LAUNCHER_NAME, request, deadline)
             .await
             .with_context(|| format!("asking the launcher on {leader}"))
+    }
+
+    /// A Marathon REST request answered by the service scheduler on the leading master.
+    pub async fn marathon(&self, request: RestRequest, deadline: Duration) -> anyhow::Result<RestResponse> {
+        let leader = self.master_state(deadline).await?.leader;
+        self.transport
+            .call(&leader, MARATHON_NAME, &MarathonCall(request), deadline)
+            .await
+            .with_context(|| format!("asking the service scheduler on {leader}"))
     }
 }

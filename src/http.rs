@@ -1,14 +1,22 @@
-//! The HTTP API of a master (actix-web, inside the node's tokio runtime): for now Mesos's
-//! state endpoints, `/master/state` and `/state` (and their `.json` forms), answered with the
+//! The HTTP API of a master (actix-web, inside the node's tokio runtime): Mesos's state
+//! endpoints, `/master/state` and `/state` (and their `.json` forms), answered with the
 //! leading master's state whichever master is asked (a follower asks the leader over the
-//! transport), plus `/health`. The Marathon API joins it later.
+//! transport); `/health`; and Marathon's REST API v2 (`/v2/...`, `/ping`, `/metrics`, also
+//! under `/marathon/` and `/service/marathon/`). Marathon's routes are a pure function in
+//! `flotilla_actors::marathon::core::rest`, run by the scheduler on the leading master: this
+//! shell hands each request to the local scheduler, or forwards it whole to the masters that
+//! may lead, and streams `/v2/events` from the local scheduler.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
+use flotilla_actors::marathon::actor::{SCHEDULER_ACTOR, SchedulerMsg};
+use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, strip_prefix};
+use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
 use flotilla_actors::master::actor::{MASTER_ACTOR, MasterMsg};
 use flotilla_actors::mesos::protocol::{MASTER_NAME, MasterQuery, MasterState};
 use flotilla_supervisors::Node;
@@ -41,6 +49,88 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A Marathon request answered by the scheduler: this master's if it leads, else the
+    /// first other master whose scheduler answers.
+    async fn marathon(&self, request: RestRequest) -> RestResponse {
+        if let Some(scheduler) = self.node.whereis_ref::<SchedulerMsg>(SCHEDULER_ACTOR) {
+            return match ractor::call_t!(scheduler, SchedulerMsg::Rest, 30_000, request) {
+                Ok(response) => response,
+                Err(error) => RestResponse::message(503, &format!("the scheduler did not answer: {error}")),
+            };
+        }
+        let call = MarathonCall(request);
+        let mut last = "no other master is known".to_owned();
+        for master in self.masters.iter().filter(|m| *m != self.transport.node()) {
+            match self.transport.call(master, MARATHON_NAME, &call, Duration::from_secs(30)).await {
+                Ok(response) => return response,
+                Err(error) => last = format!("{master}: {error}"),
+            }
+        }
+        RestResponse::message(503, &format!("no leading master answered ({last})"))
+    }
+}
+
+/// Every Marathon route: the request as the pure API sees it, the answer as HTTP.
+async fn marathon(api: web::Data<Api>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let path = strip_prefix(request.path()).to_owned();
+    match path.trim_end_matches('/') {
+        "/v2/events" => return events(&api, &request).await,
+        // Liveness of this master's HTTP server, whoever leads (Marathon's `/ping`).
+        "/ping" => return HttpResponse::Ok().content_type("text/plain").body("pong"),
+        _ => {}
+    }
+    let request = RestRequest {
+        method: request.method().as_str().to_owned(),
+        path,
+        query: request.query_string().to_owned(),
+        body: body.to_vec(),
+    };
+    let answer = api.marathon(request).await;
+    let mut response = HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
+    response.content_type(answer.content_type.as_str());
+    for (name, value) in &answer.headers {
+        response.insert_header((name.as_str(), value.as_str()));
+    }
+    response.body(answer.body)
+}
+
+/// `GET /v2/events`: Server-Sent Events from this master's scheduler (`event_type=` filters;
+/// Marathon answers 405 without `Accept: text/event-stream`'s consent, we serve it anyway).
+async fn events(api: &Api, request: &HttpRequest) -> HttpResponse {
+    let Some(scheduler) = api.node.whereis_ref::<SchedulerMsg>(SCHEDULER_ACTOR) else {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "message": "the event stream is served by the leading master" }));
+    };
+    let receiver = match ractor::call_t!(scheduler, SchedulerMsg::Events, 5_000) {
+        Ok(receiver) => receiver,
+        Err(error) => {
+            return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "message": error.to_string() }));
+        }
+    };
+    let query = flotilla_actors::marathon::core::rest::Query::parse(request.query_string());
+    let wanted: Vec<String> = query.all("event_type").map(str::to_owned).collect();
+    let attached = format!(
+        "event: event_stream_attached\ndata: {}\n\n",
+        serde_json::json!({ "eventType": "event_stream_attached", "remoteAddress": request.peer_addr().map(|a| a.to_string()) })
+    );
+    let first = futures::stream::iter([Ok::<_, actix_web::Error>(web::Bytes::from(attached))]);
+    let rest = futures::stream::unfold((receiver, wanted), |(mut receiver, wanted)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) if wanted.is_empty() || wanted.contains(&event.event_type) => {
+                    let frame = format!("event: {}\ndata: {}\n\n", event.event_type, event.json);
+                    return Some((Ok(web::Bytes::from(frame)), (receiver, wanted)));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures::StreamExt;
+    HttpResponse::Ok().content_type("text/event-stream").streaming(first.chain(rest))
+}
+
 async fn state(api: web::Data<Api>) -> HttpResponse {
     match api.master_state().await {
         Ok(state) => HttpResponse::Ok().json(master_state_json(&state)),
@@ -58,6 +148,23 @@ pub struct HttpApi {
     handle: ServerHandle,
 }
 
+/// A listening socket whose address is known before the node that serves it starts (the
+/// scheduler reports it as the leader's address).
+pub struct BoundApi {
+    pub address: SocketAddr,
+    listener: std::net::TcpListener,
+}
+
+impl BoundApi {
+    /// Binds `listen` (port 0 picks a free one).
+    pub fn bind(listen: SocketAddr) -> anyhow::Result<BoundApi> {
+        let listener =
+            std::net::TcpListener::bind(listen).with_context(|| format!("binding the HTTP API to {listen}"))?;
+        let address = listener.local_addr().context("the HTTP API has no address")?;
+        Ok(BoundApi { address, listener })
+    }
+}
+
 impl HttpApi {
     /// Serves on `listen` (port 0 picks a free one).
     pub fn start(
@@ -66,20 +173,34 @@ impl HttpApi {
         transport: Transport,
         masters: Vec<String>,
     ) -> anyhow::Result<HttpApi> {
+        HttpApi::serve(BoundApi::bind(listen)?, node, transport, masters)
+    }
+
+    /// Serves on an already bound socket.
+    pub fn serve(bound: BoundApi, node: Node, transport: Transport, masters: Vec<String>) -> anyhow::Result<HttpApi> {
         let api = web::Data::new(Api { node, transport, masters });
         let server = HttpServer::new(move || {
-            let mut app = App::new().app_data(api.clone()).route("/health", web::get().to(health));
+            let mut app = App::new()
+                .app_data(api.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .route("/health", web::get().to(health));
             for path in ["/master/state", "/master/state.json", "/state", "/state.json"] {
                 app = app.route(path, web::get().to(state));
+            }
+            for prefix in ["", "/marathon", "/service/marathon"] {
+                app = app
+                    .route(&format!("{prefix}/v2/{{tail:.*}}"), web::route().to(marathon))
+                    .route(&format!("{prefix}/ping"), web::route().to(marathon))
+                    .route(&format!("{prefix}/metrics"), web::route().to(marathon));
             }
             app
         })
         .workers(1)
         .disable_signals()
         .shutdown_timeout(5)
-        .bind(listen)
-        .with_context(|| format!("binding the HTTP API to {listen}"))?;
-        let address = server.addrs().first().copied().context("the HTTP API has no address")?;
+        .listen(bound.listener)
+        .context("serving the HTTP API")?;
+        let address = bound.address;
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
@@ -90,3 +211,6 @@ impl HttpApi {
         self.handle.stop(true).await;
     }
 }
+
+/// The largest request body accepted (a group of many apps fits well within it).
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;

@@ -6,6 +6,7 @@
 //! `flotilla-actors`, `flotilla-transport` and `flotilla-supervisors`. See `ARCHITECTURE.md`.
 
 pub mod agent_config;
+pub mod apps;
 pub mod cli;
 pub mod client;
 pub mod config;

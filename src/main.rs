@@ -1,7 +1,6 @@
 //! The `flotilla` binary: parses the command line, runs a node until a signal, exits with a
 //! meaningful code.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,14 +9,16 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use flotilla::agent_config::AgentFile;
 use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, LogFormat, MembersCommand, RegistryCommand};
-use flotilla::client::{ClusterClient, quic_plan};
+use flotilla::client::{ClusterClient, NoAnswer, quic_plan};
 use flotilla::config::MasterConfig;
-use flotilla::http::HttpApi;
+use flotilla::http::{BoundApi, HttpApi};
 use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
 use flotilla::operator;
 use flotilla::pki;
 use flotilla_actors::agent::driver::isolation;
 use flotilla_actors::election::core::{MembershipChange, PeerId, RaftConfig};
+use flotilla_actors::marathon::core::rest::ServerInfo;
+use flotilla_actors::marathon::protocol::MARATHON_FRAMEWORK_ID;
 use flotilla_actors::registry::client::ClientError;
 use flotilla_actors::registry::core::Txn;
 use flotilla_supervisors::NodeId;
@@ -29,19 +30,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The exit status when no master answered in time (see `flotilla --help`).
 const EXIT_NO_ANSWER: u8 = 3;
-
-/// No master answered a client command in time: the outcome of a write or a membership change
-/// is unknown.
-#[derive(Debug)]
-struct NoAnswer(String);
-
-impl fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NoAnswer {}
 
 /// A client error, with [`NoAnswer`] for the one whose outcome is unknown.
 fn client_error(error: ClientError) -> anyhow::Error {
@@ -98,6 +86,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent { config } => agent(&config).await,
         Command::Node { connection, command } => operator::node(connection, command).await,
         Command::Task { connection, command } => operator::task(connection, command).await,
+        Command::App { connection, command } => flotilla::apps::app(connection, command).await,
+        Command::Deployment { connection, command } => flotilla::apps::deployment(connection, command).await,
         Command::Registry { connection, command } => registry(connection, command).await,
         Command::Members { connection, command } => members(connection, command).await,
     }
@@ -118,19 +108,26 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
     }
     let plan = quic_plan(&pki_dir, id.as_str(), listen, Vec::new())?;
     let control_plane = master_plan(id.as_str(), &[], false, RaftConfig::default(), data_dir.join("raft"));
-    let plan = NodePlan { transport: Some(plan), control_plane: Some(control_plane), ..NodePlan::default() };
+    let bound = BoundApi::bind(SocketAddr::new(listen.ip(), 0))?;
+    let plan = NodePlan {
+        transport: Some(plan),
+        control_plane: Some(control_plane),
+        marathon: Some(marathon_server(bound.address)),
+        ..NodePlan::default()
+    };
     let master = RunningNode::start_with(id.clone(), Role::Master, plan).await.context("starting the dev master")?;
     let master_addr = master.transport().and_then(|t| t.local_addr()).context("the dev master has no address")?;
     let agent_file = AgentFile::dev(agent_id.as_str(), &data_dir.join("agent"), id.as_str(), master_addr);
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
     let (agent_node, tasks) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
-    let api = start_api(&master, SocketAddr::new(listen.ip(), 0), vec![id.to_string()])?;
+    let api = start_api(&master, bound, vec![id.to_string()])?;
     print!("{}", master.render_tree().await);
     print!("{}", agent_node.render_tree().await);
     print_transport(&master);
     println!("{tasks}");
     println!("api: http://{}/master/state", api.address);
+    println!("marathon: http://{}", api.address);
     println!("data: {}", data_dir.display());
     println!("cli: flotilla task list --pki-dir {} --master {id}={master_addr}", pki_dir.display());
     println!("flotilla dev: ready (Ctrl-C to stop)");
@@ -197,11 +194,17 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
     let control_plane =
         master_plan(id.as_str(), &peer_ids, config.node.join, config.raft_config()?, config.node.data_dir.join("raft"));
     let cluster_manager = config.cluster.manager_config()?;
-    let plan =
-        NodePlan { transport: Some(plan), control_plane: Some(control_plane), cluster_manager, ..NodePlan::default() };
+    let bound = BoundApi::bind(config.api.listen)?;
+    let plan = NodePlan {
+        transport: Some(plan),
+        control_plane: Some(control_plane),
+        cluster_manager,
+        marathon: Some(marathon_server(advertised(bound.address, config.node.listen))),
+        agent: None,
+    };
     let node = RunningNode::start_with(id, Role::Master, plan).await.context("starting the master")?;
     let masters = config.masters.iter().map(|m| m.id.clone()).collect();
-    let api = start_api(&node, config.api.listen, masters)?;
+    let api = start_api(&node, bound, masters)?;
     print_transport(&node);
     println!("data: {}", config.node.data_dir.display());
     let joining = if config.node.join { ", joining: not a voter until added" } else { "" };
@@ -214,10 +217,30 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a master's HTTP API on `listen`.
-fn start_api(node: &RunningNode, listen: SocketAddr, masters: Vec<String>) -> anyhow::Result<HttpApi> {
+/// Starts a master's HTTP API on its bound socket.
+fn start_api(node: &RunningNode, bound: BoundApi, masters: Vec<String>) -> anyhow::Result<HttpApi> {
     let transport = node.transport().context("the master has no transport")?;
-    HttpApi::start(listen, node.node.clone(), transport, masters)
+    HttpApi::serve(bound, node.node.clone(), transport, masters)
+}
+
+/// What the service scheduler reports of a master whose HTTP API is at `address`.
+fn marathon_server(address: SocketAddr) -> ServerInfo {
+    ServerInfo {
+        leader: address.to_string(),
+        framework_id: MARATHON_FRAMEWORK_ID.to_owned(),
+        http_port: address.port(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// The address clients reach an API bound to `bound` at: a wildcard bind is advertised
+/// under the IP of the transport's listen address (when that is not a wildcard too).
+fn advertised(bound: SocketAddr, transport: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() && !transport.ip().is_unspecified() {
+        SocketAddr::new(transport.ip(), bound.port())
+    } else {
+        bound
+    }
 }
 
 fn print_transport(node: &RunningNode) {

@@ -16,6 +16,8 @@ use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
 use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
 use flotilla_actors::election::core::{PeerId, RaftConfig};
+use flotilla_actors::marathon::core::rest::ServerInfo;
+use flotilla_actors::marathon::scheduler_child;
 use flotilla_actors::master::cluster_manager_tree;
 pub use flotilla_actors::master::core::MasterConfig as ClusterManagerConfig;
 use flotilla_actors::registry::actor::RegistryConfig;
@@ -110,6 +112,9 @@ pub struct NodePlan {
     pub control_plane: Option<ControlPlanePlan>,
     /// The leading master's settings (pings, allocation, offers).
     pub cluster_manager: ClusterManagerConfig,
+    /// A master's HTTP API address, reported by the service scheduler (`/v2/info`,
+    /// `/v2/leader`); with it the scheduler runs on the leading master.
+    pub marathon: Option<ServerInfo>,
     pub agent: Option<AgentPlan>,
 }
 
@@ -191,9 +196,11 @@ impl RunningNode {
             Arc::new(move || slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
         };
         let manager = plan.cluster_manager.clone();
+        let frameworks: Vec<ChildSpec> =
+            plan.marathon.iter().map(|server| scheduler_child(Arc::clone(&current), server.clone())).collect();
         let control_plane = plan.control_plane.map(|control| ControlPlanePlan {
             transport: Arc::clone(&current),
-            leader_tree: cluster_manager_tree(manager, Arc::clone(&current), Vec::new()),
+            leader_tree: cluster_manager_tree(manager, Arc::clone(&current), frameworks),
             ..control
         });
         let agent = plan.agent.map(|agent| agent_child(agent.config, agent.driver, Arc::clone(&current)));

@@ -129,9 +129,10 @@ if [[ -z $url ]]; then
     exit 1
 fi
 
-# The API answers /ping with 200 before the suite starts.
+# The scheduler answers /v2/info (the leader is elected and the scheduler subscribed) before
+# the suite starts; /ping alone only says the HTTP server is up.
 ping_ok() {
-    "$python" - "$url/ping" <<'EOF'
+    "$python" - "$url/v2/info" <<'EOF'
 import sys
 import urllib.request
 
@@ -153,7 +154,7 @@ for _ in $(seq 1 150); do # 30 s, every 0.2 s
 done
 if [[ -z $pinged ]]; then
     exited
-    echo "marathon-compat: GET $url/ping did not answer 200 within 30 s" >&2
+    echo "marathon-compat: GET $url/v2/info did not answer 200 within 30 s" >&2
     exit 1
 fi
 

@@ -25,13 +25,28 @@ use actor::{MASTER_ACTOR, Master, MasterArgs, MasterMsg};
 /// How often the master's timers are checked.
 pub const MASTER_TICK: Duration = Duration::from_millis(10);
 
-async fn spawn<A: Actor>(handler: A, args: A::Arguments, ctx: &StartContext) -> Result<Started, StartError> {
+pub(crate) async fn spawn<A: Actor>(handler: A, args: A::Arguments, ctx: &StartContext) -> Result<Started, StartError> {
     let (actor, _) = Actor::spawn_linked(None, handler, args, ctx.supervisor.clone()).await?;
     Ok(Started::Running(actor.get_cell()))
 }
 
-fn registry_of(ctx: &StartContext) -> Result<ractor::ActorRef<RegistryMsg>, StartError> {
+pub(crate) fn registry_of(ctx: &StartContext) -> Result<ractor::ActorRef<RegistryMsg>, StartError> {
     ctx.node.whereis_ref::<RegistryMsg>(REGISTRY_NAME).ok_or_else(|| StartError("no registry on this master".into()))
+}
+
+/// What a framework on the leader starts with: the registry, the transport and the master
+/// actor (started before it in the same subtree).
+pub(crate) fn framework_context(
+    ctx: &StartContext,
+    transport: &CurrentTransport,
+) -> Result<(ractor::ActorRef<RegistryMsg>, flotilla_transport::Transport, ractor::ActorRef<MasterMsg>), StartError> {
+    let registry = registry_of(ctx)?;
+    let transport = transport().ok_or_else(|| StartError("no running transport".into()))?;
+    let master = ctx
+        .node
+        .whereis_ref::<MasterMsg>(MASTER_ACTOR)
+        .ok_or_else(|| StartError("frameworks start after the master".into()))?;
+    Ok((registry, transport, master))
 }
 
 /// The leader-only subtree of the cluster manager (one_for_all, per term): the master actor,
@@ -58,12 +73,7 @@ pub fn cluster_manager_tree(config: MasterConfig, transport: CurrentTransport, e
             ChildSpec::new("launcher", ChildKind::Worker, move |ctx: StartContext| {
                 let transport = Arc::clone(&transport);
                 async move {
-                    let registry = registry_of(&ctx)?;
-                    let transport = transport().ok_or_else(|| StartError("no running transport".into()))?;
-                    let master = ctx
-                        .node
-                        .whereis_ref::<MasterMsg>(MASTER_ACTOR)
-                        .ok_or_else(|| StartError("the launcher starts after the master".into()))?;
+                    let (registry, transport, master) = framework_context(&ctx, &transport)?;
                     spawn(Launcher, LauncherArgs { transport, node: ctx.node.clone(), registry, master }, &ctx).await
                 }
             })

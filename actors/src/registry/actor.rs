@@ -1049,13 +1049,31 @@ pub async fn list_decoded<T: serde::de::DeserializeOwned>(
     prefix: &str,
     timeout: Duration,
 ) -> Result<Vec<T>, String> {
+    list_with(registry, prefix, timeout, |bytes| postcard::from_bytes(bytes).map_err(|e| e.to_string())).await
+}
+
+/// Every value under `prefix` decoded from JSON, as [`list_decoded`] does from postcard.
+pub async fn list_json<T: serde::de::DeserializeOwned>(
+    registry: &ActorRef<RegistryMsg>,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<T>, String> {
+    list_with(registry, prefix, timeout, |bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string())).await
+}
+
+async fn list_with<T>(
+    registry: &ActorRef<RegistryMsg>,
+    prefix: &str,
+    timeout: Duration,
+    decode: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let request = RegistryRequest::Range { prefix: prefix.to_owned(), limit: u32::MAX };
     let RegistryReply::Values { kvs, .. } = local_request(registry, request, timeout).await? else {
         return Err(format!("the registry answered the listing of {prefix} with something else"));
     };
     let mut values = Vec::with_capacity(kvs.len());
     for kv in kvs {
-        match postcard::from_bytes(&kv.value) {
+        match decode(&kv.value) {
             Ok(value) => values.push(value),
             Err(error) => tracing::warn!(key = %kv.key, %error, "skipping an unreadable record"),
         }

@@ -1203,18 +1203,29 @@ pub struct DeploymentRun {
     /// The latest readiness results of the current step's apps.
     readiness: BTreeMap<PathId, Vec<ReadinessCheckResultView>>,
     failed: Option<String>,
+    /// Resumed after a failover and not observed since: every step the first observation
+    /// reaches has an empty baseline (see [`DeploymentRun::resume`]).
+    resuming: bool,
 }
 
 impl DeploymentRun {
     /// Begin a plan: `deployment_info` for its first step, or `deployment_success` at once if it
     /// has no steps.
     pub fn start(plan: DeploymentPlan, now: &str) -> (Self, Vec<DeploymentEvent>) {
-        let run = DeploymentRun { plan, step: 0, baseline: None, readiness: BTreeMap::new(), failed: None };
+        let run =
+            DeploymentRun { plan, step: 0, baseline: None, readiness: BTreeMap::new(), failed: None, resuming: false };
         let event = match run.plan.steps.first() {
             Some(step) => step_event(DeploymentEvent::Info, &run.plan, step, "deployment_info", now),
             None => run.success_event(now),
         };
         (run, vec![event])
+    }
+
+    /// Resume a stored plan after a failover: no events (they were published), and the first
+    /// step waits for every instance of its apps to be available, since the instances its
+    /// actions started before the failover cannot be told from the others.
+    pub fn resume(plan: DeploymentPlan) -> Self {
+        DeploymentRun { plan, step: 0, baseline: None, readiness: BTreeMap::new(), failed: None, resuming: true }
     }
 
     /// The plan.
@@ -1238,9 +1249,12 @@ impl DeploymentRun {
     pub fn observe(&mut self, observation: &Observation, now: &str) -> Result<RunReport, RunError> {
         let mut events = Vec::new();
         let mut needs = Vec::new();
+        let resuming = std::mem::take(&mut self.resuming);
         while self.failed.is_none() {
             let Some(step) = self.plan.steps.get(self.step) else { break };
-            let baseline = self.baseline.get_or_insert_with(|| baseline_of(step, observation));
+            let baseline = self
+                .baseline
+                .get_or_insert_with(|| if resuming { BTreeMap::new() } else { baseline_of(step, observation) });
             needs = step
                 .actions
                 .iter()

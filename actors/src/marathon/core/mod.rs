@@ -23,6 +23,8 @@ pub mod constraints;
 pub mod deployment;
 pub mod path;
 pub mod placement;
+pub mod rest;
+pub mod scheduler;
 pub mod timestamp;
 pub mod upgrade;
 pub mod validation;
@@ -33,3 +35,5 @@ mod app_tests;
 mod deployment_tests;
 #[cfg(test)]
 mod placement_tests;
+#[cfg(test)]
+mod scheduler_tests;

@@ -1,0 +1,1106 @@
+//! The service scheduler's state machine: apps, their instances and the deployments between
+//! app sets, driven by API changes, offers, status updates and the clock — all arguments. It
+//! answers with [`Effect`]s for the master and records to write; the actor writes the records
+//! first and only then sends the effects (a launch leaves only once its instance is stored, a
+//! change is acknowledged only once its app and deployment are).
+//!
+//! # The model
+//!
+//! - An *app record* holds the current definition, its version info and earlier versions.
+//! - An *instance* is one wanted copy of an app: *scheduled* (waiting for an offer, kept in
+//!   memory only), then *launched* (a Mesos task on an agent, stored) until its task ends.
+//!   Each instance runs one configuration, named by its *config key* (the definition's
+//!   fingerprint and `lastConfigChangeAt`, so a restart is a change of configuration).
+//! - A *deployment run* (see [`super::deployment`]) moves apps from one app set to another;
+//!   every [`SchedulerCore::converge`] observes the instances of its apps and schedules or
+//!   kills what its current step needs. Apps outside every deployment are kept at their
+//!   instance count: a failed instance is replaced, after the app's launch backoff.
+//! - Offers are matched by [`super::placement::place`] against the scheduled instances.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::app::{AppConfig, AppDefinition, HealthCheckProtocol, UnreachableStrategy, VersionInfo, task_environment};
+use super::backoff::{BackoffStrategy, ConfigRef, InstanceEvent, LaunchDelays};
+use super::constraints::{AgentFacts, AttributeValue, Constraint};
+use super::deployment::{
+    self, Admission, AppView, Apps, DeploymentEvent, DeploymentId, DeploymentPlan, DeploymentRun, Observation, RunState,
+};
+use super::path::PathId;
+use super::placement::{
+    self, Demand, InstanceResources, LaunchAttemptStats, PlacementOffer, PlacementSnapshot, PortRequest,
+};
+use super::timestamp::Timestamp;
+use super::upgrade::{InstanceId, InstanceState, InstanceVersion, InstanceView, UpgradeStrategy};
+use crate::agent::driver::TaskCommand;
+use crate::mesos::core::health::{HealthCheck as MesosHealthCheck, Probe};
+use crate::mesos::core::{Resources, TaskState, TaskStatus, UNRESERVED};
+use crate::mesos::protocol::{OfferInfo, TaskInfo};
+
+/// Registry prefixes of the scheduler's records.
+pub const APPS_PREFIX: &str = "/marathon/apps";
+pub const INSTANCES_PREFIX: &str = "/marathon/instances/";
+pub const DEPLOYMENTS_PREFIX: &str = "/marathon/deployments/";
+
+/// How many earlier versions of an app are kept for `/v2/apps/{id}/versions`.
+pub const MAX_VERSIONS: usize = 50;
+/// Mesos's default grace between SIGTERM and SIGKILL when the app names none.
+const DEFAULT_KILL_GRACE_MS: u64 = 3_000;
+
+/// What the scheduler is configured with.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub framework_id: String,
+    pub apps: AppConfig,
+    pub max_running_deployments: usize,
+    pub max_instances_per_offer: u32,
+}
+
+impl SchedulerConfig {
+    pub fn new(framework_id: &str) -> SchedulerConfig {
+        SchedulerConfig {
+            framework_id: framework_id.to_owned(),
+            apps: AppConfig::default(),
+            max_running_deployments: deployment::DEFAULT_MAX_RUNNING_DEPLOYMENTS,
+            max_instances_per_offer: placement::DEFAULT_MAX_INSTANCES_PER_OFFER,
+        }
+    }
+}
+
+/// An app as stored: the current definition, its version info and earlier definitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub app: AppDefinition,
+    pub version_info: VersionInfo,
+    /// Earlier versions (and the current one), oldest first, at most [`MAX_VERSIONS`].
+    pub versions: BTreeMap<Timestamp, AppDefinition>,
+}
+
+impl AppRecord {
+    /// The configuration an instance of this app launches with: the fingerprint of the
+    /// definition and the time of its last configuration change (so a restart replaces).
+    pub fn config_key(&self) -> String {
+        format!("{}-{}", self.app.config_fingerprint(), self.version_info.last_config_change_at.millis())
+    }
+
+    fn view(&self) -> AppView {
+        let app = &self.app;
+        let strategy = UpgradeStrategy::new(
+            app.upgrade_strategy.minimum_health_capacity,
+            app.upgrade_strategy.maximum_over_capacity,
+        )
+        .unwrap_or_default();
+        AppView {
+            id: plan_id(&app.id),
+            instances: u32::try_from(app.instances).unwrap_or(0),
+            version: self.version_info.version.to_string(),
+            config_fingerprint: self.config_key(),
+            dependencies: app.dependencies.iter().map(plan_id).collect(),
+            upgrade_strategy: strategy,
+            kill_selection: app.kill_selection,
+            has_health_checks: !app.health_checks.is_empty(),
+            has_readiness_checks: false,
+        }
+    }
+}
+
+/// Where a launched instance runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub agent_id: String,
+    pub host: String,
+    /// Host ports, one per declared port.
+    pub ports: Vec<u64>,
+    pub staged_at: Timestamp,
+}
+
+/// One instance of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub task_id: String,
+    pub app_id: PathId,
+    /// The app version it launched with.
+    pub version: Timestamp,
+    pub config_key: String,
+    /// `None` while scheduled (waiting for an offer).
+    pub placed: Option<Placed>,
+    pub state: TaskState,
+    pub healthy: Option<bool>,
+    pub started_at: Option<Timestamp>,
+    /// A kill was sent (the instance counts as killing until its task ends).
+    pub killing: bool,
+    /// When its agent became unreachable, if it is.
+    pub unreachable_since: Option<Timestamp>,
+    pub scheduled_at: Timestamp,
+}
+
+impl Instance {
+    fn staged_ms(&self) -> u64 {
+        self.placed.as_ref().map_or(self.scheduled_at, |p| p.staged_at).millis()
+    }
+
+    fn is_running(&self) -> bool {
+        self.state == TaskState::Running
+    }
+}
+
+/// A stored deployment: its plan (runs are rebuilt from it by a new leader) and the records
+/// of the apps it changes as they were before it (a rollback restores them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub plan: DeploymentPlan,
+    pub original: Vec<AppRecord>,
+}
+
+/// What the actor must do for the scheduler, after writing the records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Launch these tasks on this offer (and decline the rest of it).
+    Launch {
+        offer_id: String,
+        tasks: Vec<TaskInfo>,
+    },
+    /// Offers nothing launched on.
+    Decline(Vec<String>),
+    Kill {
+        task_id: String,
+    },
+    /// Instances wait for offers: ask for them again.
+    Revive,
+    /// Nothing waits: stop the offers.
+    Suppress,
+    /// Ask the master for the state of these tasks (after a failover).
+    Reconcile(Vec<String>),
+}
+
+/// A record to write (`Some`) or delete (`None`), under its registry key.
+pub type Write = (String, Option<Vec<u8>>);
+
+/// Why a change of apps is refused; each renders as Marathon's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChangeError {
+    /// 409 with the conflicting deployments (the body's JSON).
+    Locked(Value),
+    /// 404 `App '/x' does not exist`.
+    UnknownApp(PathId),
+    /// 409, e.g. an app that already exists.
+    Conflict(String),
+    /// 422 (a plan the deployment model refuses: missing dependency, cycle, ...).
+    Invalid(String),
+    /// 403 (too many running deployments).
+    Forbidden(String),
+}
+
+impl ChangeError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ChangeError::Locked(_) | ChangeError::Conflict(_) => 409,
+            ChangeError::UnknownApp(_) => 404,
+            ChangeError::Invalid(_) => 422,
+            ChangeError::Forbidden(_) => 403,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        match self {
+            ChangeError::Locked(body) => body.clone(),
+            ChangeError::UnknownApp(id) => json!({ "message": format!("App '{id}' does not exist") }),
+            ChangeError::Conflict(message) | ChangeError::Invalid(message) | ChangeError::Forbidden(message) => {
+                json!({ "message": message })
+            }
+        }
+    }
+}
+
+/// An accepted change: the deployment that carries it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub deployment_id: String,
+    pub version: Timestamp,
+}
+
+/// The scheduler's whole state (see the module documentation).
+#[derive(Debug)]
+pub struct SchedulerCore {
+    config: SchedulerConfig,
+    apps: BTreeMap<PathId, AppRecord>,
+    instances: BTreeMap<String, Instance>,
+    runs: BTreeMap<String, DeploymentRun>,
+    /// The app records each running deployment started from.
+    originals: BTreeMap<String, Vec<AppRecord>>,
+    delays: LaunchDelays,
+    /// Attributes of the agents seen in offers, by hostname (for constraints).
+    agent_facts: BTreeMap<String, AgentFacts>,
+    /// Kills asked for through the API, sent with the next effects.
+    pending_kills: Vec<String>,
+    attempts: BTreeMap<PathId, LaunchAttemptStats>,
+    rng: u64,
+    suppressed: bool,
+    writes: Vec<Write>,
+    events: Vec<Value>,
+}
+
+impl SchedulerCore {
+    /// A scheduler from its stored records (a new leader's start). `seed` makes task ids.
+    pub fn recover(
+        config: SchedulerConfig,
+        apps: Vec<AppRecord>,
+        instances: Vec<Instance>,
+        deployments: Vec<DeploymentRecord>,
+        now: Timestamp,
+        seed: u64,
+    ) -> (SchedulerCore, Vec<Effect>) {
+        let mut core = SchedulerCore {
+            config,
+            apps: apps.into_iter().map(|record| (record.app.id.clone(), record)).collect(),
+            instances: instances.into_iter().map(|i| (i.task_id.clone(), i)).collect(),
+            runs: BTreeMap::new(),
+            originals: BTreeMap::new(),
+            delays: LaunchDelays::new(),
+            agent_facts: BTreeMap::new(),
+            pending_kills: Vec::new(),
+            attempts: BTreeMap::new(),
+            rng: seed,
+            suppressed: false,
+            writes: Vec::new(),
+            events: Vec::new(),
+        };
+        for record in deployments {
+            let run = DeploymentRun::resume(record.plan);
+            let id = run.plan().id().to_string();
+            core.originals.insert(id.clone(), record.original);
+            core.runs.insert(id, run);
+        }
+        let live: Vec<String> =
+            core.instances.values().filter(|i| i.placed.is_some()).map(|i| i.task_id.clone()).collect();
+        let mut effects = Vec::new();
+        if !live.is_empty() {
+            effects.push(Effect::Reconcile(live));
+        }
+        effects.extend(core.converge(now));
+        (core, effects)
+    }
+
+    /// Records to write before the effects of the last call are sent.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Events for `/v2/events` since the last call.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn apps(&self) -> impl Iterator<Item = &AppRecord> {
+        self.apps.values()
+    }
+
+    pub fn app(&self, id: &PathId) -> Option<&AppRecord> {
+        self.apps.get(id)
+    }
+
+    /// The app's launched instances (scheduled ones are not tasks yet).
+    pub fn tasks_of<'a>(&'a self, id: &'a PathId) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances.values().filter(move |i| &i.app_id == id && i.placed.is_some())
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values().filter(|i| i.placed.is_some())
+    }
+
+    pub fn instance(&self, task_id: &str) -> Option<&Instance> {
+        self.instances.get(task_id)
+    }
+
+    pub fn runs(&self) -> impl Iterator<Item = &DeploymentRun> {
+        self.runs.values()
+    }
+
+    /// The deployments that touch this app.
+    pub fn deployments_of(&self, id: &PathId) -> Vec<String> {
+        let key = plan_id(id);
+        self.runs
+            .values()
+            .filter(|run| run.plan().affected_apps().contains(&key))
+            .map(|run| run.plan().id().to_string())
+            .collect()
+    }
+
+    /// Instances waiting for an offer, by app.
+    pub fn scheduled(&self) -> BTreeMap<&PathId, u32> {
+        let mut counts = BTreeMap::new();
+        for instance in self.instances.values().filter(|i| i.placed.is_none()) {
+            *counts.entry(&instance.app_id).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub fn launch_attempts(&self, id: &PathId) -> Option<&LaunchAttemptStats> {
+        self.attempts.get(id)
+    }
+
+    /// The app's launch delay deadline, if one is in force.
+    pub fn delay_until_ms(&self, record: &AppRecord, now: Timestamp) -> Option<u64> {
+        self.delays.delay_until_ms(&config_ref(record), now.millis())
+    }
+
+    /// `DELETE /v2/queue/{id}/delay`: whether the app had instances waiting.
+    pub fn reset_delay(&mut self, id: &PathId, now: Timestamp) -> bool {
+        let Some(record) = self.apps.get(id) else { return false };
+        let waiting = self.instances.values().any(|i| &i.app_id == id && i.placed.is_none());
+        self.delays.reset(&config_ref(record), now.millis());
+        waiting
+    }
+
+    /// Moves the apps to `target` (the whole app set after the change) by a new deployment.
+    /// `force` cancels conflicting deployments; `kills` names instances to kill while scaling.
+    pub fn change(
+        &mut self,
+        target: BTreeMap<PathId, AppRecord>,
+        force: bool,
+        kills: BTreeMap<PathId, BTreeSet<String>>,
+        now: Timestamp,
+    ) -> Result<Accepted, ChangeError> {
+        let original = app_set(self.apps.values())?;
+        let target_set = app_set(target.values())?;
+        let before: Vec<AppRecord> = self
+            .apps
+            .iter()
+            .filter(|(id, record)| target.get(*id) != Some(*record))
+            .map(|(_, record)| record.clone())
+            .collect();
+        let kills = kills
+            .into_iter()
+            .map(|(id, tasks)| {
+                let tasks = tasks.into_iter().filter_map(|t| InstanceId::new(t).ok()).collect();
+                (plan_id(&id), tasks)
+            })
+            .collect();
+        let id = DeploymentId::new(self.uuid()).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let plan = DeploymentPlan::between_with_kills(&original, &target_set, &kills, id, now.to_string())
+            .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let running: Vec<&DeploymentPlan> = self.runs.values().map(DeploymentRun::plan).collect();
+        let admission = deployment::admit(running, &plan, force, self.config.max_running_deployments)
+            .map_err(|e| ChangeError::Forbidden(e.to_string()))?;
+        match admission {
+            Admission::Start => {}
+            Admission::CancelThenStart(ids) => {
+                for cancelled in ids {
+                    self.end_run(cancelled.as_str(), now);
+                }
+            }
+            Admission::Locked(body) => {
+                return Err(ChangeError::Locked(serde_json::to_value(body).unwrap_or(Value::Null)));
+            }
+        }
+        for id in self.apps.keys().filter(|id| !target.contains_key(*id)).cloned().collect::<Vec<_>>() {
+            self.apps.remove(&id);
+            self.writes.push((app_key(&id), None));
+            self.events.push(
+                json!({ "eventType": "app_terminated_event", "appId": id.to_string(), "timestamp": now.to_string() }),
+            );
+        }
+        for (id, record) in target {
+            if self.apps.get(&id) != Some(&record) {
+                self.writes.push((app_key(&id), Some(encode(&record))));
+                self.apps.insert(id, record);
+            }
+        }
+        let accepted = Accepted { deployment_id: plan.id().to_string(), version: now };
+        let (run, events) = DeploymentRun::start(plan, &now.to_string());
+        self.publish_deployment_events(events);
+        if matches!(run.state(), RunState::Running { .. }) {
+            let record = DeploymentRecord { plan: run.plan().clone(), original: before };
+            self.writes.push((deployment_key(&accepted.deployment_id), Some(encode(&record))));
+            self.originals.insert(accepted.deployment_id.clone(), record.original);
+            self.runs.insert(accepted.deployment_id.clone(), run);
+        }
+        Ok(accepted)
+    }
+
+    /// `DELETE /v2/deployments/{id}`: with `force` the deployment just stops; without, a new
+    /// deployment puts its apps back as they were before it (apps it added are removed).
+    /// `None` if no such deployment runs.
+    pub fn cancel_deployment(
+        &mut self,
+        id: &str,
+        force: bool,
+        now: Timestamp,
+    ) -> Option<Result<Accepted, ChangeError>> {
+        let run = self.runs.get(id)?;
+        let affected: Vec<PathId> = run.plan().affected_apps().into_iter().filter_map(app_path).collect();
+        let original = self.end_run(id, now);
+        if force {
+            return Some(Ok(Accepted { deployment_id: id.to_owned(), version: now }));
+        }
+        let mut target = self.apps.clone();
+        for app_id in &affected {
+            target.remove(app_id);
+        }
+        for record in original {
+            let current = self.apps.get(&record.app.id).unwrap_or(&record);
+            target.insert(record.app.id.clone(), current.updated(record.app.clone(), now));
+        }
+        Some(self.change(target, true, BTreeMap::new(), now))
+    }
+
+    /// Stops a running deployment (cancelled); returns the app records it started from.
+    fn end_run(&mut self, id: &str, now: Timestamp) -> Vec<AppRecord> {
+        if let Some(mut run) = self.runs.remove(id) {
+            self.publish_deployment_events(run.cancel(&now.to_string()));
+            self.writes.push((deployment_key(id), None));
+        }
+        self.originals.remove(id).unwrap_or_default()
+    }
+
+    /// Offers from the master: scheduled instances are placed on them.
+    pub fn offers(&mut self, offers: Vec<OfferInfo>, now: Timestamp) -> Vec<Effect> {
+        let placement_offers: Vec<PlacementOffer> = offers.iter().map(placement_offer).collect();
+        let demands = self.demands(now);
+        if demands.is_empty() {
+            let mut effects = vec![Effect::Decline(offers.into_iter().map(|o| o.id).collect())];
+            effects.extend(self.suppress_or_revive());
+            return effects;
+        }
+        let mut snapshot = PlacementSnapshot::new(placement_offers.clone(), demands);
+        snapshot.max_instances_per_offer = self.config.max_instances_per_offer;
+        let seed = self.next_random();
+        let plan = match placement::place(&snapshot, now.millis(), seed) {
+            Ok(plan) => plan,
+            Err(_) => return vec![Effect::Decline(offers.into_iter().map(|o| o.id).collect())],
+        };
+        for report in &plan.demands {
+            if let Ok(id) = PathId::parse(&report.run_spec_id) {
+                let stats = self.attempts.entry(id).or_insert_with(|| LaunchAttemptStats::new(now.millis()));
+                stats.record(report, &placement_offers, now.millis());
+            }
+        }
+        let mut by_offer: BTreeMap<String, Vec<TaskInfo>> = BTreeMap::new();
+        for launch in plan.launches {
+            let Ok(app_id) = PathId::parse(&launch.run_spec_id) else { continue };
+            let Some(task) = self.launch_one(&app_id, &launch, now) else { continue };
+            by_offer.entry(launch.offer_id.clone()).or_default().push(task);
+        }
+        let mut effects: Vec<Effect> =
+            by_offer.into_iter().map(|(offer_id, tasks)| Effect::Launch { offer_id, tasks }).collect();
+        if !plan.unused_offers.is_empty() {
+            effects.push(Effect::Decline(plan.unused_offers));
+        }
+        effects.extend(self.suppress_or_revive());
+        effects
+    }
+
+    /// A task's status from the master.
+    pub fn status(&mut self, status: &TaskStatus, now: Timestamp) -> Vec<Effect> {
+        let Some(instance) = self.instances.get_mut(&status.task_id) else {
+            // A task this scheduler does not know (a record lost, or a launch refused
+            // after a failover): kill it if it lives.
+            if !status.state.is_terminal() && status.state != TaskState::Unknown {
+                return vec![Effect::Kill { task_id: status.task_id.clone() }];
+            }
+            return Vec::new();
+        };
+        let before = (instance.state, instance.healthy);
+        instance.state = status.state;
+        if let Some(healthy) = status.healthy {
+            instance.healthy = Some(healthy);
+        }
+        if status.state == TaskState::Running && instance.started_at.is_none() {
+            instance.started_at = Some(Timestamp::from_millis(status.timestamp_ms.max(1)));
+        }
+        instance.unreachable_since = match status.state {
+            TaskState::Unreachable => instance.unreachable_since.or(Some(now)),
+            _ => None,
+        };
+        let instance = instance.clone();
+        self.events.push(status_event(&instance, status, now));
+        if before.1 != instance.healthy && status.healthy.is_some() {
+            self.events.push(json!({
+                "eventType": "health_status_changed_event", "appId": instance.app_id.to_string(),
+                "taskId": instance.task_id, "instanceId": instance.task_id,
+                "version": instance.version.to_string(), "alive": instance.healthy == Some(true),
+                "timestamp": now.to_string(),
+            }));
+        }
+        if let Some(record) = self.apps.get(&instance.app_id)
+            && record.config_key() == instance.config_key
+            && let Some(event) = InstanceEvent::from_task_state(status.state)
+            && !(instance.killing && event == InstanceEvent::Failed)
+        {
+            let strategy = backoff_strategy(&record.app);
+            self.delays.on_event(&config_ref(record), &strategy, event, now.millis());
+        }
+        if status.state.is_terminal() {
+            self.instances.remove(&instance.task_id);
+            self.writes.push((instance_key(&instance.task_id), None));
+        } else if before != (instance.state, instance.healthy) {
+            self.writes.push((instance_key(&instance.task_id), Some(encode(&instance))));
+        }
+        self.converge(now)
+    }
+
+    /// Kills these tasks of `app` (`DELETE /v2/apps/{id}/tasks`, `/v2/tasks/delete`). With
+    /// `scale` the app's count drops by as many (through a deployment); with `wipe` the
+    /// instances are forgotten at once. Unknown ids are ignored, as Marathon does.
+    pub fn kill_tasks(
+        &mut self,
+        task_ids: &[String],
+        scale: bool,
+        wipe: bool,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<(Vec<Instance>, Option<Accepted>), ChangeError> {
+        let killed: Vec<Instance> = task_ids.iter().filter_map(|id| self.instances.get(id).cloned()).collect();
+        if scale {
+            let mut target = self.apps.clone();
+            let mut kills: BTreeMap<PathId, BTreeSet<String>> = BTreeMap::new();
+            for instance in &killed {
+                kills.entry(instance.app_id.clone()).or_default().insert(instance.task_id.clone());
+            }
+            for (app_id, tasks) in &kills {
+                if let Some(record) = target.get_mut(app_id) {
+                    let active = tasks.iter().filter(|t| self.instances.get(*t).is_some_and(|i| !i.killing)).count();
+                    let mut next = record.app.clone();
+                    next.instances = next.instances.saturating_sub(i32::try_from(active).unwrap_or(i32::MAX)).max(0);
+                    *record = record.updated(next, now);
+                }
+            }
+            let accepted = self.change(target, force, kills, now)?;
+            return Ok((killed, Some(accepted)));
+        }
+        let mut effects_kills = Vec::new();
+        for instance in &killed {
+            if wipe {
+                self.instances.remove(&instance.task_id);
+                self.writes.push((instance_key(&instance.task_id), None));
+            } else {
+                self.mark_killing(&instance.task_id);
+            }
+            effects_kills.push(instance.task_id.clone());
+        }
+        self.pending_kills.extend(effects_kills);
+        Ok((killed, None))
+    }
+
+    /// Kills sent by API calls, to be sent with the next effects.
+    pub fn take_kills(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.pending_kills).into_iter().map(|task_id| Effect::Kill { task_id }).collect()
+    }
+
+    /// Re-derives every deployment's needs and every app's missing instances; ends finished
+    /// deployments. Called after every input.
+    pub fn converge(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut effects = self.take_kills();
+        effects.extend(self.expire_unreachable(now));
+        let stamp = now.to_string();
+        let mut in_deployment: BTreeSet<PathId> = BTreeSet::new();
+        let run_ids: Vec<String> = self.runs.keys().cloned().collect();
+        for run_id in run_ids {
+            let observation = self.observe(&run_id);
+            let Some(run) = self.runs.get_mut(&run_id) else { continue };
+            in_deployment.extend(run.plan().affected_apps().into_iter().filter_map(app_path));
+            let report = match run.observe(&observation, &stamp) {
+                Ok(report) => report,
+                Err(error) => {
+                    let events = run.fail(&error.to_string(), &stamp);
+                    self.publish_deployment_events(events);
+                    self.runs.remove(&run_id);
+                    self.originals.remove(&run_id);
+                    self.writes.push((deployment_key(&run_id), None));
+                    continue;
+                }
+            };
+            self.publish_deployment_events(report.events);
+            if !matches!(report.state, RunState::Running { .. }) {
+                self.runs.remove(&run_id);
+                self.originals.remove(&run_id);
+                self.writes.push((deployment_key(&run_id), None));
+                continue;
+            }
+            for need in report.needs {
+                let Some(app_id) = app_path(need.action.app()) else { continue };
+                for victim in &need.decision.kill {
+                    effects.extend(self.kill_instance(victim.as_str()));
+                }
+                for _ in 0..need.decision.start {
+                    self.schedule(&app_id, now);
+                }
+            }
+        }
+        let idle: Vec<PathId> = self.apps.keys().filter(|id| !in_deployment.contains(*id)).cloned().collect();
+        for app_id in idle {
+            let Some(record) = self.apps.get(&app_id) else { continue };
+            let wanted = usize::try_from(record.app.instances).unwrap_or(0);
+            let active =
+                self.instances.values().filter(|i| i.app_id == app_id && counts_as_active(i, record, now)).count();
+            for _ in active..wanted {
+                self.schedule(&app_id, now);
+            }
+        }
+        let orphans: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| !self.apps.contains_key(&i.app_id) && !in_deployment.contains(&i.app_id))
+            .map(|i| i.task_id.clone())
+            .collect();
+        for task_id in orphans {
+            effects.extend(self.kill_instance(&task_id));
+        }
+        effects.extend(self.suppress_or_revive());
+        effects
+    }
+
+    fn expire_unreachable(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let expired: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| {
+                let Some(since) = i.unreachable_since else { return false };
+                let Some(record) = self.apps.get(&i.app_id) else { return true };
+                match record.app.unreachable_strategy {
+                    UnreachableStrategy::Disabled => false,
+                    UnreachableStrategy::Enabled { expunge_after_seconds, .. } => {
+                        now.millis().saturating_sub(since.millis()) >= seconds_ms(expunge_after_seconds)
+                    }
+                }
+            })
+            .map(|i| i.task_id.clone())
+            .collect();
+        for task_id in expired {
+            self.instances.remove(&task_id);
+            self.writes.push((instance_key(&task_id), None));
+            effects.push(Effect::Kill { task_id });
+        }
+        effects
+    }
+
+    /// The instances of a run's apps as the deployment model sees them.
+    fn observe(&self, run_id: &str) -> Observation {
+        let mut observation = Observation::default();
+        let Some(run) = self.runs.get(run_id) else { return observation };
+        for view_id in run.plan().affected_apps() {
+            let Some(app_id) = app_path(view_id) else { continue };
+            let target_key = run.plan().target().get(view_id).map(|v| v.config_fingerprint.clone());
+            let views = self
+                .instances
+                .values()
+                .filter(|i| i.app_id == app_id)
+                .filter(|i| i.unreachable_since.is_none())
+                .filter_map(|i| {
+                    let id = InstanceId::new(i.task_id.clone()).ok()?;
+                    let state = if i.killing {
+                        InstanceState::Killing
+                    } else if i.is_running() {
+                        InstanceState::Running
+                    } else {
+                        InstanceState::Staged
+                    };
+                    let version = if target_key.as_deref() == Some(i.config_key.as_str()) {
+                        InstanceVersion::New
+                    } else {
+                        InstanceVersion::Old
+                    };
+                    Some(InstanceView {
+                        id,
+                        version,
+                        state,
+                        healthy: i.healthy == Some(true),
+                        ready: true,
+                        staged_at_ms: i.staged_ms(),
+                    })
+                })
+                .collect();
+            observation.instances.insert(view_id.clone(), views);
+        }
+        observation
+    }
+
+    fn kill_instance(&mut self, task_id: &str) -> Option<Effect> {
+        let instance = self.instances.get(task_id)?;
+        if instance.placed.is_none() {
+            self.instances.remove(task_id);
+            return None;
+        }
+        if instance.killing {
+            return None;
+        }
+        self.mark_killing(task_id);
+        Some(Effect::Kill { task_id: task_id.to_owned() })
+    }
+
+    fn mark_killing(&mut self, task_id: &str) {
+        if let Some(instance) = self.instances.get_mut(task_id) {
+            if instance.placed.is_none() {
+                self.instances.remove(task_id);
+                return;
+            }
+            instance.killing = true;
+            let encoded = encode(&*instance);
+            self.writes.push((instance_key(task_id), Some(encoded)));
+        }
+    }
+
+    /// A new instance of the app's current configuration, waiting for an offer.
+    fn schedule(&mut self, app_id: &PathId, now: Timestamp) {
+        let Some(record) = self.apps.get(app_id) else { return };
+        let (version, config_key) = (record.version_info.version, record.config_key());
+        let task_id = format!("{}.{}", task_prefix(app_id), self.uuid());
+        let instance = Instance {
+            task_id: task_id.clone(),
+            app_id: app_id.clone(),
+            version,
+            config_key,
+            placed: None,
+            state: TaskState::Staging,
+            healthy: None,
+            started_at: None,
+            killing: false,
+            unreachable_since: None,
+            scheduled_at: now,
+        };
+        self.instances.insert(task_id, instance);
+    }
+
+    /// One placement demand per app with scheduled instances, oldest scheduled first.
+    fn demands(&self, now: Timestamp) -> Vec<Demand> {
+        let mut waiting: BTreeMap<&PathId, (u32, Timestamp)> = BTreeMap::new();
+        for instance in self.instances.values().filter(|i| i.placed.is_none()) {
+            let entry = waiting.entry(&instance.app_id).or_insert((0, instance.scheduled_at));
+            entry.0 += 1;
+            entry.1 = entry.1.min(instance.scheduled_at);
+        }
+        let mut demands: Vec<(Timestamp, Demand)> = waiting
+            .into_iter()
+            .filter_map(|(app_id, (count, since))| {
+                let record = self.apps.get(app_id)?;
+                Some((since, self.demand(record, count, now)))
+            })
+            .collect();
+        demands.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.run_spec_id.cmp(&b.1.run_spec_id)));
+        demands.into_iter().map(|(_, demand)| demand).collect()
+    }
+
+    fn demand(&self, record: &AppRecord, to_launch: u32, now: Timestamp) -> Demand {
+        let app = &record.app;
+        let key = record.config_key();
+        let ports: Vec<(u64, Option<String>)> =
+            app.port_definitions.iter().map(|p| (u64::try_from(p.port).unwrap_or(0), p.name.clone())).collect();
+        let placed = self
+            .instances
+            .values()
+            .filter(|i| i.app_id == app.id && i.config_key == key && !i.state.is_terminal())
+            .filter_map(|i| i.placed.as_ref())
+            .map(|p| self.facts_of(&p.host))
+            .collect();
+        Demand {
+            run_spec_id: app.id.to_string(),
+            version: record.version_info.version.to_string(),
+            role: app.role.clone(),
+            instances: u32::try_from(app.instances).unwrap_or(0),
+            to_launch,
+            resources: InstanceResources::new(app.cpus, app.mem, app.disk, u64::try_from(app.gpus).unwrap_or(0)),
+            ports: PortRequest::from_port_definitions(&ports, app.require_ports),
+            constraints: Constraint::parse_all(&app.constraints).unwrap_or_default(),
+            accepted_resource_roles: app.accepted_resource_roles.iter().cloned().collect(),
+            placed,
+            delay_until_ms: self.delays.delay_until_ms(&config_ref(record), now.millis()),
+        }
+    }
+
+    /// What constraints know of an agent: its hostname and the attributes it last offered.
+    fn facts_of(&self, host: &str) -> AgentFacts {
+        self.agent_facts.get(host).cloned().unwrap_or_else(|| AgentFacts::new(host))
+    }
+
+    /// Turns a scheduled instance of the launch's app into a task on the offer's agent.
+    fn launch_one(&mut self, app_id: &PathId, launch: &placement::Launch, now: Timestamp) -> Option<TaskInfo> {
+        let record = self.apps.get(app_id)?.clone();
+        let key = record.config_key();
+        let task_id = self
+            .instances
+            .values()
+            .filter(|i| &i.app_id == app_id && i.placed.is_none() && i.config_key == key)
+            .min_by_key(|i| (i.scheduled_at, i.task_id.clone()))?
+            .task_id
+            .clone();
+        let ports: Vec<u64> = launch.host_ports.iter().map(|p| p.unwrap_or(0)).collect();
+        let placed = Placed { agent_id: launch.agent_id.clone(), host: launch.hostname.clone(), ports, staged_at: now };
+        let mut resources = Resources::new();
+        for part in launch.resources.values() {
+            resources.add(part);
+        }
+        let task = task_info(&record, &task_id, &placed, resources, &self.config.framework_id);
+        let instance = self.instances.get_mut(&task_id)?;
+        instance.placed = Some(placed);
+        instance.state = TaskState::Staging;
+        let encoded = encode(&*instance);
+        self.writes.push((instance_key(&task_id), Some(encoded)));
+        Some(task)
+    }
+
+    fn suppress_or_revive(&mut self) -> Option<Effect> {
+        let waiting = self.instances.values().any(|i| i.placed.is_none());
+        match (waiting, self.suppressed) {
+            (true, true) => {
+                self.suppressed = false;
+                Some(Effect::Revive)
+            }
+            (false, false) => {
+                self.suppressed = true;
+                Some(Effect::Suppress)
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers the attributes an agent offers (for constraints on attributes).
+    pub fn note_agents(&mut self, offers: &[OfferInfo]) {
+        for offer in offers {
+            self.agent_facts.insert(offer.hostname.clone(), placement_offer(offer).agent);
+        }
+    }
+
+    fn publish_deployment_events(&mut self, events: Vec<DeploymentEvent>) {
+        for event in events {
+            if let Ok(value) = serde_json::to_value(&event) {
+                self.events.push(value);
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // SplitMix64: a seeded, reproducible stream.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A random (version 4 layout) UUID from the seeded stream.
+    fn uuid(&mut self) -> String {
+        let (high, low) = (self.next_random(), self.next_random());
+        let high = (high & !0xF000) | 0x4000;
+        let low = (low & !(0xC000 << 48)) | (0x8000 << 48);
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xFFFF,
+            high & 0xFFFF,
+            low >> 48,
+            low & 0xFFFF_FFFF_FFFF
+        )
+    }
+}
+
+impl AppRecord {
+    /// A new app, created at `now`.
+    pub fn created(app: AppDefinition, now: Timestamp) -> AppRecord {
+        let version_info = VersionInfo::created(now);
+        AppRecord { versions: BTreeMap::from([(now, app.clone())]), app, version_info }
+    }
+
+    /// The record after the app became `next` at `now` (unchanged if nothing changed).
+    pub fn updated(&self, next: AppDefinition, now: Timestamp) -> AppRecord {
+        let version_info = self.version_info.after_change(&self.app, &next, now);
+        let mut versions = self.versions.clone();
+        if version_info != self.version_info {
+            versions.insert(version_info.version, next.clone());
+            while versions.len() > MAX_VERSIONS {
+                versions.pop_first();
+            }
+        }
+        AppRecord { app: next, version_info, versions }
+    }
+
+    /// The same definition under a new configuration change time (`/restart`).
+    pub fn restarted(&self, now: Timestamp) -> AppRecord {
+        let mut versions = self.versions.clone();
+        versions.insert(now, self.app.clone());
+        while versions.len() > MAX_VERSIONS {
+            versions.pop_first();
+        }
+        AppRecord { app: self.app.clone(), version_info: VersionInfo::created(now), versions }
+    }
+}
+
+/// Whether an instance counts toward its app's count outside deployments: not being killed,
+/// of the current configuration... or any configuration (an idle app keeps whatever runs),
+/// and not unreachable for longer than the app's `inactiveAfterSeconds`.
+fn counts_as_active(instance: &Instance, record: &AppRecord, now: Timestamp) -> bool {
+    if instance.killing {
+        return false;
+    }
+    match (instance.unreachable_since, record.app.unreachable_strategy) {
+        (Some(since), UnreachableStrategy::Enabled { inactive_after_seconds, .. }) => {
+            now.millis().saturating_sub(since.millis()) < seconds_ms(inactive_after_seconds)
+        }
+        _ => true,
+    }
+}
+
+fn seconds_ms(seconds: i64) -> u64 {
+    u64::try_from(seconds).unwrap_or(0).saturating_mul(1_000)
+}
+
+fn app_set<'a>(records: impl Iterator<Item = &'a AppRecord>) -> Result<Apps, ChangeError> {
+    Apps::new(records.map(AppRecord::view)).map_err(|e| ChangeError::Invalid(e.to_string()))
+}
+
+/// The deployment model's text id of an app.
+fn plan_id(id: &PathId) -> deployment::PathId {
+    deployment::PathId::parse(&id.to_string()).unwrap_or_else(|_| deployment::PathId::root())
+}
+
+fn app_path(id: &deployment::PathId) -> Option<PathId> {
+    PathId::parse(id.as_str()).ok()
+}
+
+fn config_ref(record: &AppRecord) -> ConfigRef {
+    ConfigRef::new(&record.app.id.to_string(), &record.config_key())
+}
+
+fn backoff_strategy(app: &AppDefinition) -> BackoffStrategy {
+    BackoffStrategy::new(
+        u64::try_from(app.backoff_seconds).unwrap_or(0),
+        app.backoff_factor,
+        u64::try_from(app.max_launch_delay_seconds).unwrap_or(0),
+    )
+    .unwrap_or_default()
+}
+
+/// Marathon's task id prefix: the app's path with `/` as `_` (`/prod/db` → `prod_db`).
+pub fn task_prefix(id: &PathId) -> String {
+    id.segments().join("_")
+}
+
+pub fn app_key(id: &PathId) -> String {
+    format!("{APPS_PREFIX}{id}")
+}
+
+pub fn instance_key(task_id: &str) -> String {
+    format!("{INSTANCES_PREFIX}{task_id}")
+}
+
+pub fn deployment_key(id: &str) -> String {
+    format!("{DEPLOYMENTS_PREFIX}{id}")
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("scheduler records serialize to JSON")
+}
+
+fn placement_offer(offer: &OfferInfo) -> PlacementOffer {
+    let mut agent = AgentFacts::new(&offer.hostname);
+    for (name, value) in &offer.attributes {
+        agent.attributes.insert(name.clone(), AttributeValue::parse(value));
+    }
+    PlacementOffer {
+        id: offer.id.clone(),
+        agent_id: offer.agent_id.clone(),
+        role: offer.role.clone(),
+        agent,
+        resources: BTreeMap::from([(UNRESERVED.to_owned(), offer.resources.clone())]),
+    }
+}
+
+/// The Mesos task of an instance.
+pub fn task_info(
+    record: &AppRecord,
+    task_id: &str,
+    placed: &Placed,
+    resources: Resources,
+    framework_id: &str,
+) -> TaskInfo {
+    let app = &record.app;
+    let host_ports: Vec<Option<u32>> = placed.ports.iter().map(|p| u32::try_from(*p).ok()).collect();
+    let env = task_environment(
+        app,
+        &super::app::TaskEnvInput {
+            version: record.version_info.version,
+            host_ports: &host_ports,
+            host: Some(&placed.host),
+            task_id: Some(task_id),
+            prefix: None,
+        },
+    );
+    let command = match (&app.cmd, app.args.as_slice()) {
+        (Some(cmd), _) => TaskCommand { shell: true, value: cmd.clone(), arguments: Vec::new() },
+        (None, [program, ..]) => TaskCommand { shell: false, value: program.clone(), arguments: app.args.clone() },
+        (None, []) => TaskCommand { shell: true, value: String::new(), arguments: Vec::new() },
+    };
+    TaskInfo {
+        task_id: task_id.to_owned(),
+        name: app.id.to_hostname(),
+        framework_id: framework_id.to_owned(),
+        role: app.role.clone(),
+        command,
+        resources,
+        env,
+        labels: app.labels.clone(),
+        kill_grace_ms: app
+            .task_kill_grace_period_seconds
+            .map_or(DEFAULT_KILL_GRACE_MS, |s| u64::try_from(s).unwrap_or(0).saturating_mul(1_000)),
+        health_check: app.health_checks.first().and_then(|check| mesos_health_check(check, &placed.ports)),
+    }
+}
+
+/// An app's health check as the agent runs it: the port from `port` or `portIndex` (the
+/// instance's host port), HTTP(S) and TCP whether Marathon's legacy or Mesos's own.
+fn mesos_health_check(check: &super::app::HealthCheck, host_ports: &[u64]) -> Option<MesosHealthCheck> {
+    let port = || -> Option<u16> {
+        let port = match (check.port, check.port_index) {
+            (Some(port), _) => u64::try_from(port).ok()?,
+            (None, index) => *host_ports.get(usize::try_from(index.unwrap_or(0)).ok()?)?,
+        };
+        u16::try_from(port).ok()
+    };
+    let probe = match check.protocol {
+        HealthCheckProtocol::Http
+        | HealthCheckProtocol::MesosHttp
+        | HealthCheckProtocol::Https
+        | HealthCheckProtocol::MesosHttps => Probe::Http {
+            tls: matches!(check.protocol, HealthCheckProtocol::Https | HealthCheckProtocol::MesosHttps),
+            port: port()?,
+            path: check.path.clone().unwrap_or_else(|| "/".to_owned()),
+            ignore_1xx: check.ignore_http1xx.unwrap_or(false),
+        },
+        HealthCheckProtocol::Tcp | HealthCheckProtocol::MesosTcp => Probe::Tcp { port: port()? },
+        HealthCheckProtocol::Command => Probe::Command { value: check.command.as_ref()?.value.clone() },
+    };
+    let ms = |seconds: i32| u64::try_from(seconds).unwrap_or(0).saturating_mul(1_000);
+    Some(MesosHealthCheck {
+        probe,
+        delay_ms: ms(check.delay_seconds),
+        interval_ms: ms(check.interval_seconds).max(1),
+        timeout_ms: ms(check.timeout_seconds).max(1),
+        grace_period_ms: ms(check.grace_period_seconds),
+        max_consecutive_failures: u32::try_from(check.max_consecutive_failures).unwrap_or(0),
+    })
+}
+
+/// Marathon's `status_update_event`.
+fn status_event(instance: &Instance, status: &TaskStatus, now: Timestamp) -> Value {
+    let placed = instance.placed.as_ref();
+    json!({
+        "eventType": "status_update_event",
+        "timestamp": now.to_string(),
+        "slaveId": status.agent_id,
+        "taskId": instance.task_id,
+        "instanceId": instance.task_id,
+        "taskStatus": status.state.name(),
+        "message": status.message,
+        "appId": instance.app_id.to_string(),
+        "host": placed.map_or("", |p| p.host.as_str()),
+        "ipAddresses": [],
+        "ports": placed.map_or(&[][..], |p| p.ports.as_slice()),
+        "version": instance.version.to_string(),
+    })
+}
