@@ -3,7 +3,8 @@
 //! through the launcher run and end with their Mesos states; an agent restart keeps its tasks
 //! running and re-adopts them; a master failover keeps every task running while the new leader
 //! learns from the re-registering agents what runs where; a partitioned agent's tasks become
-//! unreachable and come back.
+//! unreachable and come back. The service scheduler runs beside the launcher: its apps and
+//! their tasks survive a failover, and the new leader's scheduler scales and removes them.
 
 mod common;
 
@@ -20,6 +21,9 @@ use flotilla_actors::agent::driver::mock::{MockBehaviour, MockDriver};
 use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
 use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::launcher::protocol::{LAUNCHER_NAME, LauncherReply, LauncherRequest};
+use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, ServerInfo};
+use flotilla_actors::marathon::protocol::{MARATHON_FRAMEWORK_ID, MARATHON_NAME, MarathonCall};
+use flotilla_actors::marathon::scheduler_child;
 use flotilla_actors::master::cluster_manager_tree;
 use flotilla_actors::master::core::MasterConfig;
 use flotilla_actors::mesos::core::{Resources, RoleResources, TaskState, UNRESERVED};
@@ -62,6 +66,12 @@ async fn start_master(net: &SimNet, index: usize, disk: &SharedDisk, seed: u64) 
     }
     let current = transport.clone();
     let current: flotilla_actors::control_plane::CurrentTransport = Arc::new(move || Some(current.clone()));
+    let server = ServerInfo {
+        leader: format!("{id}:8080"),
+        framework_id: MARATHON_FRAMEWORK_ID.to_owned(),
+        http_port: 8080,
+        version: "test".to_owned(),
+    };
     let disk = disk.clone();
     let plan = ControlPlanePlan {
         me: PeerId::from(id),
@@ -72,7 +82,11 @@ async fn start_master(net: &SimNet, index: usize, disk: &SharedDisk, seed: u64) 
         tick_interval: Duration::from_millis(10),
         storage: Arc::new(move || Ok(Box::new(disk.clone()) as Box<dyn RaftStorage + Send>)),
         transport: Arc::clone(&current),
-        leader_tree: cluster_manager_tree(master_config(), current, Vec::new()),
+        leader_tree: cluster_manager_tree(
+            master_config(),
+            Arc::clone(&current),
+            vec![scheduler_child(current, server)],
+        ),
     };
     let root = Supervisor::spawn(node.clone(), control_plane_spec(plan), None).await.unwrap();
     (transport, root, node)
@@ -166,6 +180,32 @@ impl Sim {
     async fn launcher(&self, request: LauncherRequest) -> Option<LauncherReply> {
         let state = self.state().await?;
         self.operator.call(&state.leader, LAUNCHER_NAME, &request, Duration::from_secs(5)).await.ok()
+    }
+
+    /// A Marathon request answered by the leader's scheduler (`None` while there is none).
+    async fn marathon(&self, method: &str, path: &str, body: serde_json::Value) -> Option<RestResponse> {
+        let state = self.state().await?;
+        let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
+        let request = RestRequest { method: method.to_owned(), path: path.to_owned(), query: String::new(), body };
+        self.operator.call(&state.leader, MARATHON_NAME, &MarathonCall(request), Duration::from_secs(5)).await.ok()
+    }
+
+    /// Waits until the app has `count` running tasks and no deployment; returns their ids.
+    async fn app_running(&self, id: &str, count: usize) -> BTreeSet<String> {
+        let what = format!("{id} with {count} running tasks and no deployment");
+        wait_until(&what, LONG, async || {
+            let app = self.marathon("GET", &format!("/v2/apps{id}"), serde_json::Value::Null).await?.json_body();
+            let app = &app["app"];
+            let tasks: BTreeSet<String> = app["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .map(|t| t["id"].as_str().unwrap().to_owned())
+                .collect();
+            let idle = app["deployments"].as_array()?.is_empty();
+            (idle && tasks.len() == count).then_some(tasks)
+        })
+        .await
     }
 
     async fn run(&self, id: &str) {
@@ -327,4 +367,47 @@ async fn a_partitioned_agent_is_marked_unreachable_and_its_tasks_come_back_when_
     let state = sim.states(&want).await;
     assert!(state.agents.iter().all(|a| a.active));
     assert_eq!(sim.running(), 4, "nothing was killed or relaunched");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn marathon_apps_keep_their_tasks_across_a_leader_failover() {
+    let mut sim = Sim::start(23, "marathon").await;
+    wait_until("both agents registered", LONG, async || {
+        let state = sim.state().await?;
+        (state.agents.iter().filter(|a| a.active).count() == 2).then_some(())
+    })
+    .await;
+    let app = serde_json::json!({ "id": "/web", "cmd": "sleep 1000", "cpus": 0.25, "mem": 64, "instances": 3,
+                                  "portDefinitions": [{ "port": 0 }] });
+    let created = wait_until("the scheduler creates the app", LONG, async || {
+        sim.marathon("POST", "/v2/apps", app.clone()).await.filter(|r| r.status != 503)
+    })
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.json_body());
+    let tasks = sim.app_running("/web", 3).await;
+    assert_eq!(sim.launches(), 3);
+
+    let leader = sim.state().await.unwrap().leader;
+    let index = MASTERS.iter().position(|m| *m == leader).unwrap();
+    crash(sim.masters[index].take().unwrap());
+    sim.disks[index].0.lock().unwrap().crash();
+    wait_until("a new leader that has recovered", LONG, async || {
+        let state = sim.state().await?;
+        (state.leader != leader && !state.recovering).then_some(())
+    })
+    .await;
+    assert_eq!(sim.app_running("/web", 3).await, tasks, "the new leader's scheduler knows the same tasks");
+    assert_eq!(sim.launches(), 3, "nothing was launched twice");
+
+    let scaled = sim.marathon("PUT", "/v2/apps/web", serde_json::json!({ "instances": 4 })).await.unwrap();
+    assert_eq!(scaled.status, 200, "{:?}", scaled.json_body());
+    let more = sim.app_running("/web", 4).await;
+    assert!(more.is_superset(&tasks));
+    assert_eq!(sim.running(), 4);
+
+    let removed = sim.marathon("DELETE", "/v2/apps/web", serde_json::Value::Null).await.unwrap();
+    assert_eq!(removed.status, 200);
+    wait_until("every task of the removed app killed", LONG, async || (sim.running() == 0).then_some(())).await;
+    let gone = sim.marathon("GET", "/v2/apps/web", serde_json::Value::Null).await.unwrap();
+    assert_eq!(gone.status, 404);
 }

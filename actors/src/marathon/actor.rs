@@ -34,8 +34,9 @@ pub const SCHEDULER_ACTOR: &str = "marathon";
 
 /// How long a registry read or write may take.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the clock-driven decisions (backoff ends, unreachable instances) are revisited.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the scheduler looks at deployments with news (the core throttles each one, and
+/// looks at everything once a second: backoff ends, unreachable instances).
+const TICK: Duration = Duration::from_millis(100);
 /// How many events a slow `/v2/events` reader may fall behind before it loses some.
 const EVENT_BUFFER: usize = 4_096;
 
@@ -183,7 +184,7 @@ impl Actor for Scheduler {
             SchedulerMsg::Event(_) => {}
             SchedulerMsg::Tick => {
                 let now = state.now();
-                let effects = state.core.converge(now);
+                let effects = state.core.tick(now);
                 state.flush(effects).await?;
             }
         }
@@ -210,6 +211,8 @@ impl SchedulerState {
     async fn flush(&mut self, effects: Vec<Effect>) -> Result<(), ActorProcessingErr> {
         let writes = self.core.take_writes();
         self.write(writes).await.map_err(|error| format!("cannot store the scheduler's records: {error}"))?;
+        let lazy = self.core.take_lazy_writes();
+        self.write_lazily(lazy);
         for effect in effects {
             self.send(effect);
         }
@@ -221,6 +224,22 @@ impl SchedulerState {
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<(), String> {
+        for command in self.commands(writes) {
+            local_request(&self.registry, RegistryRequest::Write(command), REGISTRY_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends writes without waiting for them (a lost one is corrected by reconciliation).
+    fn write_lazily(&self, writes: Vec<Write>) {
+        for command in self.commands(writes) {
+            let (port, _answer) = ReplyPort::local();
+            let _ = self.registry.send_message(RegistryMsg::Request(RegistryRequest::Write(command), port));
+        }
+    }
+
+    /// Registry commands for these writes, at most a transaction's worth each.
+    fn commands(&self, writes: Vec<Write>) -> Vec<Command> {
         let ops: Vec<Op> = writes
             .into_iter()
             .map(|(key, value)| match value {
@@ -228,12 +247,12 @@ impl SchedulerState {
                 None => Op::Delete { key },
             })
             .collect();
-        for chunk in ops.chunks(MAX_TXN_ITEMS) {
-            let txn = Txn { compare: Vec::new(), success: chunk.to_vec(), failure: Vec::new() };
-            let id = Some(RequestId { client: self.node.random_u64(), seq: 1 });
-            local_request(&self.registry, RegistryRequest::Write(Command { id, txn }), REGISTRY_TIMEOUT).await?;
-        }
-        Ok(())
+        ops.chunks(MAX_TXN_ITEMS)
+            .map(|chunk| {
+                let txn = Txn { compare: Vec::new(), success: chunk.to_vec(), failure: Vec::new() };
+                Command { id: Some(RequestId { client: self.node.random_u64(), seq: 1 }), txn }
+            })
+            .collect()
     }
 
     fn send(&self, effect: Effect) {

@@ -656,6 +656,16 @@ impl DeploymentPlan {
         self.steps.iter().flat_map(|step| step.actions.iter().map(DeploymentAction::app)).collect()
     }
 
+    /// The same plan with its original and target app sets cut down to the apps it acts on
+    /// (what a stored plan needs: a plan over the whole of a large cluster would otherwise
+    /// carry every app twice).
+    pub fn trimmed(mut self) -> DeploymentPlan {
+        let affected: BTreeSet<PathId> = self.affected_apps().into_iter().cloned().collect();
+        self.original.0.retain(|id, _| affected.contains(id));
+        self.target.0.retain(|id, _| affected.contains(id));
+        self
+    }
+
     /// Whether this plan and `other` touch a common app.
     pub fn conflicts_with(&self, other: &DeploymentPlan) -> bool {
         let mine = self.affected_apps();

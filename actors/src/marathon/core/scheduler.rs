@@ -44,6 +44,22 @@ pub const APPS_PREFIX: &str = "/marathon/apps";
 pub const INSTANCES_PREFIX: &str = "/marathon/instances/";
 pub const DEPLOYMENTS_PREFIX: &str = "/marathon/deployments/";
 
+/// How often [`SchedulerCore::tick`] looks at every app and deployment.
+const FULL_CONVERGE_MS: u64 = 1_000;
+
+/// How long a deployment goes unobserved after an observation while status updates arrive:
+/// 100 ms, plus 1 ms per thousand instances of its apps (observing reads them all).
+fn observe_interval_ms(run: &DeploymentRun, instances: &Instances) -> u64 {
+    let count: usize = run
+        .plan()
+        .affected_apps()
+        .into_iter()
+        .filter_map(app_path)
+        .map(|app| instances.by_app.get(&app).map_or(0, BTreeSet::len))
+        .sum();
+    100 + (count / 1_000) as u64
+}
+
 /// How many earlier versions of an app are kept for `/v2/apps/{id}/versions`.
 pub const MAX_VERSIONS: usize = 50;
 /// Mesos's default grace between SIGTERM and SIGKILL when the app names none.
@@ -76,13 +92,22 @@ pub struct AppRecord {
     pub version_info: VersionInfo,
     /// Earlier versions (and the current one), oldest first, at most [`MAX_VERSIONS`].
     pub versions: BTreeMap<Timestamp, AppDefinition>,
+    /// The configuration key (see [`AppRecord::config_key`]), kept since computing it means
+    /// serializing the whole definition.
+    #[serde(default)]
+    config: String,
 }
 
 impl AppRecord {
+    fn new(app: AppDefinition, version_info: VersionInfo, versions: BTreeMap<Timestamp, AppDefinition>) -> AppRecord {
+        let config = format!("{}-{}", app.config_fingerprint(), version_info.last_config_change_at.millis());
+        AppRecord { app, version_info, versions, config }
+    }
+
     /// The configuration an instance of this app launches with: the fingerprint of the
     /// definition and the time of its last configuration change (so a restart replaces).
     pub fn config_key(&self) -> String {
-        format!("{}-{}", self.app.config_fingerprint(), self.version_info.last_config_change_at.millis())
+        self.config.clone()
     }
 
     fn view(&self) -> AppView {
@@ -143,6 +168,76 @@ impl Instance {
 
     fn is_running(&self) -> bool {
         self.state == TaskState::Running
+    }
+}
+
+/// Every instance, indexed by app, with those waiting for an offer (oldest first) and those
+/// unreachable kept apart: the scheduler looks at one app's instances at a time, never at all.
+#[derive(Debug, Default)]
+struct Instances {
+    all: BTreeMap<String, Instance>,
+    by_app: BTreeMap<PathId, BTreeSet<String>>,
+    waiting: BTreeMap<PathId, BTreeSet<(Timestamp, String)>>,
+    unreachable: BTreeSet<String>,
+}
+
+impl Instances {
+    fn get(&self, task_id: &str) -> Option<&Instance> {
+        self.all.get(task_id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Instance> {
+        self.all.values()
+    }
+
+    fn of_app<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.by_app.get(app).into_iter().flatten().filter_map(|id| self.all.get(id))
+    }
+
+    fn insert(&mut self, instance: Instance) {
+        self.index(&instance);
+        self.all.insert(instance.task_id.clone(), instance);
+    }
+
+    fn remove(&mut self, task_id: &str) -> Option<Instance> {
+        let instance = self.all.remove(task_id)?;
+        self.unindex(&instance);
+        Some(instance)
+    }
+
+    /// Changes one instance, keeping the indexes true.
+    fn update<R>(&mut self, task_id: &str, change: impl FnOnce(&mut Instance) -> R) -> Option<R> {
+        let mut instance = self.remove(task_id)?;
+        let result = change(&mut instance);
+        self.insert(instance);
+        Some(result)
+    }
+
+    fn index(&mut self, instance: &Instance) {
+        self.by_app.entry(instance.app_id.clone()).or_default().insert(instance.task_id.clone());
+        if instance.placed.is_none() {
+            let waiting = self.waiting.entry(instance.app_id.clone()).or_default();
+            waiting.insert((instance.scheduled_at, instance.task_id.clone()));
+        }
+        if instance.unreachable_since.is_some() {
+            self.unreachable.insert(instance.task_id.clone());
+        }
+    }
+
+    fn unindex(&mut self, instance: &Instance) {
+        if let Some(ids) = self.by_app.get_mut(&instance.app_id) {
+            ids.remove(&instance.task_id);
+            if ids.is_empty() {
+                self.by_app.remove(&instance.app_id);
+            }
+        }
+        if let Some(waiting) = self.waiting.get_mut(&instance.app_id) {
+            waiting.remove(&(instance.scheduled_at, instance.task_id.clone()));
+            if waiting.is_empty() {
+                self.waiting.remove(&instance.app_id);
+            }
+        }
+        self.unreachable.remove(&instance.task_id);
     }
 }
 
@@ -226,7 +321,21 @@ pub struct Accepted {
 pub struct SchedulerCore {
     config: SchedulerConfig,
     apps: BTreeMap<PathId, AppRecord>,
-    instances: BTreeMap<String, Instance>,
+    instances: Instances,
+    /// Apps whose instances or definition changed since the last [`SchedulerCore::converge`].
+    dirty: BTreeSet<PathId>,
+    /// Every app is to be looked at (after a failover, on the tick).
+    all_dirty: bool,
+    /// When [`SchedulerCore::tick`] last looked at everything.
+    full_at: u64,
+    /// The running deployments acting on each app.
+    app_runs: BTreeMap<PathId, BTreeSet<String>>,
+    /// Deployments with news since they were last observed, and when that was.
+    dirty_runs: BTreeSet<String>,
+    observed_at: BTreeMap<String, u64>,
+    /// Records whose writing nothing waits for (a finished task's record deleted): a record
+    /// left behind by a crash is corrected by the next leader's reconciliation.
+    lazy_writes: Vec<Write>,
     runs: BTreeMap<String, DeploymentRun>,
     /// The app records each running deployment started from.
     originals: BTreeMap<String, Vec<AppRecord>>,
@@ -254,8 +363,18 @@ impl SchedulerCore {
     ) -> (SchedulerCore, Vec<Effect>) {
         let mut core = SchedulerCore {
             config,
-            apps: apps.into_iter().map(|record| (record.app.id.clone(), record)).collect(),
-            instances: instances.into_iter().map(|i| (i.task_id.clone(), i)).collect(),
+            apps: apps
+                .into_iter()
+                .map(|record| (record.app.id.clone(), AppRecord::new(record.app, record.version_info, record.versions)))
+                .collect(),
+            instances: Instances::default(),
+            dirty: BTreeSet::new(),
+            all_dirty: true,
+            full_at: now.millis(),
+            app_runs: BTreeMap::new(),
+            dirty_runs: BTreeSet::new(),
+            observed_at: BTreeMap::new(),
+            lazy_writes: Vec::new(),
             runs: BTreeMap::new(),
             originals: BTreeMap::new(),
             delays: LaunchDelays::new(),
@@ -267,11 +386,11 @@ impl SchedulerCore {
             writes: Vec::new(),
             events: Vec::new(),
         };
+        for instance in instances {
+            core.instances.insert(instance);
+        }
         for record in deployments {
-            let run = DeploymentRun::resume(record.plan);
-            let id = run.plan().id().to_string();
-            core.originals.insert(id.clone(), record.original);
-            core.runs.insert(id, run);
+            core.track_run(DeploymentRun::resume(record.plan), record.original);
         }
         let live: Vec<String> =
             core.instances.values().filter(|i| i.placed.is_some()).map(|i| i.task_id.clone()).collect();
@@ -286,6 +405,11 @@ impl SchedulerCore {
     /// Records to write before the effects of the last call are sent.
     pub fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.writes)
+    }
+
+    /// Records to write that nothing waits for (see [`SchedulerCore::lazy_writes`]).
+    pub fn take_lazy_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.lazy_writes)
     }
 
     /// Events for `/v2/events` since the last call.
@@ -307,7 +431,7 @@ impl SchedulerCore {
 
     /// The app's launched instances (scheduled ones are not tasks yet).
     pub fn tasks_of<'a>(&'a self, id: &'a PathId) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.instances.values().filter(move |i| &i.app_id == id && i.placed.is_some())
+        self.instances.of_app(id).filter(|i| i.placed.is_some())
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Instance> {
@@ -334,11 +458,11 @@ impl SchedulerCore {
 
     /// Instances waiting for an offer, by app.
     pub fn scheduled(&self) -> BTreeMap<&PathId, u32> {
-        let mut counts = BTreeMap::new();
-        for instance in self.instances.values().filter(|i| i.placed.is_none()) {
-            *counts.entry(&instance.app_id).or_insert(0) += 1;
-        }
-        counts
+        self.instances
+            .waiting
+            .iter()
+            .map(|(id, waiting)| (id, u32::try_from(waiting.len()).unwrap_or(u32::MAX)))
+            .collect()
     }
 
     pub fn launch_attempts(&self, id: &PathId) -> Option<&LaunchAttemptStats> {
@@ -353,7 +477,7 @@ impl SchedulerCore {
     /// `DELETE /v2/queue/{id}/delay`: whether the app had instances waiting.
     pub fn reset_delay(&mut self, id: &PathId, now: Timestamp) -> bool {
         let Some(record) = self.apps.get(id) else { return false };
-        let waiting = self.instances.values().any(|i| &i.app_id == id && i.placed.is_none());
+        let waiting = self.instances.waiting.contains_key(id);
         self.delays.reset(&config_ref(record), now.millis());
         waiting
     }
@@ -412,14 +536,14 @@ impl SchedulerCore {
                 self.apps.insert(id, record);
             }
         }
+        self.all_dirty = true;
         let accepted = Accepted { deployment_id: plan.id().to_string(), version: now };
-        let (run, events) = DeploymentRun::start(plan, &now.to_string());
+        let (run, events) = DeploymentRun::start(plan.trimmed(), &now.to_string());
         self.publish_deployment_events(events);
         if matches!(run.state(), RunState::Running { .. }) {
             let record = DeploymentRecord { plan: run.plan().clone(), original: before };
             self.writes.push((deployment_key(&accepted.deployment_id), Some(encode(&record))));
-            self.originals.insert(accepted.deployment_id.clone(), record.original);
-            self.runs.insert(accepted.deployment_id.clone(), run);
+            self.track_run(run, record.original);
         }
         Ok(accepted)
     }
@@ -452,11 +576,12 @@ impl SchedulerCore {
 
     /// Stops a running deployment (cancelled); returns the app records it started from.
     fn end_run(&mut self, id: &str, now: Timestamp) -> Vec<AppRecord> {
-        if let Some(mut run) = self.runs.remove(id) {
+        let original = self.originals.get(id).cloned().unwrap_or_default();
+        if let Some(mut run) = self.forget_run(id) {
             self.publish_deployment_events(run.cancel(&now.to_string()));
-            self.writes.push((deployment_key(id), None));
         }
-        self.originals.remove(id).unwrap_or_default()
+        self.all_dirty = true;
+        original
     }
 
     /// Offers from the master: scheduled instances are placed on them.
@@ -498,7 +623,7 @@ impl SchedulerCore {
 
     /// A task's status from the master.
     pub fn status(&mut self, status: &TaskStatus, now: Timestamp) -> Vec<Effect> {
-        let Some(instance) = self.instances.get_mut(&status.task_id) else {
+        let Some(before) = self.instances.get(&status.task_id).map(|i| (i.state, i.healthy)) else {
             // A task this scheduler does not know (a record lost, or a launch refused
             // after a failover): kill it if it lives.
             if !status.state.is_terminal() && status.state != TaskState::Unknown {
@@ -506,19 +631,23 @@ impl SchedulerCore {
             }
             return Vec::new();
         };
-        let before = (instance.state, instance.healthy);
-        instance.state = status.state;
-        if let Some(healthy) = status.healthy {
-            instance.healthy = Some(healthy);
-        }
-        if status.state == TaskState::Running && instance.started_at.is_none() {
-            instance.started_at = Some(Timestamp::from_millis(status.timestamp_ms.max(1)));
-        }
-        instance.unreachable_since = match status.state {
-            TaskState::Unreachable => instance.unreachable_since.or(Some(now)),
-            _ => None,
+        let Some(instance) = self.instances.update(&status.task_id, |instance| {
+            instance.state = status.state;
+            if let Some(healthy) = status.healthy {
+                instance.healthy = Some(healthy);
+            }
+            if status.state == TaskState::Running && instance.started_at.is_none() {
+                instance.started_at = Some(Timestamp::from_millis(status.timestamp_ms.max(1)));
+            }
+            instance.unreachable_since = match status.state {
+                TaskState::Unreachable => instance.unreachable_since.or(Some(now)),
+                _ => None,
+            };
+            instance.clone()
+        }) else {
+            return Vec::new();
         };
-        let instance = instance.clone();
+        self.dirty.insert(instance.app_id.clone());
         self.events.push(status_event(&instance, status, now));
         if before.1 != instance.healthy && status.healthy.is_some() {
             self.events.push(json!({
@@ -536,12 +665,13 @@ impl SchedulerCore {
             let strategy = backoff_strategy(&record.app);
             self.delays.on_event(&config_ref(record), &strategy, event, now.millis());
         }
+        // A task's progress is not stored: a new leader learns it by reconciliation. Only its
+        // end is, lazily.
         if status.state.is_terminal() {
             self.instances.remove(&instance.task_id);
-            self.writes.push((instance_key(&instance.task_id), None));
-        } else if before != (instance.state, instance.healthy) {
-            self.writes.push((instance_key(&instance.task_id), Some(encode(&instance))));
+            self.lazy_writes.push((instance_key(&instance.task_id), None));
         }
+        let _ = before;
         self.converge(now)
     }
 
@@ -565,7 +695,7 @@ impl SchedulerCore {
             }
             for (app_id, tasks) in &kills {
                 if let Some(record) = target.get_mut(app_id) {
-                    let active = tasks.iter().filter(|t| self.instances.get(*t).is_some_and(|i| !i.killing)).count();
+                    let active = tasks.iter().filter(|t| self.instances.get(t).is_some_and(|i| !i.killing)).count();
                     let mut next = record.app.clone();
                     next.instances = next.instances.saturating_sub(i32::try_from(active).unwrap_or(i32::MAX)).max(0);
                     *record = record.updated(next, now);
@@ -576,6 +706,7 @@ impl SchedulerCore {
         }
         let mut effects_kills = Vec::new();
         for instance in &killed {
+            self.dirty.insert(instance.app_id.clone());
             if wipe {
                 self.instances.remove(&instance.task_id);
                 self.writes.push((instance_key(&instance.task_id), None));
@@ -593,74 +724,153 @@ impl SchedulerCore {
         std::mem::take(&mut self.pending_kills).into_iter().map(|task_id| Effect::Kill { task_id }).collect()
     }
 
-    /// Re-derives every deployment's needs and every app's missing instances; ends finished
-    /// deployments. Called after every input.
+    /// Re-derives the needs of the deployments and the missing instances of the apps that
+    /// changed since the last call (every app after [`SchedulerCore::tick`] or a change of
+    /// apps); ends finished deployments. Called after every input.
+    ///
+    /// A deployment is observed at most every [`observe_interval_ms`] (longer for larger
+    /// deployments): a status update marks it, the next call after the interval observes it.
     pub fn converge(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut effects = self.take_kills();
-        effects.extend(self.expire_unreachable(now));
-        let stamp = now.to_string();
-        let mut in_deployment: BTreeSet<PathId> = BTreeSet::new();
-        let run_ids: Vec<String> = self.runs.keys().cloned().collect();
-        for run_id in run_ids {
-            let observation = self.observe(&run_id);
-            let Some(run) = self.runs.get_mut(&run_id) else { continue };
-            in_deployment.extend(run.plan().affected_apps().into_iter().filter_map(app_path));
-            let report = match run.observe(&observation, &stamp) {
-                Ok(report) => report,
-                Err(error) => {
-                    let events = run.fail(&error.to_string(), &stamp);
-                    self.publish_deployment_events(events);
-                    self.runs.remove(&run_id);
-                    self.originals.remove(&run_id);
-                    self.writes.push((deployment_key(&run_id), None));
-                    continue;
-                }
-            };
-            self.publish_deployment_events(report.events);
-            if !matches!(report.state, RunState::Running { .. }) {
-                self.runs.remove(&run_id);
-                self.originals.remove(&run_id);
-                self.writes.push((deployment_key(&run_id), None));
+        let all = std::mem::take(&mut self.all_dirty);
+        let dirty = std::mem::take(&mut self.dirty);
+        if all {
+            effects.extend(self.expire_unreachable(now));
+        }
+        for app_id in &dirty {
+            self.dirty_runs.extend(self.app_runs.get(app_id).into_iter().flatten().cloned());
+        }
+        let due: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(id, run)| {
+                all || (self.dirty_runs.contains(*id)
+                    && now.millis().saturating_sub(self.observed_at.get(*id).copied().unwrap_or(0))
+                        >= observe_interval_ms(run, &self.instances))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for run_id in due {
+            self.dirty_runs.remove(&run_id);
+            self.observed_at.insert(run_id.clone(), now.millis());
+            effects.extend(self.advance(&run_id, now));
+        }
+        let looked_at: Vec<PathId> = if all {
+            self.apps.keys().chain(self.instances.by_app.keys()).cloned().collect()
+        } else {
+            dirty.into_iter().collect()
+        };
+        for app_id in looked_at {
+            if self.app_runs.contains_key(&app_id) {
                 continue;
             }
-            for need in report.needs {
-                let Some(app_id) = app_path(need.action.app()) else { continue };
-                for victim in &need.decision.kill {
-                    effects.extend(self.kill_instance(victim.as_str()));
-                }
-                for _ in 0..need.decision.start {
-                    self.schedule(&app_id, now);
-                }
-            }
-        }
-        let idle: Vec<PathId> = self.apps.keys().filter(|id| !in_deployment.contains(*id)).cloned().collect();
-        for app_id in idle {
-            let Some(record) = self.apps.get(&app_id) else { continue };
-            let wanted = usize::try_from(record.app.instances).unwrap_or(0);
-            let active =
-                self.instances.values().filter(|i| i.app_id == app_id && counts_as_active(i, record, now)).count();
-            for _ in active..wanted {
-                self.schedule(&app_id, now);
-            }
-        }
-        let orphans: Vec<String> = self
-            .instances
-            .values()
-            .filter(|i| !self.apps.contains_key(&i.app_id) && !in_deployment.contains(&i.app_id))
-            .map(|i| i.task_id.clone())
-            .collect();
-        for task_id in orphans {
-            effects.extend(self.kill_instance(&task_id));
+            effects.extend(self.keep_count(&app_id, now));
         }
         effects.extend(self.suppress_or_revive());
         effects
+    }
+
+    /// The periodic look at everything (the actor's tick): backoffs that ended, unreachable
+    /// instances past their strategy's times, deployments waiting on nothing new.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        if now.millis().saturating_sub(self.full_at) >= FULL_CONVERGE_MS {
+            self.full_at = now.millis();
+            self.all_dirty = true;
+        }
+        self.converge(now)
+    }
+
+    /// Observes one deployment and carries out what its current step needs.
+    fn advance(&mut self, run_id: &str, now: Timestamp) -> Vec<Effect> {
+        let stamp = now.to_string();
+        let observation = self.observe(run_id);
+        let Some(run) = self.runs.get_mut(run_id) else { return Vec::new() };
+        let report = match run.observe(&observation, &stamp) {
+            Ok(report) => report,
+            Err(error) => {
+                let events = run.fail(&error.to_string(), &stamp);
+                self.publish_deployment_events(events);
+                self.forget_run(run_id);
+                return Vec::new();
+            }
+        };
+        self.publish_deployment_events(report.events);
+        if !matches!(report.state, RunState::Running { .. }) {
+            let apps: Vec<PathId> = self.run_apps(run_id);
+            self.forget_run(run_id);
+            // Its apps are on their own now: keep them at their counts.
+            self.dirty.extend(apps);
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for need in report.needs {
+            let Some(app_id) = app_path(need.action.app()) else { continue };
+            for victim in &need.decision.kill {
+                effects.extend(self.kill_instance(victim.as_str()));
+            }
+            for _ in 0..need.decision.start {
+                self.schedule(&app_id, now);
+            }
+        }
+        effects
+    }
+
+    /// An app outside every deployment: instances scheduled up to its count; the instances
+    /// of an app that no longer exists killed.
+    fn keep_count(&mut self, app_id: &PathId, now: Timestamp) -> Vec<Effect> {
+        let Some(record) = self.apps.get(app_id) else {
+            let orphans: Vec<String> = self.instances.of_app(app_id).map(|i| i.task_id.clone()).collect();
+            return orphans.iter().filter_map(|task_id| self.kill_instance(task_id)).collect();
+        };
+        let wanted = usize::try_from(record.app.instances).unwrap_or(0);
+        let active = self.instances.of_app(app_id).filter(|i| counts_as_active(i, record, now)).count();
+        for _ in active..wanted {
+            self.schedule(app_id, now);
+        }
+        Vec::new()
+    }
+
+    fn run_apps(&self, run_id: &str) -> Vec<PathId> {
+        self.runs
+            .get(run_id)
+            .map(|run| run.plan().affected_apps().into_iter().filter_map(app_path).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts tracking a running deployment (by the apps it acts on).
+    fn track_run(&mut self, run: DeploymentRun, original: Vec<AppRecord>) {
+        let id = run.plan().id().to_string();
+        for app_id in run.plan().affected_apps().into_iter().filter_map(app_path) {
+            self.app_runs.entry(app_id).or_default().insert(id.clone());
+        }
+        self.originals.insert(id.clone(), original);
+        self.runs.insert(id, run);
+    }
+
+    /// Stops tracking a deployment and deletes its record; returns the run.
+    fn forget_run(&mut self, run_id: &str) -> Option<DeploymentRun> {
+        for app_id in self.run_apps(run_id) {
+            if let Some(runs) = self.app_runs.get_mut(&app_id) {
+                runs.remove(run_id);
+                if runs.is_empty() {
+                    self.app_runs.remove(&app_id);
+                }
+            }
+        }
+        self.originals.remove(run_id);
+        self.dirty_runs.remove(run_id);
+        self.observed_at.remove(run_id);
+        self.writes.push((deployment_key(run_id), None));
+        self.runs.remove(run_id)
     }
 
     fn expire_unreachable(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut effects = Vec::new();
         let expired: Vec<String> = self
             .instances
-            .values()
+            .unreachable
+            .iter()
+            .filter_map(|id| self.instances.get(id))
             .filter(|i| {
                 let Some(since) = i.unreachable_since else { return false };
                 let Some(record) = self.apps.get(&i.app_id) else { return true };
@@ -675,7 +885,7 @@ impl SchedulerCore {
             .collect();
         for task_id in expired {
             self.instances.remove(&task_id);
-            self.writes.push((instance_key(&task_id), None));
+            self.lazy_writes.push((instance_key(&task_id), None));
             effects.push(Effect::Kill { task_id });
         }
         effects
@@ -690,8 +900,7 @@ impl SchedulerCore {
             let target_key = run.plan().target().get(view_id).map(|v| v.config_fingerprint.clone());
             let views = self
                 .instances
-                .values()
-                .filter(|i| i.app_id == app_id)
+                .of_app(&app_id)
                 .filter(|i| i.unreachable_since.is_none())
                 .filter_map(|i| {
                     let id = InstanceId::new(i.task_id.clone()).ok()?;
@@ -736,13 +945,15 @@ impl SchedulerCore {
     }
 
     fn mark_killing(&mut self, task_id: &str) {
-        if let Some(instance) = self.instances.get_mut(task_id) {
-            if instance.placed.is_none() {
-                self.instances.remove(task_id);
-                return;
-            }
+        if self.instances.get(task_id).is_some_and(|i| i.placed.is_none()) {
+            self.instances.remove(task_id);
+            return;
+        }
+        let encoded = self.instances.update(task_id, |instance| {
             instance.killing = true;
-            let encoded = encode(&*instance);
+            encode(&*instance)
+        });
+        if let Some(encoded) = encoded {
             self.writes.push((instance_key(task_id), Some(encoded)));
         }
     }
@@ -765,22 +976,19 @@ impl SchedulerCore {
             unreachable_since: None,
             scheduled_at: now,
         };
-        self.instances.insert(task_id, instance);
+        self.instances.insert(instance);
     }
 
     /// One placement demand per app with scheduled instances, oldest scheduled first.
     fn demands(&self, now: Timestamp) -> Vec<Demand> {
-        let mut waiting: BTreeMap<&PathId, (u32, Timestamp)> = BTreeMap::new();
-        for instance in self.instances.values().filter(|i| i.placed.is_none()) {
-            let entry = waiting.entry(&instance.app_id).or_insert((0, instance.scheduled_at));
-            entry.0 += 1;
-            entry.1 = entry.1.min(instance.scheduled_at);
-        }
-        let mut demands: Vec<(Timestamp, Demand)> = waiting
-            .into_iter()
-            .filter_map(|(app_id, (count, since))| {
+        let mut demands: Vec<(Timestamp, Demand)> = self
+            .instances
+            .waiting
+            .iter()
+            .filter_map(|(app_id, waiting)| {
                 let record = self.apps.get(app_id)?;
-                Some((since, self.demand(record, count, now)))
+                let since = waiting.first()?.0;
+                Some((since, self.demand(record, u32::try_from(waiting.len()).unwrap_or(u32::MAX), now)))
             })
             .collect();
         demands.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.run_spec_id.cmp(&b.1.run_spec_id)));
@@ -792,13 +1000,17 @@ impl SchedulerCore {
         let key = record.config_key();
         let ports: Vec<(u64, Option<String>)> =
             app.port_definitions.iter().map(|p| (u64::try_from(p.port).unwrap_or(0), p.name.clone())).collect();
-        let placed = self
-            .instances
-            .values()
-            .filter(|i| i.app_id == app.id && i.config_key == key && !i.state.is_terminal())
-            .filter_map(|i| i.placed.as_ref())
-            .map(|p| self.facts_of(&p.host))
-            .collect();
+        // Only constraints look at where the app's instances are.
+        let placed = if app.constraints.is_empty() {
+            Vec::new()
+        } else {
+            self.instances
+                .of_app(&app.id)
+                .filter(|i| i.config_key == key && !i.state.is_terminal())
+                .filter_map(|i| i.placed.as_ref())
+                .map(|p| self.facts_of(&p.host))
+                .collect()
+        };
         Demand {
             run_spec_id: app.id.to_string(),
             version: record.version_info.version.to_string(),
@@ -821,14 +1033,14 @@ impl SchedulerCore {
 
     /// Turns a scheduled instance of the launch's app into a task on the offer's agent.
     fn launch_one(&mut self, app_id: &PathId, launch: &placement::Launch, now: Timestamp) -> Option<TaskInfo> {
-        let record = self.apps.get(app_id)?.clone();
-        let key = record.config_key();
+        let record = self.apps.get(app_id)?;
         let task_id = self
             .instances
-            .values()
-            .filter(|i| &i.app_id == app_id && i.placed.is_none() && i.config_key == key)
-            .min_by_key(|i| (i.scheduled_at, i.task_id.clone()))?
-            .task_id
+            .waiting
+            .get(app_id)?
+            .iter()
+            .map(|(_, id)| id)
+            .find(|id| self.instances.get(id).is_some_and(|i| i.config_key == record.config))?
             .clone();
         let ports: Vec<u64> = launch.host_ports.iter().map(|p| p.unwrap_or(0)).collect();
         let placed = Placed { agent_id: launch.agent_id.clone(), host: launch.hostname.clone(), ports, staged_at: now };
@@ -836,17 +1048,18 @@ impl SchedulerCore {
         for part in launch.resources.values() {
             resources.add(part);
         }
-        let task = task_info(&record, &task_id, &placed, resources, &self.config.framework_id);
-        let instance = self.instances.get_mut(&task_id)?;
-        instance.placed = Some(placed);
-        instance.state = TaskState::Staging;
-        let encoded = encode(&*instance);
+        let task = task_info(record, &task_id, &placed, resources, &self.config.framework_id);
+        let encoded = self.instances.update(&task_id, |instance| {
+            instance.placed = Some(placed);
+            instance.state = TaskState::Staging;
+            encode(&*instance)
+        })?;
         self.writes.push((instance_key(&task_id), Some(encoded)));
         Some(task)
     }
 
     fn suppress_or_revive(&mut self) -> Option<Effect> {
-        let waiting = self.instances.values().any(|i| i.placed.is_none());
+        let waiting = !self.instances.waiting.is_empty();
         match (waiting, self.suppressed) {
             (true, true) => {
                 self.suppressed = false;
@@ -903,8 +1116,7 @@ impl SchedulerCore {
 impl AppRecord {
     /// A new app, created at `now`.
     pub fn created(app: AppDefinition, now: Timestamp) -> AppRecord {
-        let version_info = VersionInfo::created(now);
-        AppRecord { versions: BTreeMap::from([(now, app.clone())]), app, version_info }
+        AppRecord::new(app.clone(), VersionInfo::created(now), BTreeMap::from([(now, app)]))
     }
 
     /// The record after the app became `next` at `now` (unchanged if nothing changed).
@@ -917,7 +1129,7 @@ impl AppRecord {
                 versions.pop_first();
             }
         }
-        AppRecord { app: next, version_info, versions }
+        AppRecord::new(next, version_info, versions)
     }
 
     /// The same definition under a new configuration change time (`/restart`).
@@ -927,7 +1139,7 @@ impl AppRecord {
         while versions.len() > MAX_VERSIONS {
             versions.pop_first();
         }
-        AppRecord { app: self.app.clone(), version_info: VersionInfo::created(now), versions }
+        AppRecord::new(self.app.clone(), VersionInfo::created(now), versions)
     }
 }
 

@@ -40,7 +40,9 @@ impl Harness {
     }
 
     fn store_writes(&mut self) {
-        for (key, value) in self.core.take_writes() {
+        let mut writes = self.core.take_writes();
+        writes.extend(self.core.take_lazy_writes());
+        for (key, value) in writes {
             match value {
                 Some(value) => self.store.insert(key, value),
                 None => self.store.remove(&key),
@@ -379,6 +381,8 @@ fn a_new_leader_recovers_the_apps_instances_and_deployments_from_the_records() {
         };
         core.status(&status, ts(h.now + 2));
     }
+    assert_eq!(core.runs().count(), 1, "a deployment is observed at most every 100 ms");
+    core.tick(ts(h.now + 200));
     assert_eq!(core.runs().count(), 0, "the recovered deployment completes");
 }
 
