@@ -208,8 +208,8 @@ fn print_apps(apps: &Value) {
             "{:<32} {:>9} {:>6} {:>8} {:<12} {}",
             app["id"].as_str().unwrap_or(""),
             format!("{}/{}", app["tasksRunning"], app["instances"]),
-            app["cpus"],
-            app["mem"],
+            plain(&app["cpus"]),
+            plain(&app["mem"]),
             deploying,
             app["cmd"].as_str().unwrap_or("")
         );
