@@ -602,14 +602,17 @@ fn list_apps(core: &SchedulerCore, query: &Query, _now: Timestamp) -> RestRespon
 #[derive(Clone, Copy, Debug, Default)]
 struct Embed {
     tasks: bool,
+    last_task_failure: bool,
 }
 
 impl Embed {
     /// Marathon reads an app's embeds under any of the prefixes `app.`, `apps.` and
     /// `group.apps.`, whichever endpoint is asked. A single app always embeds its tasks.
     fn for_app(query: &Query, single: bool) -> Embed {
-        let tasks = query.all("embed").any(|e| matches!(e, "app.tasks" | "apps.tasks" | "group.apps.tasks"));
-        Embed { tasks: tasks || single }
+        let named = |what: &str| {
+            query.all("embed").any(|e| ["app.", "apps.", "group.apps."].iter().any(|p| e.strip_prefix(p) == Some(what)))
+        };
+        Embed { tasks: named("tasks") || single, last_task_failure: named("lastTaskFailure") || single }
     }
 }
 
@@ -632,6 +635,11 @@ fn app_info(core: &SchedulerCore, record: &AppRecord, embed: &Embed) -> Value {
         map.insert("deployments".into(), Value::Array(deployments));
         if embed.tasks {
             map.insert("tasks".into(), Value::Array(tasks.iter().map(|i| task_json(core, i)).collect()));
+        }
+        if (embed.last_task_failure || embed.tasks)
+            && let Some(failure) = core.last_failure(&record.app.id)
+        {
+            map.insert("lastTaskFailure".into(), failure.clone());
         }
     }
     info

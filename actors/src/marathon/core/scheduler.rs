@@ -345,6 +345,8 @@ pub struct SchedulerCore {
     /// Kills asked for through the API, sent with the next effects.
     pending_kills: Vec<String>,
     attempts: BTreeMap<PathId, LaunchAttemptStats>,
+    /// Each app's last failed task (`lastTaskFailure`).
+    last_failures: BTreeMap<PathId, Value>,
     rng: u64,
     suppressed: bool,
     writes: Vec<Write>,
@@ -381,6 +383,7 @@ impl SchedulerCore {
             agent_facts: BTreeMap::new(),
             pending_kills: Vec::new(),
             attempts: BTreeMap::new(),
+            last_failures: BTreeMap::new(),
             rng: seed,
             suppressed: false,
             writes: Vec::new(),
@@ -465,6 +468,11 @@ impl SchedulerCore {
             .collect()
     }
 
+    /// The app's last failed task, as `lastTaskFailure` shows it.
+    pub fn last_failure(&self, id: &PathId) -> Option<&Value> {
+        self.last_failures.get(id)
+    }
+
     pub fn launch_attempts(&self, id: &PathId) -> Option<&LaunchAttemptStats> {
         self.attempts.get(id)
     }
@@ -525,6 +533,7 @@ impl SchedulerCore {
         }
         for id in self.apps.keys().filter(|id| !target.contains_key(*id)).cloned().collect::<Vec<_>>() {
             self.apps.remove(&id);
+            self.last_failures.remove(&id);
             self.writes.push((app_key(&id), None));
             self.events.push(
                 json!({ "eventType": "app_terminated_event", "appId": id.to_string(), "timestamp": now.to_string() }),
@@ -586,6 +595,7 @@ impl SchedulerCore {
 
     /// Offers from the master: scheduled instances are placed on them.
     pub fn offers(&mut self, offers: Vec<OfferInfo>, now: Timestamp) -> Vec<Effect> {
+        self.fail_unlaunchable(now);
         let placement_offers: Vec<PlacementOffer> = offers.iter().map(placement_offer).collect();
         let demands = self.demands(now);
         if demands.is_empty() {
@@ -619,6 +629,41 @@ impl SchedulerCore {
         }
         effects.extend(self.suppress_or_revive());
         effects
+    }
+
+    /// Apps whose container names an image cannot launch on these agents (they run commands
+    /// on the host): each time their backoff allows a launch, the launch fails as a pulled
+    /// image that does not exist would — a `TASK_FAILED` event, `lastTaskFailure` and a
+    /// longer delay in `/v2/queue` — so the reason is visible where users look for it.
+    fn fail_unlaunchable(&mut self, now: Timestamp) {
+        let due: Vec<(PathId, String)> = self
+            .instances
+            .waiting
+            .keys()
+            .filter_map(|id| {
+                let record = self.apps.get(id)?;
+                let image = container_image(&record.app)?;
+                self.delays.launch_allowed(&config_ref(record), now.millis()).then(|| (id.clone(), image.to_owned()))
+            })
+            .collect();
+        for (app_id, image) in due {
+            let Some(record) = self.apps.get(&app_id) else { continue };
+            let message = format!(
+                "container images are not supported by Flotilla's agents yet (the app asks for image '{image}'); \
+                 remove `container` to run `cmd` on the agent's host"
+            );
+            self.delays.on_failure(&config_ref(record), &backoff_strategy(&record.app), now.millis());
+            let failure = json!({
+                "appId": app_id.to_string(), "host": "", "message": message, "state": "TASK_FAILED",
+                "taskId": "", "timestamp": now.to_string(), "version": record.version_info.version.to_string(),
+                "slaveId": "",
+            });
+            let mut event = failure.clone();
+            event["eventType"] = json!("status_update_event");
+            event["taskStatus"] = json!("TASK_FAILED");
+            self.events.push(event);
+            self.last_failures.insert(app_id, failure);
+        }
     }
 
     /// A task's status from the master.
@@ -664,6 +709,16 @@ impl SchedulerCore {
         {
             let strategy = backoff_strategy(&record.app);
             self.delays.on_event(&config_ref(record), &strategy, event, now.millis());
+        }
+        if InstanceEvent::from_task_state(status.state) == Some(InstanceEvent::Failed) && !instance.killing {
+            let placed = instance.placed.as_ref();
+            let failure = json!({
+                "appId": instance.app_id.to_string(), "host": placed.map_or("", |p| p.host.as_str()),
+                "message": status.message, "state": status.state.name(), "taskId": instance.task_id,
+                "timestamp": now.to_string(), "version": instance.version.to_string(),
+                "slaveId": status.agent_id,
+            });
+            self.last_failures.insert(instance.app_id.clone(), failure);
         }
         // A task's progress is not stored: a new leader learns it by reconciliation. Only its
         // end is, lazily.
@@ -986,7 +1041,7 @@ impl SchedulerCore {
             .waiting
             .iter()
             .filter_map(|(app_id, waiting)| {
-                let record = self.apps.get(app_id)?;
+                let record = self.apps.get(app_id).filter(|r| container_image(&r.app).is_none())?;
                 let since = waiting.first()?.0;
                 Some((since, self.demand(record, u32::try_from(waiting.len()).unwrap_or(u32::MAX), now)))
             })
@@ -1156,6 +1211,12 @@ fn counts_as_active(instance: &Instance, record: &AppRecord, now: Timestamp) -> 
         }
         _ => true,
     }
+}
+
+/// The image an app's container names, if any (Docker, or a Mesos container with an image).
+fn container_image(app: &AppDefinition) -> Option<&str> {
+    let docker = app.container.as_ref()?.docker.as_ref()?;
+    (!docker.image.is_empty()).then_some(docker.image.as_str())
 }
 
 fn seconds_ms(seconds: i64) -> u64 {

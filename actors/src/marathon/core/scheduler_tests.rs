@@ -464,3 +464,52 @@ fn label_selectors_and_prefixes_parse() {
     assert_eq!(strip_prefix("/marathon/v2/apps"), "/v2/apps");
     assert_eq!(strip_prefix("/marathonx/v2"), "/marathonx/v2");
 }
+
+#[test]
+fn an_app_that_needs_a_container_image_fails_its_launches_with_a_clear_reason() {
+    let mut h = Harness::new();
+    let app = json!({ "id": "/bridged", "cmd": "python3 -m http.server 8080", "cpus": 0.5, "mem": 64,
+                      "container": { "type": "DOCKER", "docker": { "image": "python:3" } } });
+    assert_eq!(h.request("POST", "/v2/apps", app).status, 201);
+    assert!(h.offer("a1").is_empty(), "nothing launches");
+    let app = h.app("/bridged");
+    let failure = &app["lastTaskFailure"];
+    assert_eq!(failure["state"], "TASK_FAILED");
+    assert!(failure["message"].as_str().unwrap().contains("image 'python:3'"), "{failure}");
+    let queue = h.request("GET", "/v2/queue", Value::Null).json_body();
+    assert!(queue["queue"][0]["delay"]["timeLeftSeconds"].as_u64().is_some(), "{queue}");
+    assert_eq!(
+        h.deployments().len(),
+        1,
+        "the deployment waits, as Marathon's would for an image that cannot be pulled"
+    );
+}
+
+/// The examples of Marathon's documentation (dcos-api.md §1.8) are accepted as they are.
+#[test]
+fn marathons_documented_examples_are_accepted() {
+    let examples = [
+        json!({ "id": "/simple", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1 }),
+        json!({ "id": "bridged-webapp", "cmd": "python3 -m http.server 8080", "cpus": 0.5, "mem": 64.0,
+                "instances": 2, "networks": [{ "mode": "container/bridge" }],
+                "container": { "type": "DOCKER", "docker": { "image": "python:3" },
+                               "portMappings": [
+                                   { "containerPort": 8080, "hostPort": 0, "servicePort": 9000, "protocol": "tcp" },
+                                   { "containerPort": 161, "hostPort": 0, "protocol": "udp" }] },
+                "healthChecks": [{ "protocol": "HTTP", "portIndex": 0, "path": "/", "gracePeriodSeconds": 5,
+                                   "intervalSeconds": 20, "maxConsecutiveFailures": 3 }] }),
+        json!({ "id": "/persistent-volume-app",
+                "cmd": "env && echo 'hello' >> $MESOS_SANDBOX/data/foo && /opt/mesosphere/bin/python -m http.server $PORT_API",
+                "cpus": 0.5, "mem": 32, "disk": 0, "instances": 1, "acceptedResourceRoles": ["*"],
+                "container": { "type": "MESOS", "volumes": [{ "containerPath": "data", "mode": "RW",
+                               "persistent": { "size": 10, "type": "root", "constraints": [] } }] },
+                "portDefinitions": [{ "port": 0, "protocol": "tcp", "name": "api", "labels": {} }],
+                "upgradeStrategy": { "minimumHealthCapacity": 0.5, "maximumOverCapacity": 0 } }),
+    ];
+    let mut h = Harness::new();
+    for example in examples {
+        let id = example["id"].clone();
+        let created = h.request("POST", "/v2/apps", example);
+        assert_eq!(created.status, 201, "{id}: {:?}", created.json_body());
+    }
+}
