@@ -191,7 +191,8 @@ impl HttpApi {
                 app = app
                     .route(&format!("{prefix}/v2/{{tail:.*}}"), web::route().to(marathon))
                     .route(&format!("{prefix}/ping"), web::route().to(marathon))
-                    .route(&format!("{prefix}/metrics"), web::route().to(marathon));
+                    .route(&format!("{prefix}/metrics"), web::route().to(marathon))
+                    .route(&format!("{prefix}/metrics/prometheus"), web::route().to(marathon));
             }
             app
         })

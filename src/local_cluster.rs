@@ -28,6 +28,8 @@ pub struct LocalCluster {
     /// Whether each master starts with `join = true` (prepared after the cluster was created).
     joining: Vec<bool>,
     children: Vec<Option<Child>>,
+    /// Each running master's HTTP API address (from its `api:` line).
+    apis: Vec<Option<SocketAddr>>,
     /// Extra `[raft]` lines for every configuration.
     raft: String,
     /// Agents: id, transport address, and the `[agent]` lines of its configuration.
@@ -50,6 +52,7 @@ impl LocalCluster {
             masters.push((id, free_udp_port()?));
         }
         let children = masters.iter().map(|_| None).collect();
+        let apis = vec![None; masters.len()];
         let joining = vec![false; masters.len()];
         Ok(LocalCluster {
             binary: binary.to_owned(),
@@ -57,6 +60,7 @@ impl LocalCluster {
             masters,
             joining,
             children,
+            apis,
             raft: raft.to_owned(),
             agents: Vec::new(),
             agent_children: Vec::new(),
@@ -93,7 +97,7 @@ impl LocalCluster {
         let id = self.agents[index].0.clone();
         let config = self.dir.join(format!("{id}.toml"));
         std::fs::write(&config, self.agent_config(index)).with_context(|| format!("writing {}", config.display()))?;
-        self.agent_children[index] = Some(self.spawn_ready("agent", &config, bound)?);
+        self.agent_children[index] = Some(self.spawn_ready("agent", &config, bound)?.0);
         Ok(())
     }
 
@@ -106,8 +110,8 @@ impl LocalCluster {
     }
 
     /// Runs `flotilla <role> --config <config>` and waits until it prints
-    /// `flotilla <role>: ready`.
-    fn spawn_ready(&self, role: &str, config: &Path, bound: Duration) -> anyhow::Result<Child> {
+    /// `flotilla <role>: ready`; returns the process and the lines it printed before.
+    fn spawn_ready(&self, role: &str, config: &Path, bound: Duration) -> anyhow::Result<(Child, Vec<String>)> {
         let mut child = Command::new(&self.binary)
             .arg(role)
             .arg("--config")
@@ -120,18 +124,23 @@ impl LocalCluster {
         let (ready_tx, ready) = mpsc::channel();
         let prefix = format!("flotilla {role}: ready");
         std::thread::spawn(move || {
+            let mut before = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with(&prefix) {
-                    let _ = ready_tx.send(());
+                    let _ = ready_tx.send(std::mem::take(&mut before));
+                } else {
+                    before.push(line);
                 }
             }
         });
-        if ready.recv_timeout(bound).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{role} {} did not report ready within {bound:?}", config.display());
+        match ready.recv_timeout(bound) {
+            Ok(lines) => Ok((child, lines)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{role} {} did not report ready within {bound:?}", config.display());
+            }
         }
-        Ok(child)
     }
 
     /// Prepares (does not start) one more master, `m<n>`: its certificate, a free port, and a
@@ -143,6 +152,7 @@ impl LocalCluster {
         self.masters.push((id, free_udp_port()?));
         self.joining.push(true);
         self.children.push(None);
+        self.apis.push(None);
         Ok(self.masters.len() - 1)
     }
 
@@ -191,7 +201,12 @@ impl LocalCluster {
         let id = self.masters[index].0.clone();
         let config = self.dir.join(format!("{id}.toml"));
         std::fs::write(&config, self.config(index)).with_context(|| format!("writing {}", config.display()))?;
-        self.children[index] = Some(self.spawn_ready("master", &config, bound)?);
+        let (child, lines) = self.spawn_ready("master", &config, bound)?;
+        self.children[index] = Some(child);
+        self.apis[index] = lines.iter().find_map(|line| {
+            let address = line.strip_prefix("api: http://")?;
+            address.split_whitespace().next()?.parse().ok()
+        });
         Ok(())
     }
 
@@ -205,6 +220,11 @@ impl LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Master `index`'s HTTP API address, once it has started.
+    pub fn api(&self, index: usize) -> Option<SocketAddr> {
+        self.apis[index]
     }
 
     pub fn is_running(&self, index: usize) -> bool {
@@ -237,4 +257,22 @@ impl Drop for LocalCluster {
 fn free_udp_port() -> anyhow::Result<SocketAddr> {
     let socket = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
     Ok(socket.local_addr()?)
+}
+
+/// One HTTP/1.0 request (the server closes when done): the status and the body. For tests
+/// of the HTTP API, which need no client library.
+pub fn http_request(address: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_owned());
+    Ok((status, body))
 }

@@ -206,6 +206,7 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
     let masters = config.masters.iter().map(|m| m.id.clone()).collect();
     let api = start_api(&node, bound, masters)?;
     print_transport(&node);
+    println!("api: http://{} (Mesos /master/state, Marathon /v2)", api.address);
     println!("data: {}", config.node.data_dir.display());
     let joining = if config.node.join { ", joining: not a voter until added" } else { "" };
     println!("flotilla master: ready (cluster {}, {} masters{joining})", identity.cluster, config.masters.len());

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use flotilla::client::ClusterClient;
-use flotilla::local_cluster::LocalCluster;
+use flotilla::local_cluster::{LocalCluster, http_request};
 use flotilla_actors::mesos::core::TaskState;
 use flotilla_actors::mesos::protocol::MasterState;
 
@@ -163,6 +163,10 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
         assert_eq!(starts(id), 1, "{id} still started once after the failover");
     }
 
+    // A Marathon app created through a follower's HTTP API (forwarded to the leader), listed
+    // through another master's, and removed with the CLI.
+    marathon_through_followers(&cluster, &client).await;
+
     // Killing a task through the new leader's launcher.
     let killed = run_cli(&cluster, &["kill", &web[0]]);
     assert!(killed.status.success(), "{killed:?}");
@@ -252,4 +256,35 @@ fn a_bad_agent_config_is_refused_with_its_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 5") && stderr.contains("lisen"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Marathon app posted to a follower's HTTP API runs (the request is forwarded to the
+/// leader's scheduler), every master's API shows it, and `flotilla app remove` removes it.
+async fn marathon_through_followers(cluster: &LocalCluster, client: &ClusterClient) {
+    let leader = client.master_state(BOUND).await.unwrap().leader;
+    let followers: Vec<usize> =
+        (0..cluster.masters().len()).filter(|i| cluster.is_running(*i) && cluster.masters()[*i].0 != leader).collect();
+    let api = |index: usize| cluster.api(index).expect("a running master prints its API address");
+    let app = r#"{"id": "/svc", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 2}"#;
+    let (status, body) = http_request(api(followers[0]), "POST", "/service/marathon/v2/apps", app).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (status, body) = http_request(api(followers[1 % followers.len()]), "GET", "/v2/apps/svc", "").unwrap();
+        let app: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200
+            && app["app"]["tasksRunning"] == 2
+            && app["app"]["deployments"].as_array().is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the app did not run within {BOUND:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = cluster.cli("app").args(["--timeout-secs", "30", "list"]).output().unwrap();
+    assert!(listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("/svc"), "{listed:?}");
+    let removed = cluster.cli("app").args(["--timeout-secs", "30", "remove", "/svc", "--wait"]).output().unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    let (status, _) = http_request(api(followers[0]), "GET", "/v2/apps/svc", "").unwrap();
+    assert_eq!(status, 404);
 }

@@ -6,19 +6,17 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use flotilla::local_cluster::http_request;
+
 const BOUND: Duration = Duration::from_secs(30);
 
-/// The body of `GET path` from `address` (HTTP/1.0, so the server closes when done); retried
-/// until the agent has registered (the body names it) or the bound passes.
+/// The body of `GET path` from `address`, retried until the agent has registered (the body
+/// names it) or the bound passes.
 fn http_get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
+    let address = address.parse().expect("dev prints a socket address");
     let deadline = std::time::Instant::now() + BOUND;
     loop {
-        let mut body = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
-            let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
-            let _ = stream.read_to_string(&mut body);
-        }
+        let body = http_request(address, "GET", path, "").map(|(_, body)| body).unwrap_or_default();
         if body.contains("dev-agent") || std::time::Instant::now() > deadline {
             return body;
         }

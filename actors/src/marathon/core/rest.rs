@@ -117,6 +117,7 @@ pub fn handle(
         ("GET", ["v2", "leader"]) => RestResponse::json(200, &json!({ "leader": server.leader })),
         ("GET", ["ping"]) => RestResponse::text(200, "pong"),
         ("GET", ["metrics"]) => RestResponse::json(200, &metrics(core)),
+        ("GET", ["metrics", "prometheus"]) => RestResponse::text(200, &prometheus(core)),
         ("GET", ["v2", "apps"]) => list_apps(core, &query, now),
         ("POST", ["v2", "apps"]) => create_app(core, &request.body, &query, now),
         ("PUT" | "PATCH", ["v2", "apps"]) => update_apps(core, method, &request.body, &query, now),
@@ -132,7 +133,7 @@ pub fn handle(
         ("DELETE", ["v2", "groups", rest @ ..]) if !rest.is_empty() => delete_group(core, rest, &query, now),
         ("POST" | "PUT", ["v2", "groups", rest @ ..]) => put_group(core, rest, &request.body, &query, now),
         (_, ["v2", "apps", rest @ ..]) => app_route(core, method, rest, &request.body, &query, now),
-        (_, ["v2", ..]) | (_, ["ping" | "metrics"]) => RestResponse::message(405, "Method Not Allowed"),
+        (_, ["v2", ..]) | (_, ["ping" | "metrics", ..]) => RestResponse::message(405, "Method Not Allowed"),
         _ => RestResponse::message(404, &format!("Not found: {}", request.path)),
     };
     let effects = core.converge(now);
@@ -703,19 +704,35 @@ fn info(core: &SchedulerCore, server: &ServerInfo) -> Value {
     })
 }
 
+/// The scheduler's gauges: Marathon's metric names and their values.
+fn gauges(core: &SchedulerCore) -> [(&'static str, usize); 6] {
+    let tasks: Vec<&Instance> = core.tasks().collect();
+    [
+        ("marathon.apps.active.gauge", core.apps().count()),
+        ("marathon.deployments.active.gauge", core.runs().count()),
+        ("marathon.instances.launched.gauge", tasks.len()),
+        ("marathon.instances.running.gauge", tasks.iter().filter(|i| i.state == TaskState::Running).count()),
+        ("marathon.instances.staged.gauge", tasks.iter().filter(|i| i.state != TaskState::Running).count()),
+        ("marathon.instances.waiting.gauge", core.scheduled().values().map(|n| *n as usize).sum()),
+    ]
+}
+
+/// `/metrics`: the Dropwizard-style JSON.
 fn metrics(core: &SchedulerCore) -> Value {
-    let tasks = core.tasks().count();
-    let running = core.tasks().filter(|i| i.state == TaskState::Running).count();
-    json!({
-        "version": "4.0.0",
-        "gauges": {
-            "marathon.apps.active.gauge": { "value": core.apps().count() },
-            "marathon.deployments.active.gauge": { "value": core.runs().count() },
-            "marathon.instances.launched.gauge": { "value": tasks },
-            "marathon.instances.running.gauge": { "value": running },
-        },
-        "counters": {}, "histograms": {}, "meters": {}, "timers": {},
-    })
+    let gauges: Map<String, Value> =
+        gauges(core).into_iter().map(|(name, value)| (name.to_owned(), json!({ "value": value }))).collect();
+    json!({ "version": "4.0.0", "gauges": gauges, "counters": {}, "histograms": {}, "meters": {}, "timers": {} })
+}
+
+/// `/metrics/prometheus`: the same gauges in Prometheus's text exposition format (dots
+/// become underscores, as Marathon's exporter writes them).
+fn prometheus(core: &SchedulerCore) -> String {
+    let mut text = String::new();
+    for (name, value) in gauges(core) {
+        let name = name.replace('.', "_");
+        text.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+    }
+    text
 }
 
 fn to_json<T: Serialize>(value: &T) -> Value {

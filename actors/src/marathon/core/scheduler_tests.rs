@@ -181,6 +181,13 @@ fn an_app_is_created_placed_and_its_deployment_ends_when_its_tasks_run() {
     assert_eq!(app["tasksRunning"], 2);
     assert_eq!(app["tasks"].as_array().unwrap().len(), 2);
     assert!(h.effects.contains(&Effect::Suppress), "nothing waits: offers stop");
+    let metrics = h.request("GET", "/metrics", Value::Null).json_body();
+    assert_eq!(metrics["gauges"]["marathon.instances.running.gauge"]["value"], 2);
+    let exposition = String::from_utf8(h.request("GET", "/metrics/prometheus", Value::Null).body).unwrap();
+    assert!(
+        exposition.contains("# TYPE marathon_apps_active_gauge gauge\nmarathon_apps_active_gauge 1\n"),
+        "{exposition}"
+    );
 }
 
 #[test]
