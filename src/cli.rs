@@ -311,6 +311,20 @@ pub enum TaskCommand {
     },
     /// Kill a task started with `task run` (SIGTERM, then SIGKILL after its grace period).
     Kill { id: String },
+    /// Print a task's output (its sandbox's `stdout`, or `stderr`), read from its agent through
+    /// a master; any task, whichever framework started it.
+    Log {
+        id: String,
+        /// Its standard error instead of its standard output.
+        #[arg(long)]
+        stderr: bool,
+        /// Start this many bytes before the end (0: the whole file).
+        #[arg(long, default_value_t = 8192)]
+        tail: u64,
+        /// Keep printing what the task writes, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 /// A command health check for `flotilla task run`, run by the agent in the task's sandbox.

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use flotilla_actors::launcher::protocol::{LAUNCHER_NAME, LauncherReply, LauncherRequest};
 use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse};
 use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
-use flotilla_actors::mesos::protocol::{MASTER_NAME, MasterQuery, MasterState};
+use flotilla_actors::mesos::protocol::{FILES_RELAY_NAME, FileReply, MASTER_NAME, MasterQuery, MasterState, ReadFile};
 use flotilla_actors::registry::client::RegistryClient;
 use flotilla_supervisors::{Node, NodeId};
 use flotilla_transport::identity::{NodeCredentials, load_ca_cert};
@@ -132,5 +132,15 @@ impl ClusterClient {
             .call(&leader, MARATHON_NAME, &MarathonCall(request), deadline)
             .await
             .with_context(|| format!("asking the service scheduler on {leader}"))
+    }
+
+    /// Part of a task's sandbox file, read through `master`'s files relay: the bytes and the
+    /// file's size.
+    pub async fn read_file(&self, master: &str, read: &ReadFile, deadline: Duration) -> anyhow::Result<(Vec<u8>, u64)> {
+        match self.transport.call(master, FILES_RELAY_NAME, read, deadline).await {
+            Ok(FileReply::Chunk { data, size, .. }) => Ok((data, size)),
+            Ok(FileReply::Refused(reason)) => bail!("refused: {reason}"),
+            Err(error) => Err(anyhow::Error::new(NoAnswer(format!("reading through {master}: {error}")))),
+        }
     }
 }

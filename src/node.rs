@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::files::files_relay_child;
 use flotilla_actors::agent::actor::AgentConfig;
 use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::TaskDriver;
@@ -125,6 +126,7 @@ pub fn root_spec(
     transport: Option<(TransportPlan, TransportSlot)>,
     control_plane: Option<ControlPlanePlan>,
     agent: Option<ChildSpec>,
+    api: Vec<ChildSpec>,
 ) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
     let endpoint = transport.map(|(plan, slot)| endpoint_child(plan, slot)).into_iter().collect();
@@ -138,7 +140,7 @@ pub fn root_spec(
     if role.runs_agent() {
         spec = spec.child(subtree("agent", agent.into_iter().collect()));
     }
-    spec.child(subtree("discovery", Vec::new())).child(subtree("api", Vec::new()))
+    spec.child(subtree("discovery", Vec::new())).child(subtree("api", api))
 }
 
 /// A master's control plane, its Raft log kept in `raft_dir` (created if missing): `peers` and
@@ -204,7 +206,12 @@ impl RunningNode {
             ..control
         });
         let agent = plan.agent.map(|agent| agent_child(agent.config, agent.driver, Arc::clone(&current)));
-        let spec = root_spec(role, plan.transport.map(|plan| (plan, Arc::clone(&slot))), control_plane, agent);
+        // A master relays operators' reads of sandbox files to the agents.
+        let api = match (role.runs_master(), &plan.transport) {
+            (true, Some(_)) => vec![files_relay_child(Arc::clone(&current))],
+            _ => Vec::new(),
+        };
+        let spec = root_spec(role, plan.transport.map(|plan| (plan, Arc::clone(&slot))), control_plane, agent, api);
         let root = Supervisor::spawn(node.clone(), spec, None).await?;
         Ok(RunningNode { node, root, transport: slot })
     }
@@ -250,7 +257,7 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role, None, None, None).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None, None, None, Vec::new()).children.iter().map(|c| c.id.to_string()).collect()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use flotilla_actors::launcher::protocol::{LauncherReply, LauncherRequest};
 use flotilla_actors::mesos::core::TaskState;
 use flotilla_actors::mesos::core::health::{HealthCheck, Probe};
 use flotilla_actors::mesos::core::resources::{Ranges, Resources, to_milli};
-use flotilla_actors::mesos::protocol::{MasterState, TaskInfo, TaskView};
+use flotilla_actors::mesos::protocol::{MAX_READ_BYTES, MasterState, ReadFile, TaskInfo, TaskView};
 
 use crate::cli::{ClusterConnection, HealthFlags, NodeCommand, TaskCommand};
 use crate::client::ClusterClient;
@@ -148,6 +148,12 @@ pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow
             }
             Ok(())
         }
+        TaskCommand::Log { id, stderr, tail, follow } => {
+            let client = ClusterClient::connect(&connection.pki_dir, &connection.name, &connection.masters).await?;
+            let result = task_log(&client, deadline, &id, if stderr { "stderr" } else { "stdout" }, tail, follow).await;
+            client.close().await;
+            result
+        }
         TaskCommand::Kill { id } => {
             match launcher(&connection, &LauncherRequest::Kill { task_id: id }, deadline).await? {
                 LauncherReply::Killing { task_id } => println!("killing {task_id}"),
@@ -155,6 +161,49 @@ pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow
             }
             Ok(())
         }
+    }
+}
+
+/// How often `task log --follow` looks for more output.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// `flotilla task log`: the file's last `tail` bytes (or all of it), then with `follow` what
+/// is appended, as it comes.
+async fn task_log(
+    client: &ClusterClient,
+    deadline: Duration,
+    task_id: &str,
+    file: &str,
+    tail: u64,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let state = client.master_state(deadline).await?;
+    let Some(task) = state.tasks.iter().chain(state.completed_tasks.iter()).find(|t| t.task.task_id == task_id) else {
+        bail!("no task '{task_id}' is known to the leading master (see `flotilla task list --all`)");
+    };
+    let read = |offset: u64| ReadFile {
+        agent_id: task.agent_id.clone(),
+        task_id: task_id.to_owned(),
+        file: file.to_owned(),
+        offset,
+        length: MAX_READ_BYTES,
+    };
+    let (_, size) = client.read_file(&state.leader, &read(u64::MAX), deadline).await?;
+    let mut offset = if tail == 0 { 0 } else { size.saturating_sub(tail) };
+    let mut stdout = std::io::stdout();
+    loop {
+        let (data, size) = client.read_file(&state.leader, &read(offset), deadline).await?;
+        stdout.write_all(&data)?;
+        offset += data.len() as u64;
+        if offset < size {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        stdout.flush()?;
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
 }
 

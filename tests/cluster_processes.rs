@@ -106,6 +106,7 @@ async fn real_tasks_survive_an_agent_restart_and_a_master_failover() {
     want.push((&fails, TaskState::Failed));
     want.push((&unhealthy, TaskState::Killed));
     let state = states(&client, &want).await;
+    task_output_is_read_through_a_master(&cluster, &client).await;
     let killed = state.completed_tasks.iter().find(|t| t.task.task_id == unhealthy).expect("the unhealthy task");
     let last = killed.statuses.last().expect("statuses");
     assert!(last.message.contains("2 consecutive failed health checks"), "{last:?}");
@@ -287,4 +288,29 @@ async fn marathon_through_followers(cluster: &LocalCluster, client: &ClusterClie
     assert!(removed.status.success(), "{removed:?}");
     let (status, _) = http_request(api(followers[0]), "GET", "/v2/apps/svc", "").unwrap();
     assert_eq!(status, 404);
+}
+
+/// `flotilla task log` prints what a task wrote to its sandbox's stdout and stderr, read from
+/// its agent through a master.
+async fn task_output_is_read_through_a_master(cluster: &LocalCluster, client: &ClusterClient) {
+    let talks = task_id(&run_cli(
+        cluster,
+        &["run", "--name", "talks", "--", "echo hello-from-task; echo oops >&2; exec sleep 600"],
+    ));
+    states(client, &[(talks.as_str(), TaskState::Running)]).await;
+    for (flags, want) in [(&[][..], "hello-from-task"), (&["--stderr"][..], "oops")] {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let output = run_cli(cluster, &[&["log", talks.as_str()][..], flags].concat());
+            if output.status.success() && String::from_utf8_lossy(&output.stdout).contains(want) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "task log {flags:?} never showed {want}: {output:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let missing = run_cli(cluster, &["log", "no-such-task"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(run_cli(cluster, &["kill", &talks]).status.success());
+    states(client, &[(talks.as_str(), TaskState::Killed)]).await;
 }

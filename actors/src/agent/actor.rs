@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_supervisors::Node;
-use flotilla_transport::{Sender, Transport};
+use flotilla_transport::{ReplyPort, Role, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{info, warn};
@@ -26,7 +26,8 @@ use super::driver::{LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, T
 use super::health::{HealthArgs, HealthChecker, ProbeNow};
 use crate::mesos::core::{TaskState, TaskStatus, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
-    AGENT_NAME, AgentInfo, AgentMessage, Command, MASTER_NAME, TaskInfo, TaskReport, ToAgent,
+    AGENT_FILES_NAME, AGENT_NAME, AgentInfo, AgentMessage, Command, FileReply, MASTER_NAME, MAX_READ_BYTES, ReadFile,
+    TaskInfo, TaskReport, ToAgent,
 };
 
 /// How an agent behaves; every duration has Mesos's default unless noted.
@@ -97,6 +98,8 @@ pub enum AgentMsg {
     Tick,
     /// The tasks this agent holds (for operators and tests).
     Tasks(RpcReplyPort<Vec<TaskReport>>),
+    /// Part of a task's sandbox file (relayed by a master for an operator).
+    ReadFile(Sender, ReadFile, ReplyPort<FileReply>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -109,6 +112,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Health { task_id, healthy, kill } => write!(f, "Health({task_id}, {healthy}, {kill:?})"),
             AgentMsg::Tick => f.write_str("Tick"),
             AgentMsg::Tasks(_) => f.write_str("Tasks"),
+            AgentMsg::ReadFile(from, read, _) => write!(f, "ReadFile({}, {read:?})", from.node),
         }
     }
 }
@@ -190,6 +194,7 @@ impl Actor for Agent {
         transport.export_from::<ToAgent, AgentMsg>(AGENT_NAME, &myself, |from, message| {
             AgentMsg::FromMaster(from, Box::new(message))
         });
+        transport.export_call_from::<ReadFile, AgentMsg>(AGENT_FILES_NAME, &myself, AgentMsg::ReadFile);
         let ticker = myself.send_interval(config.tick, || AgentMsg::Tick);
         let mut state = AgentState {
             config,
@@ -214,6 +219,7 @@ impl Actor for Agent {
     async fn post_stop(&self, myself: ActorRef<AgentMsg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
         state.transport.unexport(AGENT_NAME);
+        state.transport.unexport(AGENT_FILES_NAME);
         state.node.unregister(AGENT_ACTOR, &myself.get_cell());
         Ok(())
     }
@@ -233,6 +239,14 @@ impl Actor for Agent {
             AgentMsg::Tick => state.tick(),
             AgentMsg::Tasks(reply) => {
                 let _ = reply.send(state.reports());
+            }
+            AgentMsg::ReadFile(from, read, reply) => {
+                let answer = if matches!(from.role, Role::Master | Role::Operator) {
+                    state.read_file(&read)
+                } else {
+                    FileReply::Refused(format!("{} may not read sandboxes (role {:?})", from.node, from.role))
+                };
+                reply.send(answer);
             }
         }
         Ok(())
@@ -399,6 +413,34 @@ impl AgentState {
         for status in self.updates.resend_all(self.now_ms()) {
             let _ = self.transport.cast(&master, MASTER_NAME, &AgentMessage::Update(status));
         }
+    }
+
+    /// Part of a sandbox file: only plain names (`stdout`, `stderr.1`), only tasks this agent
+    /// knows or has checkpointed; `offset` past the end reads nothing and tells the size.
+    fn read_file(&self, read: &ReadFile) -> FileReply {
+        use std::io::{Read, Seek, SeekFrom};
+        let plain = !read.file.is_empty() && !read.file.starts_with('.') && !read.file.contains('/');
+        if !plain {
+            return FileReply::Refused(format!(
+                "'{}' is not a sandbox file name (such as stdout or stderr)",
+                read.file
+            ));
+        }
+        let sandbox = self.sandbox(&read.task_id);
+        if !sandbox.is_dir() {
+            return FileReply::Refused(format!("task '{}' has no sandbox on agent {}", read.task_id, read.agent_id));
+        }
+        let path = sandbox.join(&read.file);
+        let result = (|| -> std::io::Result<FileReply> {
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            let offset = read.offset.min(size);
+            file.seek(SeekFrom::Start(offset))?;
+            let mut data = Vec::new();
+            file.take(u64::from(read.length.min(MAX_READ_BYTES))).read_to_end(&mut data)?;
+            Ok(FileReply::Chunk { offset, data, size })
+        })();
+        result.unwrap_or_else(|error| FileReply::Refused(format!("cannot read {}: {error}", path.display())))
     }
 
     fn sandbox(&self, task_id: &str) -> PathBuf {

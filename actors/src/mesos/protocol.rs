@@ -121,6 +121,48 @@ pub enum MasterQuery {
     State,
 }
 
+/// The name under which an agent serves its tasks' sandbox files, and under which a master
+/// relays operators' reads to the agents.
+pub const AGENT_FILES_NAME: &str = "agent-files";
+pub const FILES_RELAY_NAME: &str = "files";
+
+/// The most a [`ReadFile`] returns at once.
+pub const MAX_READ_BYTES: u32 = 1 << 20;
+
+/// Read part of a file of a task's sandbox (`stdout`, `stderr` and their rotations), Mesos's
+/// `/files/read`: at `offset`, at most `length` bytes (capped at [`MAX_READ_BYTES`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFile {
+    pub agent_id: String,
+    pub task_id: String,
+    pub file: String,
+    pub offset: u64,
+    pub length: u32,
+}
+
+impl RemoteMessage for ReadFile {
+    const TAG: u32 = 0x4d41_4735; // "MAG5"
+}
+
+impl RemoteCall for ReadFile {
+    type Reply = FileReply;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileReply {
+    /// The bytes from `offset`, and the file's size now.
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+        size: u64,
+    },
+    Refused(String),
+}
+
+impl RemoteMessage for FileReply {
+    const TAG: u32 = 0x4d41_4736; // "MAG6"
+}
+
 impl RemoteMessage for MasterQuery {
     const TAG: u32 = 0x4d41_4733; // "MAG3"
 }
