@@ -274,6 +274,7 @@ fn create_app(core: &mut SchedulerCore, body: &[u8], query: &Query, now: Timesta
     target.insert(id.clone(), AppRecord::created(app, now));
     match core.change(target, query.flag("force"), BTreeMap::new(), now) {
         Ok(accepted) => {
+            api_post_event(core, &id, &format!("/v2/apps{id}"), now);
             let Some(record) = core.app(&id) else { return unknown_app(&id) };
             let mut info = app_info(core, record, &Embed::default());
             info["deployments"] = json!([{ "id": accepted.deployment_id }]);
@@ -316,6 +317,16 @@ fn updated_record(
     }
 }
 
+/// Marathon's `api_post_event`: an app was created or changed through the API.
+fn api_post_event(core: &mut SchedulerCore, id: &PathId, uri: &str, now: Timestamp) {
+    let Some(record) = core.app(id) else { return };
+    let event = json!({
+        "eventType": "api_post_event", "timestamp": now.to_string(), "clientIp": null, "uri": uri,
+        "appDefinition": record.app.to_json(&record.version_info),
+    });
+    core.publish(event);
+}
+
 fn put_app(
     core: &mut SchedulerCore,
     method: &str,
@@ -337,7 +348,11 @@ fn put_app(
     };
     let mut target = all_apps(core);
     target.insert(id.clone(), record);
-    deployment_result(core.change(target, query.flag("force"), BTreeMap::new(), now), if existed { 200 } else { 201 })
+    let result = core.change(target, query.flag("force"), BTreeMap::new(), now);
+    if result.is_ok() {
+        api_post_event(core, id, &format!("/v2/apps{id}"), now);
+    }
+    deployment_result(result, if existed { 200 } else { 201 })
 }
 
 fn update_apps(core: &mut SchedulerCore, method: &str, body: &[u8], query: &Query, now: Timestamp) -> RestResponse {

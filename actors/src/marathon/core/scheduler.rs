@@ -415,6 +415,11 @@ impl SchedulerCore {
         std::mem::take(&mut self.lazy_writes)
     }
 
+    /// Adds an event for `/v2/events` (the REST routes' `api_post_event`).
+    pub fn publish(&mut self, event: Value) {
+        self.events.push(event);
+    }
+
     /// Events for `/v2/events` since the last call.
     pub fn take_events(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.events)

@@ -158,6 +158,9 @@ fn an_app_is_created_placed_and_its_deployment_ends_when_its_tasks_run() {
     let deployment = body["deployments"][0]["id"].as_str().unwrap().to_owned();
     assert!(created.headers.contains(&("Marathon-Deployment-Id".to_owned(), deployment.clone())));
     assert_eq!(body["portDefinitions"][0]["port"], 10_000, "port 0 gets a service port");
+    let events = h.core.take_events();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["eventType"].as_str()).collect();
+    assert_eq!(kinds, ["deployment_info", "api_post_event", "deployment_step_success", "deployment_info"]);
     assert!(h.effects.contains(&Effect::Revive), "{:?}", h.effects);
     assert!(h.store.contains_key(&format!("{APPS_PREFIX}/prod/web")));
     assert!(h.store.contains_key(&format!("{DEPLOYMENTS_PREFIX}{deployment}")));
