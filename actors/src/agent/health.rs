@@ -104,25 +104,39 @@ impl HealthState {
 async fn probe(probe: &Probe, sandbox: &std::path::Path, env: &BTreeMap<String, String>) -> ProbeResult {
     let outcome = match probe {
         Probe::Tcp { port } => TcpStream::connect(("127.0.0.1", *port)).await.map(|_| ProbeResult::Passed),
-        Probe::Http { tls: false, port, path, ignore_1xx } => match TcpStream::connect(("127.0.0.1", *port)).await {
-            Ok(stream) => http_get(stream, *port, path, *ignore_1xx).await,
-            Err(error) => Err(error),
-        },
-        Probe::Http { tls: true, port, path, ignore_1xx } => https_get(*port, path, *ignore_1xx).await,
+        Probe::Http { tls, port, path, ignore_1xx } => {
+            http_head("127.0.0.1", *port, path, *tls).await.map(|head| judge_status_line(&head, *ignore_1xx))
+        }
         Probe::Command { value } => command(value, sandbox, env).await,
     };
     outcome.unwrap_or_else(|error| ProbeResult::Failed(error.to_string()))
 }
 
-async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+/// `GET path` on `host:port` (over TLS without checking the certificate, as Mesos's checks
+/// do, when `tls`): the start of the answer, at least its status line. Unbounded in time: the
+/// caller applies its timeout. Also the scheduler's readiness checks use it.
+pub(crate) async fn http_head(host: &str, port: u16, path: &str, tls: bool) -> std::io::Result<Vec<u8>> {
+    let stream = TcpStream::connect((host, port)).await?;
+    if !tls {
+        return read_head(stream, host, port, path).await;
+    }
+    let config = tls::client_config().map_err(std::io::Error::other)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a valid name"));
+    let stream = connector.connect(name, stream).await?;
+    read_head(stream, host, port, path).await
+}
+
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    host: &str,
     port: u16,
     path: &str,
-    ignore_1xx: bool,
-) -> std::io::Result<ProbeResult> {
+) -> std::io::Result<Vec<u8>> {
     let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: flotilla-health-check\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: flotilla-check\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
@@ -134,18 +148,21 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
         }
         answer.extend_from_slice(&chunk[..read]);
     }
-    Ok(judge_status_line(&answer, ignore_1xx))
+    Ok(answer)
+}
+
+/// The status code of an HTTP answer's status line.
+pub(crate) fn status_code(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    line.strip_prefix("HTTP/").and_then(|rest| rest.split_whitespace().nth(1)).and_then(|code| code.parse().ok())
 }
 
 /// Healthy on 200–399; a 1xx is ignored when asked; anything else, or no status line, fails.
 fn judge_status_line(answer: &[u8], ignore_1xx: bool) -> ProbeResult {
     let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
-    let status = line
-        .strip_prefix("HTTP/")
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .and_then(|code| code.parse::<u16>().ok());
-    match status {
+    match status_code(answer) {
         Some(200..=399) => ProbeResult::Passed,
         Some(100..=199) if ignore_1xx => ProbeResult::Ignored,
         Some(code) => ProbeResult::Failed(format!("HTTP status {code}")),
@@ -154,15 +171,6 @@ fn judge_status_line(answer: &[u8], ignore_1xx: bool) -> ProbeResult {
             ProbeResult::Failed(format!("not an HTTP status line: {:?}", line.chars().take(80).collect::<String>()))
         }
     }
-}
-
-async fn https_get(port: u16, path: &str, ignore_1xx: bool) -> std::io::Result<ProbeResult> {
-    let config = tls::client_config().map_err(std::io::Error::other)?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?.to_owned();
-    let stream = connector.connect(name, stream).await?;
-    http_get(stream, port, path, ignore_1xx).await
 }
 
 async fn command(

@@ -15,11 +15,12 @@ use tracing::{info, warn};
 
 use super::core::rest::{self, RestRequest, RestResponse, ServerInfo};
 use super::core::scheduler::{
-    APPS_PREFIX, AppRecord, DEPLOYMENTS_PREFIX, DeploymentRecord, Effect, INSTANCES_PREFIX, Instance, SchedulerConfig,
-    SchedulerCore, Write,
+    APPS_PREFIX, AppRecord, DEPLOYMENTS_PREFIX, DeploymentRecord, Effect, INSTANCES_PREFIX, Instance, ReadinessProbe,
+    SchedulerConfig, SchedulerCore, Write,
 };
 use super::core::timestamp::Timestamp;
 use super::protocol::{MARATHON_FRAMEWORK_ID, MARATHON_NAME, MarathonCall};
+use super::readiness::ReadinessProber;
 use crate::master::actor::MasterMsg;
 use crate::mesos::core::UNRESERVED;
 use crate::mesos::protocol::{
@@ -65,6 +66,11 @@ pub enum SchedulerMsg {
     Events(RpcReplyPort<broadcast::Receiver<Arc<MarathonEvent>>>),
     Event(FrameworkEvent),
     Tick,
+    /// A readiness probe's outcome.
+    Ready {
+        task_id: String,
+        ready: bool,
+    },
 }
 
 impl std::fmt::Debug for SchedulerMsg {
@@ -77,6 +83,7 @@ impl std::fmt::Debug for SchedulerMsg {
             SchedulerMsg::Events(_) => write!(f, "Events"),
             SchedulerMsg::Event(event) => write!(f, "Event({event:?})"),
             SchedulerMsg::Tick => write!(f, "Tick"),
+            SchedulerMsg::Ready { task_id, ready } => write!(f, "Ready({task_id}, {ready})"),
         }
     }
 }
@@ -91,6 +98,8 @@ pub struct SchedulerState {
     events: broadcast::Sender<Arc<MarathonEvent>>,
     /// The last timestamp handed out: versions must be unique and increasing.
     last_now: u64,
+    /// Makes the readiness probes (linked: it dies with the scheduler).
+    prober: ActorRef<ReadinessProbe>,
 }
 
 #[derive(Debug, Default)]
@@ -123,8 +132,9 @@ impl Actor for Scheduler {
         };
         ractor::call_t!(master, |reply| MasterMsg::Subscribe { info, sink, reply }, 10_000)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut state =
-            SchedulerState { transport, node, registry, master, server, core, events, last_now: now.millis() };
+        let (prober, _) = Actor::spawn_linked(None, ReadinessProber, myself.clone(), myself.get_cell()).await?;
+        let last_now = now.millis();
+        let mut state = SchedulerState { transport, node, registry, master, server, core, events, last_now, prober };
         state.flush(effects).await?;
         state.node.register(SCHEDULER_ACTOR, myself.get_cell())?;
         state.transport.export_call_from::<MarathonCall, SchedulerMsg>(MARATHON_NAME, &myself, SchedulerMsg::Remote);
@@ -185,6 +195,14 @@ impl Actor for Scheduler {
             SchedulerMsg::Tick => {
                 let now = state.now();
                 let effects = state.core.tick(now);
+                for probe in state.core.readiness_due(now) {
+                    state.prober.send_message(probe)?;
+                }
+                state.flush(effects).await?;
+            }
+            SchedulerMsg::Ready { task_id, ready } => {
+                let now = state.now();
+                let effects = state.core.readiness_result(&task_id, ready, now);
                 state.flush(effects).await?;
             }
         }

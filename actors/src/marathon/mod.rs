@@ -10,6 +10,7 @@
 pub mod actor;
 pub mod core;
 pub mod protocol;
+pub mod readiness;
 
 use std::sync::Arc;
 

@@ -126,7 +126,7 @@ impl AppRecord {
             upgrade_strategy: strategy,
             kill_selection: app.kill_selection,
             has_health_checks: !app.health_checks.is_empty(),
-            has_readiness_checks: false,
+            has_readiness_checks: !app.readiness_checks.is_empty(),
         }
     }
 }
@@ -179,6 +179,14 @@ struct Instances {
     by_app: BTreeMap<PathId, BTreeSet<String>>,
     waiting: BTreeMap<PathId, BTreeSet<(Timestamp, String)>>,
     unreachable: BTreeSet<String>,
+}
+
+impl Readiness {
+    fn forget(&mut self, task_id: &str) {
+        self.ready.remove(task_id);
+        self.probed_at.remove(task_id);
+        self.in_flight.remove(task_id);
+    }
 }
 
 impl Instances {
@@ -239,6 +247,29 @@ impl Instances {
         }
         self.unreachable.remove(&instance.task_id);
     }
+}
+
+/// One readiness probe to make: `GET path` on the instance's host port, ready when the
+/// status is one of `codes` (Marathon runs readiness checks from the scheduler, on the new
+/// instances of a deployment only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadinessProbe {
+    pub task_id: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub https: bool,
+    pub timeout_ms: u64,
+    pub codes: Vec<u16>,
+}
+
+/// Which instances passed their readiness check, and when each was last probed.
+#[derive(Debug, Default)]
+struct Readiness {
+    ready: BTreeSet<String>,
+    /// Probes in flight or made, by task: when the last one was sent.
+    probed_at: BTreeMap<String, u64>,
+    in_flight: BTreeSet<String>,
 }
 
 /// A stored deployment: its plan (runs are rebuilt from it by a new leader) and the records
@@ -345,6 +376,8 @@ pub struct SchedulerCore {
     /// Kills asked for through the API, sent with the next effects.
     pending_kills: Vec<String>,
     attempts: BTreeMap<PathId, LaunchAttemptStats>,
+    /// Readiness checks of new instances during deployments.
+    readiness: Readiness,
     /// Each app's last failed task (`lastTaskFailure`).
     last_failures: BTreeMap<PathId, Value>,
     rng: u64,
@@ -384,6 +417,7 @@ impl SchedulerCore {
             pending_kills: Vec::new(),
             attempts: BTreeMap::new(),
             last_failures: BTreeMap::new(),
+            readiness: Readiness::default(),
             rng: seed,
             suppressed: false,
             writes: Vec::new(),
@@ -671,6 +705,59 @@ impl SchedulerCore {
         }
     }
 
+    /// The readiness probes due now: for each deployment's apps with readiness checks, their
+    /// running new instances not yet ready, each at most once per check interval and one at a
+    /// time.
+    pub fn readiness_due(&mut self, now: Timestamp) -> Vec<ReadinessProbe> {
+        let mut due = Vec::new();
+        for (app_id, runs) in &self.app_runs {
+            let Some(record) = self.apps.get(app_id) else { continue };
+            let Some(check) = record.app.readiness_checks.first() else { continue };
+            let index = record.app.port_definitions.iter().position(|p| p.name.as_deref() == Some(&check.port_name));
+            let interval = seconds_ms(i64::from(check.interval_seconds)).max(1);
+            if runs.is_empty() {
+                continue;
+            }
+            for instance in self.instances.of_app(app_id) {
+                let id = &instance.task_id;
+                let fresh = instance.config_key == record.config && instance.is_running() && !instance.killing;
+                let waited = self.readiness.probed_at.get(id).is_none_or(|at| now.millis() >= at + interval);
+                if !fresh || self.readiness.ready.contains(id) || self.readiness.in_flight.contains(id) || !waited {
+                    continue;
+                }
+                let Some(placed) = &instance.placed else { continue };
+                let Some(port) = index.and_then(|i| placed.ports.get(i)).and_then(|p| u16::try_from(*p).ok()) else {
+                    continue;
+                };
+                due.push(ReadinessProbe {
+                    task_id: id.clone(),
+                    host: placed.host.clone(),
+                    port,
+                    path: check.path.clone(),
+                    https: check.protocol == super::app::HttpScheme::Https,
+                    timeout_ms: seconds_ms(i64::from(check.timeout_seconds)).max(1),
+                    codes: check.http_status_codes_for_ready.iter().filter_map(|c| u16::try_from(*c).ok()).collect(),
+                });
+            }
+        }
+        for probe in &due {
+            self.readiness.in_flight.insert(probe.task_id.clone());
+            self.readiness.probed_at.insert(probe.task_id.clone(), now.millis());
+        }
+        due
+    }
+
+    /// A readiness probe's outcome.
+    pub fn readiness_result(&mut self, task_id: &str, ready: bool, now: Timestamp) -> Vec<Effect> {
+        self.readiness.in_flight.remove(task_id);
+        let Some(instance) = self.instances.get(task_id) else { return Vec::new() };
+        if ready {
+            self.readiness.ready.insert(task_id.to_owned());
+            self.dirty.insert(instance.app_id.clone());
+        }
+        self.converge(now)
+    }
+
     /// A task's status from the master.
     pub fn status(&mut self, status: &TaskStatus, now: Timestamp) -> Vec<Effect> {
         let Some(before) = self.instances.get(&status.task_id).map(|i| (i.state, i.healthy)) else {
@@ -728,6 +815,7 @@ impl SchedulerCore {
         // A task's progress is not stored: a new leader learns it by reconciliation. Only its
         // end is, lazily.
         if status.state.is_terminal() {
+            self.readiness.forget(&instance.task_id);
             self.instances.remove(&instance.task_id);
             self.lazy_writes.push((instance_key(&instance.task_id), None));
         }
@@ -981,7 +1069,7 @@ impl SchedulerCore {
                         version,
                         state,
                         healthy: i.healthy == Some(true),
-                        ready: true,
+                        ready: self.readiness.ready.contains(&i.task_id),
                         staged_at_ms: i.staged_ms(),
                     })
                 })

@@ -523,3 +523,34 @@ fn marathons_documented_examples_are_accepted() {
         assert_eq!(created.status, 201, "{id}: {:?}", created.json_body());
     }
 }
+
+#[test]
+fn a_deployment_waits_for_the_readiness_checks_of_new_instances() {
+    let mut h = Harness::new();
+    let mut app = web_app(1);
+    app["readinessChecks"] = json!([{ "name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
+                                      "intervalSeconds": 2, "timeoutSeconds": 1 }]);
+    assert_eq!(h.request("POST", "/v2/apps", app).status, 201);
+    let tasks = h.offer("a1");
+    h.run_all(&tasks);
+    assert_eq!(h.deployments().len(), 1, "running is not ready");
+    let now = h.tick();
+    let probes = h.core.readiness_due(now);
+    assert_eq!(probes.len(), 1);
+    let port = tasks[0].resources.ports().iter().next().unwrap().0;
+    assert_eq!(
+        (probes[0].host.as_str(), u64::from(probes[0].port), probes[0].path.as_str()),
+        ("a1.example", port, "/ready")
+    );
+    assert_eq!(probes[0].codes, [200]);
+    assert!(h.core.readiness_due(now).is_empty(), "one probe at a time");
+    h.core.readiness_result(&tasks[0].task_id, false, now);
+    assert!(h.core.readiness_due(now).is_empty(), "not before the check's interval");
+    h.tick();
+    let later = h.tick();
+    assert_eq!(h.core.readiness_due(later).len(), 1);
+    let effects = h.core.readiness_result(&tasks[0].task_id, true, ts(h.now + 200));
+    h.effects.extend(effects);
+    h.core.tick(ts(h.now + 400));
+    assert!(h.deployments().is_empty(), "ready: the deployment is done");
+}
