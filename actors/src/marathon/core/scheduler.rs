@@ -760,7 +760,7 @@ impl SchedulerCore {
 
     /// A task's status from the master.
     pub fn status(&mut self, status: &TaskStatus, now: Timestamp) -> Vec<Effect> {
-        let Some(before) = self.instances.get(&status.task_id).map(|i| (i.state, i.healthy)) else {
+        let Some(was_healthy) = self.instances.get(&status.task_id).map(|i| i.healthy) else {
             // A task this scheduler does not know (a record lost, or a launch refused
             // after a failover): kill it if it lives.
             if !status.state.is_terminal() && status.state != TaskState::Unknown {
@@ -786,7 +786,7 @@ impl SchedulerCore {
         };
         self.dirty.insert(instance.app_id.clone());
         self.events.push(status_event(&instance, status, now));
-        if before.1 != instance.healthy && status.healthy.is_some() {
+        if was_healthy != instance.healthy && status.healthy.is_some() {
             self.events.push(json!({
                 "eventType": "health_status_changed_event", "appId": instance.app_id.to_string(),
                 "taskId": instance.task_id, "instanceId": instance.task_id,
@@ -819,7 +819,6 @@ impl SchedulerCore {
             self.instances.remove(&instance.task_id);
             self.lazy_writes.push((instance_key(&instance.task_id), None));
         }
-        let _ = before;
         self.converge(now)
     }
 
