@@ -275,10 +275,12 @@ impl SchedulerState {
 
     fn send(&self, effect: Effect) {
         let call = match effect {
+            // What a launch leaves of an offer goes back to the allocator unfiltered: more
+            // instances may be waiting for it (Marathon filters declines only).
             Effect::Launch { offer_id, tasks } => SchedulerCall::Accept {
                 offer_ids: vec![offer_id],
                 operations: vec![Operation::Launch(tasks)],
-                refuse_ms: DEFAULT_REFUSE_MS,
+                refuse_ms: 0,
             },
             Effect::Decline(offer_ids) => {
                 SchedulerCall::Accept { offer_ids, operations: Vec::new(), refuse_ms: DEFAULT_REFUSE_MS }

@@ -44,6 +44,10 @@ pub const APPS_PREFIX: &str = "/marathon/apps";
 pub const INSTANCES_PREFIX: &str = "/marathon/instances/";
 pub const DEPLOYMENTS_PREFIX: &str = "/marathon/deployments/";
 
+/// DC/OS's `--max_instances_per_offer` (Marathon's own default is 5, which leaves most of a
+/// large agent's offer unused in each round).
+pub const DCOS_MAX_INSTANCES_PER_OFFER: u32 = 100;
+
 /// How often [`SchedulerCore::tick`] looks at every app and deployment.
 const FULL_CONVERGE_MS: u64 = 1_000;
 
@@ -80,7 +84,7 @@ impl SchedulerConfig {
             framework_id: framework_id.to_owned(),
             apps: AppConfig::default(),
             max_running_deployments: deployment::DEFAULT_MAX_RUNNING_DEPLOYMENTS,
-            max_instances_per_offer: placement::DEFAULT_MAX_INSTANCES_PER_OFFER,
+            max_instances_per_offer: DCOS_MAX_INSTANCES_PER_OFFER,
         }
     }
 }
@@ -382,6 +386,9 @@ pub struct SchedulerCore {
     last_failures: BTreeMap<PathId, Value>,
     rng: u64,
     suppressed: bool,
+    /// Instances were scheduled since the last revive: offers declined earlier (and filtered
+    /// by the master) may fit them now.
+    revive_wanted: bool,
     writes: Vec<Write>,
     events: Vec<Value>,
 }
@@ -420,6 +427,7 @@ impl SchedulerCore {
             readiness: Readiness::default(),
             rng: seed,
             suppressed: false,
+            revive_wanted: false,
             writes: Vec::new(),
             events: Vec::new(),
         };
@@ -887,15 +895,15 @@ impl SchedulerCore {
         for app_id in &dirty {
             self.dirty_runs.extend(self.app_runs.get(app_id).into_iter().flatten().cloned());
         }
-        let due: Vec<String> = self
-            .runs
-            .iter()
-            .filter(|(id, run)| {
-                all || (self.dirty_runs.contains(*id)
-                    && now.millis().saturating_sub(self.observed_at.get(*id).copied().unwrap_or(0))
-                        >= observe_interval_ms(run, &self.instances))
+        let candidates: Vec<&String> = if all { self.runs.keys().collect() } else { self.dirty_runs.iter().collect() };
+        let due: Vec<String> = candidates
+            .into_iter()
+            .filter(|id| {
+                let Some(run) = self.runs.get(*id) else { return false };
+                let since = now.millis().saturating_sub(self.observed_at.get(*id).copied().unwrap_or(0));
+                all || since >= observe_interval_ms(run, &self.instances)
             })
-            .map(|(id, _)| id.clone())
+            .cloned()
             .collect();
         for run_id in due {
             self.dirty_runs.remove(&run_id);
@@ -1124,6 +1132,7 @@ impl SchedulerCore {
             scheduled_at: now,
         };
         self.instances.insert(instance);
+        self.revive_wanted = true;
     }
 
     /// One placement demand per app with scheduled instances, oldest scheduled first.
@@ -1207,11 +1216,13 @@ impl SchedulerCore {
 
     fn suppress_or_revive(&mut self) -> Option<Effect> {
         let waiting = !self.instances.waiting.is_empty();
+        let revive = std::mem::take(&mut self.revive_wanted);
         match (waiting, self.suppressed) {
             (true, true) => {
                 self.suppressed = false;
                 Some(Effect::Revive)
             }
+            (true, false) if revive => Some(Effect::Revive),
             (false, false) => {
                 self.suppressed = true;
                 Some(Effect::Suppress)
