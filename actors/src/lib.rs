@@ -17,6 +17,8 @@
 //!   defaults, deprecated aliases, validation, partial updates, the read model, task
 //!   environment), deployment plans and progress, rolling upgrades and scaling, placement
 //!   constraints and offer matching, launch backoff (in `marathon/core`).
+//! - [`discovery`]: what service discovery serves on every node: the cluster's masters,
+//!   agents, frameworks and running tasks with their ports, as a view and its changes.
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!
@@ -27,6 +29,7 @@
 pub mod agent;
 pub mod allocator;
 pub mod control_plane;
+pub mod discovery;
 pub mod election;
 pub mod launcher;
 pub mod marathon;
