@@ -130,6 +130,8 @@ fn task(index: usize) -> TaskInfo {
         labels: BTreeMap::new(),
         kill_grace_ms: 1_000,
         health_check: None,
+        fetch: Vec::new(),
+        discovery: None,
     }
 }
 

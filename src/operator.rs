@@ -141,6 +141,8 @@ pub async fn task(connection: ClusterConnection, command: TaskCommand) -> anyhow
                 labels: BTreeMap::new(),
                 kill_grace_ms: to_milli(grace_secs),
                 health_check: health_check(&health),
+                fetch: Vec::new(),
+                discovery: None,
             };
             match launcher(&connection, &LauncherRequest::Run(Box::new(task)), deadline).await? {
                 LauncherReply::Accepted { task_id } => println!("{task_id}"),

@@ -225,6 +225,8 @@ impl Sim {
             labels: BTreeMap::new(),
             kill_grace_ms: 1_000,
             health_check: None,
+            fetch: Vec::new(),
+            discovery: None,
         };
         let reply = wait_until("the launcher accepts the task", LONG, async || {
             self.launcher(LauncherRequest::Run(Box::new(task.clone()))).await

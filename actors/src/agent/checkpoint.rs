@@ -1,8 +1,9 @@
 //! The agent's checkpoint: what it must know after a restart to re-adopt its tasks (Mesos's
 //! agent recovery). One file per task under `<work_dir>/meta/tasks/`, rewritten atomically
 //! (temp file, rename) on every change that matters, plus the newest leader term the agent
-//! has seen. Each file is `FLTASK01`, a CRC-32C, then the postcard body: a torn or corrupted
-//! record is reported and never half-read.
+//! has seen. Each file is `FLTASK02`, a CRC-32C, then the postcard body: a torn or corrupted
+//! record is reported and never half-read. Files an earlier version wrote (`FLTASK01`, tasks
+//! without fetch URIs and discovery info) are read and converted.
 //!
 //! What each write must survive decides whether it is fsync'd. Task records are there for a
 //! restarted agent *process*, whose tasks kept running: the page cache outlives a process, so
@@ -22,10 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::TaskHandle;
 use crate::mesos::core::TaskStatus;
+use crate::mesos::legacy::TaskInfoV1;
 use crate::mesos::protocol::TaskInfo;
 use crate::storage::core::crc32c;
 
-const MAGIC: &[u8; 8] = b"FLTASK01";
+const MAGIC: &[u8; 8] = b"FLTASK02";
+/// The format before `TaskInfo` had fetch URIs and discovery info.
+const MAGIC_V1: &[u8; 8] = b"FLTASK01";
 
 /// Everything the agent keeps about one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +43,23 @@ pub struct TaskRecord {
     pub killing: bool,
     /// Updates not yet acknowledged, oldest first.
     pub pending: Vec<TaskStatus>,
+}
+
+/// A [`TaskRecord`] as `FLTASK01` files hold it.
+#[derive(Serialize, Deserialize)]
+struct TaskRecordV1 {
+    info: TaskInfoV1,
+    handle: Option<TaskHandle>,
+    latest: TaskStatus,
+    killing: bool,
+    pending: Vec<TaskStatus>,
+}
+
+impl From<TaskRecordV1> for TaskRecord {
+    fn from(v1: TaskRecordV1) -> TaskRecord {
+        let TaskRecordV1 { info, handle, latest, killing, pending } = v1;
+        TaskRecord { info: info.into(), handle, latest, killing, pending }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +104,22 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+/// A checkpointed value, and what an earlier version wrote in its place.
+trait Versioned: for<'de> Deserialize<'de> {
+    type V1: for<'de> Deserialize<'de> + Into<Self>;
+}
+
+impl Versioned for u64 {
+    type V1 = u64;
+}
+
+impl Versioned for TaskRecord {
+    type V1 = TaskRecordV1;
+}
+
+fn decode<T: Versioned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
     let corrupt = || CheckpointError::Corrupt(path.to_owned());
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+    if bytes.len() < 12 {
         return Err(corrupt());
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| corrupt())?);
@@ -93,7 +127,11 @@ fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, 
     if crc32c(body) != crc {
         return Err(corrupt());
     }
-    postcard::from_bytes(body).map_err(|_| corrupt())
+    match &bytes[..8] {
+        magic if magic == MAGIC => postcard::from_bytes(body).map_err(|_| corrupt()),
+        magic if magic == MAGIC_V1 => postcard::from_bytes::<T::V1>(body).map(Into::into).map_err(|_| corrupt()),
+        _ => Err(corrupt()),
+    }
 }
 
 /// What a write must survive.
@@ -213,5 +251,49 @@ mod tests {
             assert!(decode::<u64>(Path::new("t"), &bad).is_err(), "byte {i}");
         }
         assert!(decode::<u64>(Path::new("t"), &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_record_of_the_previous_format_is_read_and_converted() {
+        use crate::agent::driver::TaskCommand;
+        use crate::mesos::core::{Resources, TaskState, UpdateSource};
+        let info = TaskInfoV1 {
+            task_id: "web.1".to_owned(),
+            name: "web".to_owned(),
+            framework_id: "fw".to_owned(),
+            role: "*".to_owned(),
+            command: TaskCommand { shell: true, value: "sleep 1".to_owned(), arguments: Vec::new() },
+            resources: Resources::default(),
+            env: Default::default(),
+            labels: Default::default(),
+            kill_grace_ms: 3_000,
+            health_check: None,
+        };
+        let latest = TaskStatus {
+            task_id: "web.1".to_owned(),
+            agent_id: "a1".to_owned(),
+            state: TaskState::Running,
+            source: UpdateSource::Agent,
+            reason: None,
+            message: String::new(),
+            uuid: Some(7),
+            timestamp_ms: 1,
+            healthy: None,
+        };
+        let v1 = TaskRecordV1 {
+            info: info.clone(),
+            handle: None,
+            latest: latest.clone(),
+            killing: false,
+            pending: Vec::new(),
+        };
+        let mut bytes = encode(&v1);
+        bytes[..8].copy_from_slice(MAGIC_V1);
+        let record: TaskRecord = decode(Path::new("t"), &bytes).unwrap();
+        assert_eq!(record.info, TaskInfo::from(info));
+        assert!(record.info.fetch.is_empty() && record.info.discovery.is_none());
+        assert_eq!(record.latest, latest);
+        // The current format is written with the current magic.
+        assert_eq!(&encode(&record)[..8], MAGIC);
     }
 }

@@ -16,7 +16,7 @@ use crate::mesos::core::{Resources, UNRESERVED};
 use crate::mesos::protocol::{
     DEFAULT_REFUSE_MS, FrameworkEvent, FrameworkInfo, FrameworkSink, OfferInfo, Operation, SchedulerCall, TaskInfo,
 };
-use crate::registry::actor::{RegistryMsg, list_decoded, local_request};
+use crate::registry::actor::{RegistryMsg, list_with, local_request};
 use crate::registry::core::{Command, Op, RequestId, Txn};
 use crate::registry::protocol::RegistryRequest;
 
@@ -71,7 +71,7 @@ impl Actor for Launcher {
     ) -> Result<LauncherState, ActorProcessingErr> {
         let LauncherArgs { transport, node, registry, master } = args;
         let records: BTreeMap<String, LaunchRecord> =
-            list_decoded::<LaunchRecord>(&registry, LAUNCHER_PREFIX, WRITE_TIMEOUT)
+            list_with(&registry, LAUNCHER_PREFIX, WRITE_TIMEOUT, LaunchRecord::decode)
                 .await?
                 .into_iter()
                 .map(|record| (record.task.task_id.clone(), record))
@@ -161,10 +161,7 @@ impl LauncherState {
     async fn save_all(&self, records: &[LaunchRecord]) -> Result<(), String> {
         let success = records
             .iter()
-            .map(|record| Op::Put {
-                key: format!("{LAUNCHER_PREFIX}{}", record.task.task_id),
-                value: postcard::to_stdvec(record).expect("launcher records serialize"),
-            })
+            .map(|record| Op::Put { key: format!("{LAUNCHER_PREFIX}{}", record.task.task_id), value: record.encode() })
             .collect();
         let txn = Txn { compare: Vec::new(), success, failure: Vec::new() };
         let id = Some(RequestId { client: self.node.random_u64(), seq: 1 });

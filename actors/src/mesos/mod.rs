@@ -3,4 +3,5 @@
 //! (`protocol`).
 
 pub mod core;
+pub mod legacy;
 pub mod protocol;

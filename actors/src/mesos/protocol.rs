@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::core::health::HealthCheck;
 use super::core::{Resources, RoleResources, TaskState, TaskStatus};
 use crate::agent::driver::TaskCommand;
+use crate::discovery::PortEntry;
 
 /// The name the master actor is exported under on the leading master.
 pub const MASTER_NAME: &str = "mesos-master";
@@ -53,6 +54,34 @@ pub struct TaskInfo {
     pub kill_grace_ms: u64,
     /// Run by the agent; too many failures in a row kill the task.
     pub health_check: Option<HealthCheck>,
+    /// Downloaded into the sandbox before the command starts (Mesos's `CommandInfo.uris`).
+    pub fetch: Vec<FetchUri>,
+    /// How the task is found: its ports with their names and labels (Mesos's `DiscoveryInfo`).
+    pub discovery: Option<DiscoveryInfo>,
+}
+
+/// An artifact the agent downloads into a task's sandbox before starting it (Mesos's
+/// `CommandInfo.URI`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchUri {
+    /// `http://`, `https://`, `file://` or an absolute path on the agent.
+    pub uri: String,
+    /// Unpack an archive (`.tar`, `.tar.gz`, `.tgz`, `.tar.bz2`, `.tar.xz`, `.zip`, ...) into the sandbox.
+    pub extract: bool,
+    /// Mark the downloaded file executable.
+    pub executable: bool,
+    /// Keep the download in the agent's cache and reuse it for the same URI.
+    pub cache: bool,
+    /// The file's name in the sandbox; the URI's last path segment by default.
+    pub output_file: Option<String>,
+}
+
+/// A task's ports as service discovery publishes them (Mesos's `DiscoveryInfo`): each port is
+/// a host port of the task, with its protocol, name and labels (`VIP_0: /web:80`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryInfo {
+    pub name: String,
+    pub ports: Vec<PortEntry>,
 }
 
 /// A task an agent holds, with its latest state.

@@ -1061,7 +1061,9 @@ pub async fn list_json<T: serde::de::DeserializeOwned>(
     list_with(registry, prefix, timeout, |bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string())).await
 }
 
-async fn list_with<T>(
+/// Every value under `prefix`, decoded by `decode` (read linearizably); a value that does not
+/// decode is logged and skipped.
+pub async fn list_with<T>(
     registry: &ActorRef<RegistryMsg>,
     prefix: &str,
     timeout: Duration,

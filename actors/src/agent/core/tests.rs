@@ -94,6 +94,8 @@ fn the_environment_carries_mesos_variables_and_ports_and_they_win() {
         labels: BTreeMap::new(),
         kill_grace_ms: 2500,
         health_check: None,
+        fetch: Vec::new(),
+        discovery: None,
     };
     let at = Placement { agent_id: "a1", hostname: "host1", sandbox: "/sb", agent_endpoint: "a1" };
     let env = task_environment(&task, &at);

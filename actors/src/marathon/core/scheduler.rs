@@ -35,9 +35,10 @@ use super::placement::{
 use super::timestamp::Timestamp;
 use super::upgrade::{InstanceId, InstanceState, InstanceVersion, InstanceView, UpgradeStrategy};
 use crate::agent::driver::TaskCommand;
+use crate::discovery::{PortEntry, PortProtocol as DiscoveryProtocol};
 use crate::mesos::core::health::{HealthCheck as MesosHealthCheck, Probe};
 use crate::mesos::core::{Resources, TaskState, TaskStatus, UNRESERVED};
-use crate::mesos::protocol::{OfferInfo, TaskInfo};
+use crate::mesos::protocol::{DiscoveryInfo, FetchUri, OfferInfo, TaskInfo};
 
 /// Registry prefixes of the scheduler's records.
 pub const APPS_PREFIX: &str = "/marathon/apps";
@@ -1425,7 +1426,42 @@ pub fn task_info(
             .task_kill_grace_period_seconds
             .map_or(DEFAULT_KILL_GRACE_MS, |s| u64::try_from(s).unwrap_or(0).saturating_mul(1_000)),
         health_check: app.health_checks.first().and_then(|check| mesos_health_check(check, &placed.ports)),
+        fetch: app.fetch.iter().map(fetch_uri).collect(),
+        discovery: Some(discovery_info(app, &placed.ports)),
     }
+}
+
+/// A `fetch` artifact as the agent downloads it.
+fn fetch_uri(artifact: &super::app::Artifact) -> FetchUri {
+    FetchUri {
+        uri: artifact.uri.clone(),
+        extract: artifact.extract,
+        executable: artifact.executable,
+        cache: artifact.cache,
+        output_file: artifact.dest_path.clone(),
+    }
+}
+
+/// The instance's ports for service discovery, as Marathon builds Mesos's `DiscoveryInfo`:
+/// each declared port at its host port, with its name and labels (`udp,tcp` is one entry per
+/// protocol).
+fn discovery_info(app: &AppDefinition, host_ports: &[u64]) -> DiscoveryInfo {
+    let mut ports = Vec::new();
+    for (definition, host_port) in app.port_definitions.iter().zip(host_ports) {
+        let Ok(number) = u16::try_from(*host_port) else { continue };
+        let protocols: &[DiscoveryProtocol] = match definition.protocol {
+            super::app::PortProtocol::Tcp => &[DiscoveryProtocol::Tcp],
+            super::app::PortProtocol::Udp => &[DiscoveryProtocol::Udp],
+            super::app::PortProtocol::UdpTcp => &[DiscoveryProtocol::Udp, DiscoveryProtocol::Tcp],
+        };
+        ports.extend(protocols.iter().map(|&protocol| PortEntry {
+            number,
+            protocol,
+            name: definition.name.clone(),
+            labels: definition.labels.clone(),
+        }));
+    }
+    DiscoveryInfo { name: app.id.to_hostname(), ports }
 }
 
 /// An app's health check as the agent runs it: the port from `port` or `portIndex` (the

@@ -41,6 +41,8 @@ fn task(id: &str, cpus: f64) -> TaskInfo {
         labels: BTreeMap::new(),
         kill_grace_ms: 1000,
         health_check: None,
+        fetch: Vec::new(),
+        discovery: None,
     }
 }
 
