@@ -5,6 +5,7 @@
 //! learns from the re-registering agents what runs where; a partitioned agent's tasks become
 //! unreachable and come back. The service scheduler runs beside the launcher: its apps and
 //! their tasks survive a failover, and the new leader's scheduler scales and removes them.
+//! Service discovery's feed on an agent follows the running tasks through all of it.
 
 mod common;
 
@@ -19,6 +20,8 @@ use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::TaskCommand;
 use flotilla_actors::agent::driver::mock::{MockBehaviour, MockDriver};
 use flotilla_actors::control_plane::{ControlPlanePlan, control_plane_spec};
+use flotilla_actors::discovery::feed::{Feed, FeedMsg, ViewSink, ViewSource};
+use flotilla_actors::discovery::{ClusterView, ViewUpdate};
 use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::launcher::protocol::{LAUNCHER_NAME, LauncherReply, LauncherRequest};
 use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, ServerInfo};
@@ -106,7 +109,8 @@ async fn start_agent(sim: &Sim, index: usize, seed: u64) -> (Transport, Supervis
     );
     let info = AgentInfo {
         id: id.to_owned(),
-        hostname: format!("{id}.sim"),
+        // An address as hostname: discovery publishes it (SimNet sessions have none).
+        hostname: format!("10.0.0.{}", index + 1),
         resources,
         attributes: BTreeMap::new(),
         driver: String::new(),
@@ -412,4 +416,82 @@ async fn marathon_apps_keep_their_tasks_across_a_leader_failover() {
     wait_until("every task of the removed app killed", LONG, async || (sim.running() == 0).then_some(())).await;
     let gone = sim.marathon("GET", "/v2/apps/web", serde_json::Value::Null).await.unwrap();
     assert_eq!(gone.status, 404);
+}
+
+/// A discovery feed on agent a1 (reading the masters over the transport) and the view its
+/// consumer holds, rebuilt from the updates it receives.
+async fn discovery_on(sim: &Sim) -> Arc<Mutex<ClusterView>> {
+    let (transport, _, node) = sim.agents[0].as_ref().unwrap();
+    let source =
+        ViewSource::Remote { transport: transport.clone(), masters: MASTERS.iter().map(|m| m.to_string()).collect() };
+    let (feed, _) = ractor::Actor::spawn(None, Feed, (source, node.clone())).await.unwrap();
+    let held = Arc::new(Mutex::new(ClusterView::default()));
+    let consumer = Arc::clone(&held);
+    let sink: ViewSink = Arc::new(move |update| {
+        let mut view = consumer.lock().unwrap();
+        match update {
+            ViewUpdate::Reset(whole) => *view = (*whole).clone(),
+            ViewUpdate::Changes { revision, changes } => {
+                changes.iter().for_each(|change| view.apply(change));
+                view.revision = revision;
+            }
+        }
+        Ok(())
+    });
+    feed.send_message(FeedMsg::Subscribe(sink)).unwrap();
+    held
+}
+
+/// The running tasks of the held view, by id.
+async fn discovered(view: &Arc<Mutex<ClusterView>>, what: &str, want: impl Fn(&ClusterView) -> bool) -> ClusterView {
+    wait_until(what, LONG, async || {
+        let view = view.lock().unwrap().clone();
+        want(&view).then_some(view)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn discovery_follows_tasks_through_deployments_and_a_leader_failover() {
+    let mut sim = Sim::start(29, "discovery").await;
+    let view = discovery_on(&sim).await;
+    let app = serde_json::json!({ "id": "/shop/web", "cmd": "sleep 1000", "cpus": 0.25, "mem": 64, "instances": 2,
+        "portDefinitions": [{ "port": 0, "name": "http", "labels": { "VIP_0": "/shop/web:80" } },
+                            { "port": 0, "protocol": "udp,tcp" }] });
+    let created = wait_until("the scheduler creates the app", LONG, async || {
+        sim.marathon("POST", "/v2/apps", app.clone()).await.filter(|r| r.status != 503)
+    })
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.json_body());
+    let tasks = sim.app_running("/shop/web", 2).await;
+    let seen = discovered(&view, "both tasks discovered", |v| v.tasks.len() == 2).await;
+    assert_eq!(seen.tasks.keys().cloned().collect::<BTreeSet<_>>(), tasks);
+    for task in seen.tasks.values() {
+        assert_eq!((task.name.as_str(), task.framework.as_str()), ("web.shop", "marathon"));
+        assert!(["10.0.0.1", "10.0.0.2"].contains(&task.agent_ip.to_string().as_str()), "{task:?}");
+        let ports: Vec<_> = task.ports.iter().map(|p| (p.protocol.as_str(), p.name.as_deref())).collect();
+        assert_eq!(ports, [("tcp", Some("http")), ("udp", None), ("tcp", None)]);
+        assert_eq!(task.ports[0].labels["VIP_0"], "/shop/web:80");
+        assert_eq!(task.ports[1].number, task.ports[2].number, "one host port, two protocols");
+    }
+    assert_eq!(seen.agents.len(), 2);
+    assert!(seen.frameworks.values().any(|f| f.name == "marathon"));
+    let leader = sim.state().await.unwrap().leader;
+    assert_eq!(seen.leader.as_deref(), Some(leader.as_str()));
+
+    let index = MASTERS.iter().position(|m| *m == leader).unwrap();
+    crash(sim.masters[index].take().unwrap());
+    sim.disks[index].0.lock().unwrap().crash();
+    let after =
+        discovered(&view, "the new leader's entries", |v| v.leader.as_deref().is_some_and(|l| l != leader)).await;
+    assert_eq!(after.tasks.keys().cloned().collect::<BTreeSet<_>>(), tasks, "the same tasks, nothing stale");
+    sim.app_running("/shop/web", 2).await;
+
+    let scaled = sim.marathon("PUT", "/v2/apps/shop/web", serde_json::json!({ "instances": 1 })).await.unwrap();
+    assert_eq!(scaled.status, 200, "{:?}", scaled.json_body());
+    discovered(&view, "one task left", |v| v.tasks.len() == 1).await;
+    sim.app_running("/shop/web", 1).await;
+    let removed = sim.marathon("DELETE", "/v2/apps/shop/web", serde_json::Value::Null).await.unwrap();
+    assert_eq!(removed.status, 200);
+    discovered(&view, "no task left", |v| v.tasks.is_empty()).await;
 }

@@ -180,6 +180,8 @@ pub struct PeerStats {
     pub frames_received: u64,
     /// Last heartbeat round trip.
     pub rtt: Option<Duration>,
+    /// Where the current session's peer is (its listening address).
+    pub address: Option<Address>,
 }
 
 /// Counters over the whole transport.
@@ -693,6 +695,7 @@ impl Transport {
             queue: peer.queue.depth(),
             frames_received: peer.received.load(Ordering::Relaxed),
             rtt,
+            address: session.and_then(|s| session_address(s)),
         })
     }
 

@@ -3,23 +3,26 @@
 //! and frameworks, and runs the pure core's actions: commands to agents stamped with its term,
 //! events to frameworks, agent records to the registry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use flotilla_supervisors::Node;
-use flotilla_transport::{ReplyPort, Role, Sender, Transport};
+use flotilla_transport::{Address, ReplyPort, Role, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, warn};
 
+use super::core::discovery::{DISCOVERY_PREFIX, registry_entry};
 use super::core::{Action, AgentRecord, MasterConfig, MasterCore};
+use crate::discovery::{MasterEntry, ViewChange};
 use crate::mesos::protocol::{
     AGENT_NAME, AgentMessage, FrameworkInfo, FrameworkSink, MASTER_NAME, MasterQuery, MasterState, SchedulerCall,
     ToAgent,
 };
-use crate::registry::actor::{RegistryMsg, list_decoded};
-use crate::registry::core::Txn;
-use crate::registry::protocol::RegistryRequest;
+use crate::registry::actor::{RegistryMsg, list_decoded, list_keys};
+use crate::registry::core::{MAX_TXN_ITEMS, Op, Txn};
+use crate::registry::protocol::{RegistryReply, RegistryRequest};
 
 /// Where the admitted agents live in the registry.
 pub const AGENTS_PREFIX: &str = "/mesos/agents/";
@@ -69,6 +72,16 @@ pub struct MasterActorState {
     registry: ActorRef<RegistryMsg>,
     frameworks: BTreeMap<String, FrameworkSink>,
     ticker: JoinHandle<()>,
+    discovery: DiscoveryWriter,
+}
+
+/// How the discovery entries reach the registry: rewritten whole once the new leader knows
+/// what runs where, then one write at a time, each carrying every change since the last
+/// (changes pile up in the core's ledger while a write is in flight).
+#[derive(Default)]
+struct DiscoveryWriter {
+    synced: bool,
+    in_flight: Option<tokio::sync::oneshot::Receiver<RegistryReply>>,
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +107,8 @@ impl Actor for Master {
         transport.export_from::<AgentMessage, MasterMsg>(MASTER_NAME, &myself, MasterMsg::FromAgent);
         transport.export_call_from::<MasterQuery, MasterMsg>(MASTER_NAME, &myself, MasterMsg::Query);
         let ticker = myself.send_interval(tick, || MasterMsg::Tick);
-        Ok(MasterActorState { core, transport, node, registry, frameworks: BTreeMap::new(), ticker })
+        let discovery = DiscoveryWriter::default();
+        Ok(MasterActorState { core, transport, node, registry, frameworks: BTreeMap::new(), ticker, discovery })
     }
 
     async fn post_stop(
@@ -141,6 +155,7 @@ impl Actor for Master {
             }
         };
         state.carry_out(actions);
+        state.publish_discovery().await;
         Ok(())
     }
 }
@@ -198,6 +213,99 @@ impl MasterActorState {
         }
     }
 
+    /// Writes the discovery entries that changed, unless a write is still in flight (its
+    /// successor then carries the changes made meanwhile). The first write, once recovery
+    /// ended, replaces whatever an earlier leader left.
+    async fn publish_discovery(&mut self) {
+        if self.core.is_recovering() {
+            return;
+        }
+        if !self.discovery.synced {
+            self.discovery.synced = true;
+            self.rewrite_discovery().await;
+            return;
+        }
+        if let Some(in_flight) = &mut self.discovery.in_flight {
+            match in_flight.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
+                Ok(RegistryReply::Written(_)) => {}
+                Ok(other) => {
+                    warn!(answer = ?other, "a discovery write failed; rewriting every entry");
+                    self.discovery.synced = false;
+                }
+                Err(_) => self.discovery.synced = false,
+            }
+            self.discovery.in_flight = None;
+            if !self.discovery.synced {
+                return;
+            }
+        }
+        let changes = self.core.discovery_changes(|node| session_ip(&self.transport, node));
+        let ops: Vec<Op> = changes.iter().map(entry_op).collect();
+        self.write_discovery(ops);
+    }
+
+    /// Every entry as this leader sees it, and deletes of those an earlier leader wrote that
+    /// are no longer true.
+    async fn rewrite_discovery(&mut self) {
+        let existing = match list_keys(&self.registry, DISCOVERY_PREFIX, REGISTRY_TIMEOUT).await {
+            Ok(keys) => keys,
+            Err(error) => {
+                warn!(%error, "cannot list the discovery entries; retrying");
+                self.discovery.synced = false;
+                return;
+            }
+        };
+        self.core.republish_discovery();
+        let mut changes = self.core.discovery_changes(|node| session_ip(&self.transport, node));
+        changes.push(self.masters_entry().await);
+        let mut ops: Vec<Op> = changes.iter().map(entry_op).collect();
+        let written: BTreeSet<String> = changes.iter().map(|c| registry_entry(c).0).collect();
+        ops.extend(existing.into_iter().filter(|key| !written.contains(key)).map(|key| Op::Delete { key }));
+        self.write_discovery(ops);
+    }
+
+    /// The masters (the voters) and this leader, with the addresses their sessions come from.
+    async fn masters_entry(&self) -> ViewChange {
+        let (port, answer) = ReplyPort::local();
+        let _ = self.registry.send_message(RegistryMsg::Request(RegistryRequest::Status, port));
+        let voters = match tokio::time::timeout(REGISTRY_TIMEOUT, answer).await {
+            Ok(Ok(RegistryReply::Status(status))) => status.voters,
+            _ => Vec::new(),
+        };
+        let me = self.transport.node().to_owned();
+        // A master listening on every interface reports loopback for itself (what a
+        // one-host cluster needs); other masters' addresses are where their sessions come from.
+        let own_ip = self.transport.local_addr().map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+        let own_ip = own_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let masters = voters
+            .iter()
+            .filter_map(|id| {
+                let ip = if *id == me { Some(own_ip) } else { session_ip(&self.transport, id) };
+                Some(MasterEntry { id: id.clone(), ip: ip? })
+            })
+            .collect();
+        ViewChange::Masters { masters, leader: Some(me) }
+    }
+
+    /// Sends `ops` in transactions the registry accepts, in order; the last one's answer is
+    /// awaited by the next [`publish_discovery`](Self::publish_discovery).
+    fn write_discovery(&mut self, ops: Vec<Op>) {
+        let mut chunks = ops.chunks(MAX_TXN_ITEMS).peekable();
+        while let Some(chunk) = chunks.next() {
+            let txn = Txn { compare: Vec::new(), success: chunk.to_vec(), failure: Vec::new() };
+            let (port, answer) = ReplyPort::local();
+            let request = RegistryRequest::Write(crate::registry::core::Command { id: None, txn });
+            if self.registry.send_message(RegistryMsg::Request(request, port)).is_err() {
+                warn!("the registry is gone; discovery entries were not written");
+                return;
+            }
+            if chunks.peek().is_none() {
+                self.discovery.in_flight = Some(answer);
+            }
+        }
+    }
+
     /// Writes the agent's record; the answer is not awaited (a lost write is redone on the
     /// agent's next registration, and the record only matters to the next leader).
     fn persist(&self, record: &AgentRecord) {
@@ -208,5 +316,21 @@ impl MasterActorState {
         if self.registry.send_message(RegistryMsg::Request(request, port)).is_err() {
             warn!("the registry is gone; an agent record was not written");
         }
+    }
+}
+
+/// A discovery change as a registry operation.
+fn entry_op(change: &ViewChange) -> Op {
+    match registry_entry(change) {
+        (key, Some(value)) => Op::Put { key, value },
+        (key, None) => Op::Delete { key },
+    }
+}
+
+/// The address `node`'s transport session comes from (none on SimNet).
+fn session_ip(transport: &Transport, node: &str) -> Option<IpAddr> {
+    match transport.peer_stats(node)?.address? {
+        Address::Udp(address) => Some(address.ip()),
+        Address::Sim => None,
     }
 }

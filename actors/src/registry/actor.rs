@@ -1082,3 +1082,16 @@ pub async fn list_with<T>(
     }
     Ok(values)
 }
+
+/// The keys under `prefix` (read linearizably).
+pub async fn list_keys(
+    registry: &ActorRef<RegistryMsg>,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let request = RegistryRequest::Range { prefix: prefix.to_owned(), limit: u32::MAX };
+    let RegistryReply::Values { kvs, .. } = local_request(registry, request, timeout).await? else {
+        return Err(format!("the registry answered the listing of {prefix} with something else"));
+    };
+    Ok(kvs.into_iter().map(|kv| kv.key).collect())
+}

@@ -1,11 +1,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::discovery::{self, DiscoveryLedger};
 use crate::allocator::core::{
     AgentView as AllocAgent, AllocSnapshot, Allocation, Filter, Filters, FrameworkView as AllocFramework, RoleConfig,
     allocate,
 };
+use crate::discovery::{AgentEntry, FrameworkEntry, TaskEntry, ViewChange};
 use crate::mesos::core::{Resources, RoleResources, TaskState, TaskStatus, UNRESERVED, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
     AgentInfo, AgentView, Command, FrameworkEvent, FrameworkInfo, FrameworkView, MasterState, OfferInfo, Operation,
@@ -130,6 +133,7 @@ pub struct MasterCore {
     last_round_ms: u64,
     dirty: bool,
     next_id: u64,
+    discovery: DiscoveryLedger,
 }
 
 /// Mesos accepts task ids of printable characters without `/`; Flotilla also keeps them to
@@ -177,6 +181,7 @@ impl MasterCore {
             last_round_ms: now_ms,
             dirty: true,
             next_id: 0,
+            discovery: DiscoveryLedger::default(),
         }
     }
 
@@ -210,6 +215,7 @@ impl MasterCore {
         let changed = self.agents.get(from).is_none_or(|a| a.record != record);
         let agent = Agent { record: record.clone(), active: true, registered_ms: wall_ms, missed: 0 };
         self.agents.insert(from.to_owned(), agent);
+        self.discovery.agent_changed(from);
         if changed {
             actions.push(Action::PersistAgent(record));
         }
@@ -229,6 +235,7 @@ impl MasterCore {
         let reported: BTreeSet<String> = reports.iter().map(|r| r.task.task_id.clone()).collect();
         for report in reports {
             let task_id = report.task.task_id.clone();
+            self.discovery.task_changed(&task_id);
             let previous = self.tasks.get(&task_id).map(|t| t.state);
             // A terminal task is adopted too: its terminal update is still in the agent's
             // stream and completes it when it arrives (and reaches the framework).
@@ -280,6 +287,7 @@ impl MasterCore {
         let Some(agent) = self.agents.get_mut(agent_id) else { return };
         agent.active = false;
         agent.record.unreachable_since_ms = Some(wall_ms);
+        self.discovery.agent_changed(agent_id);
         actions.push(Action::PersistAgent(agent.record.clone()));
         let offers: Vec<String> =
             self.offers.iter().filter(|(_, o)| o.info.agent_id == agent_id).map(|(id, _)| id.clone()).collect();
@@ -337,6 +345,7 @@ impl MasterCore {
 
     fn push_status(&mut self, status: &TaskStatus) {
         let kept = self.config.statuses_kept;
+        self.discovery.task_changed(&status.task_id);
         if let Some(task) = self.tasks.get_mut(&status.task_id) {
             task.statuses.push_back(status.clone());
             while task.statuses.len() > kept {
@@ -377,6 +386,7 @@ impl MasterCore {
     }
 
     fn complete(&mut self, task_id: &str) {
+        self.discovery.task_changed(task_id);
         if let Some(task) = self.tasks.remove(task_id) {
             self.completed.push_back(view(&task));
             while self.completed.len() > self.config.completed_tasks_kept {
@@ -403,6 +413,7 @@ impl MasterCore {
             suppressed: BTreeSet::new(),
         };
         self.frameworks.insert(id.clone(), framework);
+        self.discovery.framework_changed(&id);
         self.dirty = true;
         let event = FrameworkEvent::Subscribed { framework_id: id.clone() };
         (id.clone(), vec![Action::ToFramework { framework: id, event }])
@@ -877,6 +888,56 @@ impl MasterCore {
         for (framework, offers) in by_framework {
             actions.push(Action::ToFramework { framework, event: FrameworkEvent::Offers(offers) });
         }
+    }
+
+    // ---- discovery ----------------------------------------------------------------------
+
+    /// The discovery entries that changed since the last call; `session_ip` is the address an
+    /// agent's transport session comes from (used when its hostname is not an address).
+    pub fn discovery_changes(&mut self, session_ip: impl Fn(&str) -> Option<IpAddr>) -> Vec<ViewChange> {
+        if !self.discovery.has_changes() {
+            return Vec::new();
+        }
+        let ip_of = |agent: &Agent| discovery::agent_ip(&agent.record.info.hostname, session_ip(&agent.record.info.id));
+        let desired_agent = |id: &str| {
+            let agent = self.agents.get(id).filter(|a| a.active)?;
+            Some(AgentEntry { id: id.to_owned(), hostname: agent.record.info.hostname.clone(), ip: ip_of(agent)? })
+        };
+        let desired_framework =
+            |id: &str| Some(FrameworkEntry { id: id.to_owned(), name: self.frameworks.get(id)?.info.name.clone() });
+        let desired_task = |id: &str| {
+            let task = self.tasks.get(id).filter(|t| t.state == TaskState::Running)?;
+            let agent = self.agents.get(&task.agent).filter(|a| a.active)?;
+            let framework = self.frameworks.get(&task.info.framework_id).map(|f| f.info.name.clone());
+            Some(TaskEntry {
+                id: id.to_owned(),
+                name: task.info.name.clone(),
+                framework_id: task.info.framework_id.clone(),
+                framework: framework.unwrap_or_else(|| task.info.framework_id.clone()),
+                agent_id: task.agent.clone(),
+                agent_ip: ip_of(agent)?,
+                container_ips: Vec::new(),
+                healthy: task.statuses.iter().rev().find_map(|s| s.healthy),
+                ports: discovery::task_ports(
+                    task.info.discovery.as_ref().map(|d| d.ports.as_slice()),
+                    &task.info.resources,
+                ),
+                labels: task.info.labels.clone(),
+            })
+        };
+        let mut ledger = std::mem::take(&mut self.discovery);
+        let changes = ledger.flush(desired_agent, desired_framework, desired_task);
+        self.discovery = ledger;
+        changes
+    }
+
+    /// Publishes every entry anew at the next [`discovery_changes`](Self::discovery_changes)
+    /// (after the registry's entries were cleared by a new leader).
+    pub fn republish_discovery(&mut self) {
+        let agents: Vec<String> = self.agents.keys().cloned().collect();
+        let frameworks: Vec<String> = self.frameworks.keys().cloned().collect();
+        let tasks: Vec<String> = self.tasks.keys().cloned().collect();
+        self.discovery.republish(agents, frameworks, tasks);
     }
 
     // ---- views --------------------------------------------------------------------------

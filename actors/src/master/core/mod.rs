@@ -4,8 +4,12 @@
 //! and the recovery after a failover, when the new leader learns from re-registering agents
 //! what runs where before it trusts its records or makes offers.
 //!
+//! It also keeps the service-discovery entries of running tasks, agents and frameworks
+//! (`discovery`), which the shell writes to the registry.
+//!
 //! Time, randomness and input are arguments; every effect comes back as an [`Action`].
 
+pub mod discovery;
 mod master;
 #[cfg(test)]
 mod tests;

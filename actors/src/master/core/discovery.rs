@@ -1,0 +1,236 @@
+//! What the leading master publishes for service discovery: an entry per running task, agent
+//! and framework, written to the registry under [`DISCOVERY_PREFIX`] so that every node's
+//! DNS server and load balancer follow them through the registry's watch stream.
+//!
+//! The ledger remembers what it published and which tasks, agents and frameworks changed
+//! since; a flush compares only those, so its cost follows the changes, not the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::discovery::{AgentEntry, FrameworkEntry, PortEntry, PortProtocol, TaskEntry, ViewChange};
+use crate::mesos::core::Resources;
+
+/// Where discovery entries live in the registry.
+pub const DISCOVERY_PREFIX: &str = "/discovery/";
+pub const DISCOVERY_TASKS: &str = "/discovery/tasks/";
+pub const DISCOVERY_AGENTS: &str = "/discovery/agents/";
+pub const DISCOVERY_FRAMEWORKS: &str = "/discovery/frameworks/";
+/// One entry: the masters and the leader.
+pub const DISCOVERY_MASTERS: &str = "/discovery/masters";
+
+/// Published entries and what changed since they were.
+#[derive(Debug, Default)]
+pub struct DiscoveryLedger {
+    dirty_tasks: BTreeSet<String>,
+    dirty_agents: BTreeSet<String>,
+    dirty_frameworks: BTreeSet<String>,
+    tasks: BTreeMap<String, TaskEntry>,
+    agents: BTreeMap<String, AgentEntry>,
+    frameworks: BTreeMap<String, FrameworkEntry>,
+}
+
+impl DiscoveryLedger {
+    pub fn task_changed(&mut self, task_id: &str) {
+        self.dirty_tasks.insert(task_id.to_owned());
+    }
+
+    pub fn agent_changed(&mut self, agent_id: &str) {
+        self.dirty_agents.insert(agent_id.to_owned());
+    }
+
+    pub fn framework_changed(&mut self, framework_id: &str) {
+        self.dirty_frameworks.insert(framework_id.to_owned());
+    }
+
+    /// Whether a flush has anything to compare.
+    pub fn has_changes(&self) -> bool {
+        !(self.dirty_tasks.is_empty() && self.dirty_agents.is_empty() && self.dirty_frameworks.is_empty())
+    }
+
+    /// The changes since the last flush: `desired_*` say what each changed item should now
+    /// be (`None`: not published). Agents and frameworks come before the tasks that name them.
+    pub fn flush(
+        &mut self,
+        desired_agent: impl Fn(&str) -> Option<AgentEntry>,
+        desired_framework: impl Fn(&str) -> Option<FrameworkEntry>,
+        desired_task: impl Fn(&str) -> Option<TaskEntry>,
+    ) -> Vec<ViewChange> {
+        let mut changes = Vec::new();
+        for id in std::mem::take(&mut self.dirty_agents) {
+            let desired = desired_agent(&id);
+            diff(&mut self.agents, id, desired, &mut changes, ViewChange::AgentUp, |id| ViewChange::AgentGone { id });
+        }
+        for id in std::mem::take(&mut self.dirty_frameworks) {
+            let desired = desired_framework(&id);
+            let gone = |id| ViewChange::FrameworkGone { id };
+            diff(&mut self.frameworks, id, desired, &mut changes, ViewChange::FrameworkUp, gone);
+        }
+        for id in std::mem::take(&mut self.dirty_tasks) {
+            let desired = desired_task(&id);
+            diff(&mut self.tasks, id, desired, &mut changes, ViewChange::TaskUp, |id| ViewChange::TaskGone { id });
+        }
+        changes
+    }
+
+    /// Forgets what was published and marks `agents`, `frameworks` and `tasks` changed: the
+    /// next flush publishes them whole (after a new leader rewrote the registry's entries).
+    pub fn republish(
+        &mut self,
+        agents: impl IntoIterator<Item = String>,
+        frameworks: impl IntoIterator<Item = String>,
+        tasks: impl IntoIterator<Item = String>,
+    ) {
+        *self = DiscoveryLedger::default();
+        self.dirty_agents.extend(agents);
+        self.dirty_frameworks.extend(frameworks);
+        self.dirty_tasks.extend(tasks);
+    }
+}
+
+fn diff<T: Clone + PartialEq>(
+    published: &mut BTreeMap<String, T>,
+    id: String,
+    desired: Option<T>,
+    changes: &mut Vec<ViewChange>,
+    up: impl Fn(T) -> ViewChange,
+    gone: impl Fn(String) -> ViewChange,
+) {
+    match desired {
+        Some(entry) if published.get(&id) != Some(&entry) => {
+            published.insert(id, entry.clone());
+            changes.push(up(entry));
+        }
+        Some(_) => {}
+        None => {
+            if published.remove(&id).is_some() {
+                changes.push(gone(id));
+            }
+        }
+    }
+}
+
+/// A task's ports for discovery: its `DiscoveryInfo` ports, or else every port of its
+/// `ports` resources (TCP, unnamed), as Mesos-DNS falls back to.
+pub fn task_ports(discovery: Option<&[PortEntry]>, resources: &Resources) -> Vec<PortEntry> {
+    if let Some(ports) = discovery {
+        return ports.to_vec();
+    }
+    resources
+        .ports()
+        .iter()
+        .flat_map(|(begin, end)| begin..=end)
+        .filter_map(|port| u16::try_from(port).ok())
+        .map(|number| PortEntry { number, protocol: PortProtocol::Tcp, name: None, labels: BTreeMap::new() })
+        .collect()
+}
+
+/// The registry key of a change's entry, and its JSON value (`None` for a delete).
+pub fn registry_entry(change: &ViewChange) -> (String, Option<Vec<u8>>) {
+    match change {
+        ViewChange::TaskUp(task) => (format!("{DISCOVERY_TASKS}{}", task.id), json(task)),
+        ViewChange::TaskGone { id } => (format!("{DISCOVERY_TASKS}{id}"), None),
+        ViewChange::AgentUp(agent) => (format!("{DISCOVERY_AGENTS}{}", agent.id), json(agent)),
+        ViewChange::AgentGone { id } => (format!("{DISCOVERY_AGENTS}{id}"), None),
+        ViewChange::FrameworkUp(framework) => (format!("{DISCOVERY_FRAMEWORKS}{}", framework.id), json(framework)),
+        ViewChange::FrameworkGone { id } => (format!("{DISCOVERY_FRAMEWORKS}{id}"), None),
+        ViewChange::Masters { masters, leader } => {
+            let value = serde_json::json!({ "masters": masters, "leader": leader });
+            (DISCOVERY_MASTERS.to_owned(), Some(value.to_string().into_bytes()))
+        }
+    }
+}
+
+/// The change a registry entry stands for (`value` `None`: the key was deleted); `None` for
+/// a key outside discovery's or a value that does not decode.
+pub fn change_of_entry(key: &str, value: Option<&[u8]>) -> Option<ViewChange> {
+    fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Option<T> {
+        serde_json::from_slice(value).ok()
+    }
+    if key == DISCOVERY_MASTERS {
+        #[derive(serde::Deserialize)]
+        struct Masters {
+            masters: Vec<crate::discovery::MasterEntry>,
+            leader: Option<String>,
+        }
+        let Masters { masters, leader } = value.and_then(decode)?;
+        return Some(ViewChange::Masters { masters, leader });
+    }
+    if let Some(id) = key.strip_prefix(DISCOVERY_TASKS) {
+        return Some(match value {
+            Some(value) => ViewChange::TaskUp(decode(value)?),
+            None => ViewChange::TaskGone { id: id.to_owned() },
+        });
+    }
+    if let Some(id) = key.strip_prefix(DISCOVERY_AGENTS) {
+        return Some(match value {
+            Some(value) => ViewChange::AgentUp(decode(value)?),
+            None => ViewChange::AgentGone { id: id.to_owned() },
+        });
+    }
+    let id = key.strip_prefix(DISCOVERY_FRAMEWORKS)?;
+    Some(match value {
+        Some(value) => ViewChange::FrameworkUp(decode(value)?),
+        None => ViewChange::FrameworkGone { id: id.to_owned() },
+    })
+}
+
+/// An entry's value in the registry.
+fn json<T: serde::Serialize>(value: &T) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// An agent's address for discovery: its hostname when that is an IP address, else the
+/// address its transport session comes from.
+pub fn agent_ip(hostname: &str, session: Option<IpAddr>) -> Option<IpAddr> {
+    hostname.parse().ok().or(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentEntry {
+        AgentEntry { id: id.to_owned(), hostname: id.to_owned(), ip: "10.0.0.1".parse().unwrap() }
+    }
+
+    #[test]
+    fn a_flush_publishes_only_what_changed() {
+        let mut ledger = DiscoveryLedger::default();
+        ledger.agent_changed("a1");
+        let up = ledger.flush(|id| Some(agent(id)), |_| None, |_| None);
+        assert_eq!(up, vec![ViewChange::AgentUp(agent("a1"))]);
+        assert!(!ledger.has_changes());
+        ledger.agent_changed("a1");
+        assert!(ledger.flush(|id| Some(agent(id)), |_| None, |_| None).is_empty(), "unchanged");
+        ledger.agent_changed("a1");
+        ledger.task_changed("t-never-published");
+        let gone = ledger.flush(|_| None, |_| None, |_| None);
+        assert_eq!(gone, vec![ViewChange::AgentGone { id: "a1".to_owned() }]);
+    }
+
+    #[test]
+    fn registry_entries_round_trip() {
+        let changes = [
+            ViewChange::AgentUp(agent("a1")),
+            ViewChange::AgentGone { id: "a1".to_owned() },
+            ViewChange::FrameworkUp(FrameworkEntry { id: "f".to_owned(), name: "marathon".to_owned() }),
+            ViewChange::TaskGone { id: "t".to_owned() },
+            ViewChange::Masters { masters: Vec::new(), leader: Some("m1".to_owned()) },
+        ];
+        for change in changes {
+            let (key, value) = registry_entry(&change);
+            assert_eq!(change_of_entry(&key, value.as_deref()), Some(change));
+        }
+        assert_eq!(change_of_entry("/discovery/tasks/t", Some(b"not json")), None);
+        assert_eq!(change_of_entry("/other", None), None);
+    }
+
+    #[test]
+    fn ports_fall_back_to_the_port_resources() {
+        let resources = Resources::new().with_ranges("ports", crate::mesos::core::Ranges::single(31000, 31001));
+        let ports = task_ports(None, &resources);
+        assert_eq!(ports.iter().map(|p| p.number).collect::<Vec<_>>(), [31000, 31001]);
+        assert!(task_ports(Some(&[]), &resources).is_empty());
+    }
+}
