@@ -15,6 +15,7 @@ use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::TaskDriver;
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
+use flotilla_actors::discovery::feed::feed_child;
 use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
 use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::marathon::core::rest::ServerInfo;
@@ -126,6 +127,7 @@ pub fn root_spec(
     transport: Option<(TransportPlan, TransportSlot)>,
     control_plane: Option<ControlPlanePlan>,
     agent: Option<ChildSpec>,
+    discovery: Vec<ChildSpec>,
     api: Vec<ChildSpec>,
 ) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
@@ -140,7 +142,16 @@ pub fn root_spec(
     if role.runs_agent() {
         spec = spec.child(subtree("agent", agent.into_iter().collect()));
     }
-    spec.child(subtree("discovery", Vec::new())).child(subtree("api", api))
+    spec.child(discovery_subtree(discovery)).child(subtree("api", api))
+}
+
+/// Discovery's subtree: the feed first, then its consumers (DNS, load balancer), which
+/// subscribe to it when they start; rest_for_one, so a restarted feed restarts them and they
+/// subscribe again.
+fn discovery_subtree(children: Vec<ChildSpec>) -> ChildSpec {
+    let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(10, Duration::from_secs(10));
+    let spec = children.into_iter().fold(SupervisorSpec::new(flags), SupervisorSpec::child);
+    ChildSpec::supervisor("discovery", spec)
 }
 
 /// A master's control plane, its Raft log kept in `raft_dir` (created if missing): `peers` and
@@ -205,13 +216,20 @@ impl RunningNode {
             leader_tree: cluster_manager_tree(manager, Arc::clone(&current), frameworks),
             ..control
         });
+        // A master's feed reads its own registry; an agent's asks the masters it registers with.
+        let masters = plan.agent.as_ref().map(|agent| agent.config.masters.clone()).unwrap_or_default();
+        let discovery = match &plan.transport {
+            Some(_) => vec![feed_child(Arc::clone(&current), masters)],
+            None => Vec::new(),
+        };
         let agent = plan.agent.map(|agent| agent_child(agent.config, agent.driver, Arc::clone(&current)));
         // A master relays operators' reads of sandbox files to the agents.
         let api = match (role.runs_master(), &plan.transport) {
             (true, Some(_)) => vec![files_relay_child(Arc::clone(&current))],
             _ => Vec::new(),
         };
-        let spec = root_spec(role, plan.transport.map(|plan| (plan, Arc::clone(&slot))), control_plane, agent, api);
+        let transport = plan.transport.map(|plan| (plan, Arc::clone(&slot)));
+        let spec = root_spec(role, transport, control_plane, agent, discovery, api);
         let root = Supervisor::spawn(node.clone(), spec, None).await?;
         Ok(RunningNode { node, root, transport: slot })
     }
@@ -257,7 +275,7 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role, None, None, None, Vec::new()).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None, None, None, Vec::new(), Vec::new()).children.iter().map(|c| c.id.to_string()).collect()
     }
 
     #[test]
