@@ -99,6 +99,10 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // `RUST_LOG=warn` shows what the cluster logs (a scheduler restart, an unreachable agent).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let part = std::env::var("FLOTILLA_BENCH_PART").unwrap_or_else(|_| "all".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {

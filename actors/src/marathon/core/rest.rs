@@ -604,14 +604,21 @@ fn list_apps(core: &SchedulerCore, query: &Query, _now: Timestamp) -> RestRespon
     };
     let id_filter = query.get("id");
     let cmd_filter = query.get("cmd");
-    let apps: Vec<Value> = core
+    let apps = core
         .apps()
         .filter(|r| id_filter.is_none_or(|f| r.app.id.to_string().contains(f)))
         .filter(|r| cmd_filter.is_none_or(|f| r.app.cmd.as_deref().is_some_and(|c| c.contains(f))))
-        .filter(|r| selector.as_ref().is_none_or(|s| s.matches(&r.app.labels)))
-        .map(|r| app_info(core, r, &embed))
-        .collect();
-    RestResponse::json(200, &json!({ "apps": apps }))
+        .filter(|r| selector.as_ref().is_none_or(|s| s.matches(&r.app.labels)));
+    // Written as text from each app's rendered definition: no JSON tree per request.
+    let mut body = br#"{"apps":["#.to_vec();
+    for (index, record) in apps.enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        write_app_info(core, record, &embed, &mut body);
+    }
+    body.extend_from_slice(b"]}");
+    RestResponse { body, ..RestResponse::json(200, &Value::Null) }
 }
 
 /// What an app's read model embeds.
@@ -634,31 +641,41 @@ impl Embed {
 
 /// `AppInfo`: the definition with its counts, deployments and (embedded) tasks.
 fn app_info(core: &SchedulerCore, record: &AppRecord, embed: &Embed) -> Value {
-    let mut info = record.app.to_json(&record.version_info);
+    let mut text = Vec::new();
+    write_app_info(core, record, embed, &mut text);
+    serde_json::from_slice(&text).unwrap_or(Value::Null)
+}
+
+/// Writes an `AppInfo` object: the rendered definition, then the fields that change with its
+/// tasks and deployments (none of which the definition has).
+fn write_app_info(core: &SchedulerCore, record: &AppRecord, embed: &Embed, out: &mut Vec<u8>) {
     let tasks: Vec<&Instance> = core.tasks_of(&record.app.id).collect();
     let running = tasks.iter().filter(|i| i.state == TaskState::Running).count();
     let staged = tasks.iter().filter(|i| matches!(i.state, TaskState::Staging | TaskState::Starting)).count();
     let checked = !record.app.health_checks.is_empty();
     let healthy = tasks.iter().filter(|i| checked && i.healthy == Some(true)).count();
     let unhealthy = tasks.iter().filter(|i| checked && i.healthy == Some(false)).count();
-    if let Value::Object(map) = &mut info {
-        map.insert("tasksStaged".into(), json!(staged));
-        map.insert("tasksRunning".into(), json!(running));
-        map.insert("tasksHealthy".into(), json!(healthy));
-        map.insert("tasksUnhealthy".into(), json!(unhealthy));
-        let deployments: Vec<Value> =
-            core.deployments_of(&record.app.id).into_iter().map(|id| json!({ "id": id })).collect();
-        map.insert("deployments".into(), Value::Array(deployments));
-        if embed.tasks {
-            map.insert("tasks".into(), Value::Array(tasks.iter().map(|i| task_json(core, i)).collect()));
-        }
-        if (embed.last_task_failure || embed.tasks)
-            && let Some(failure) = core.last_failure(&record.app.id)
-        {
-            map.insert("lastTaskFailure".into(), failure.clone());
-        }
+    let definition = record.rendered().trim_end();
+    out.extend_from_slice(definition.strip_suffix('}').unwrap_or(definition).as_bytes());
+    let counts = format!(
+        r#","tasksStaged":{staged},"tasksRunning":{running},"tasksHealthy":{healthy},"tasksUnhealthy":{unhealthy},"deployments":"#
+    );
+    out.extend_from_slice(counts.as_bytes());
+    let deployments: Vec<Value> =
+        core.deployments_of(&record.app.id).into_iter().map(|id| json!({ "id": id })).collect();
+    let _ = serde_json::to_writer(&mut *out, &deployments);
+    if embed.tasks {
+        out.extend_from_slice(br#","tasks":"#);
+        let tasks: Vec<Value> = tasks.iter().map(|i| task_json(core, i)).collect();
+        let _ = serde_json::to_writer(&mut *out, &tasks);
     }
-    info
+    if (embed.last_task_failure || embed.tasks)
+        && let Some(failure) = core.last_failure(&record.app.id)
+    {
+        out.extend_from_slice(br#","lastTaskFailure":"#);
+        let _ = serde_json::to_writer(&mut *out, failure);
+    }
+    out.push(b'}');
 }
 
 /// Marathon's `Task`.

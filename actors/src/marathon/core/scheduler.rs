@@ -77,7 +77,13 @@ pub struct SchedulerConfig {
     pub apps: AppConfig,
     pub max_running_deployments: usize,
     pub max_instances_per_offer: u32,
+    /// Marathon's `--task_launch_timeout`: an instance launched this long ago that has not
+    /// reached `TASK_RUNNING` is killed and replaced (its launch may have been lost).
+    pub task_launch_timeout_ms: u64,
 }
+
+/// Marathon's default `--task_launch_timeout` (5 minutes).
+pub const DEFAULT_TASK_LAUNCH_TIMEOUT_MS: u64 = 300_000;
 
 impl SchedulerConfig {
     pub fn new(framework_id: &str) -> SchedulerConfig {
@@ -86,6 +92,7 @@ impl SchedulerConfig {
             apps: AppConfig::default(),
             max_running_deployments: deployment::DEFAULT_MAX_RUNNING_DEPLOYMENTS,
             max_instances_per_offer: DCOS_MAX_INSTANCES_PER_OFFER,
+            task_launch_timeout_ms: DEFAULT_TASK_LAUNCH_TIMEOUT_MS,
         }
     }
 }
@@ -101,12 +108,22 @@ pub struct AppRecord {
     /// serializing the whole definition.
     #[serde(default)]
     config: String,
+    /// The definition's JSON (`App` with its version), rendered once per version: reading
+    /// a thousand apps then costs their counts, not a thousand renderings.
+    #[serde(skip)]
+    rendered: std::sync::Arc<str>,
 }
 
 impl AppRecord {
     fn new(app: AppDefinition, version_info: VersionInfo, versions: BTreeMap<Timestamp, AppDefinition>) -> AppRecord {
         let config = format!("{}-{}", app.config_fingerprint(), version_info.last_config_change_at.millis());
-        AppRecord { app, version_info, versions, config }
+        let rendered = app.to_json(&version_info).to_string().into();
+        AppRecord { app, version_info, versions, config, rendered }
+    }
+
+    /// The definition as JSON (an object), as [`AppDefinition::to_json`] renders it.
+    pub fn rendered(&self) -> &str {
+        &self.rendered
     }
 
     /// The configuration an instance of this app launches with: the fingerprint of the
@@ -822,8 +839,9 @@ impl SchedulerCore {
             self.last_failures.insert(instance.app_id.clone(), failure);
         }
         // A task's progress is not stored: a new leader learns it by reconciliation. Only its
-        // end is, lazily.
-        if status.state.is_terminal() {
+        // end is, lazily. `TASK_UNKNOWN` (the master has never heard of the task, e.g. a
+        // launch lost in a failover) ends the instance too, as in Marathon.
+        if status.state.is_terminal() || status.state == TaskState::Unknown {
             self.readiness.forget(&instance.task_id);
             self.instances.remove(&instance.task_id);
             self.lazy_writes.push((instance_key(&instance.task_id), None));
@@ -929,11 +947,36 @@ impl SchedulerCore {
     /// The periodic look at everything (the actor's tick): backoffs that ended, unreachable
     /// instances past their strategy's times, deployments waiting on nothing new.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut effects = Vec::new();
         if now.millis().saturating_sub(self.full_at) >= FULL_CONVERGE_MS {
             self.full_at = now.millis();
             self.all_dirty = true;
+            effects = self.expire_launches(now);
         }
-        self.converge(now)
+        effects.extend(self.converge(now));
+        effects
+    }
+
+    /// Kills and forgets the instances launched more than the launch timeout ago that have
+    /// not run: the converge that follows replaces them.
+    fn expire_launches(&mut self, now: Timestamp) -> Vec<Effect> {
+        let timeout = self.config.task_launch_timeout_ms;
+        let expired: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| matches!(i.state, TaskState::Staging | TaskState::Starting) && !i.killing)
+            .filter(|i| i.placed.as_ref().is_some_and(|p| now.millis().saturating_sub(p.staged_at.millis()) >= timeout))
+            .map(|i| i.task_id.clone())
+            .collect();
+        let mut effects = Vec::with_capacity(expired.len());
+        for task_id in expired {
+            let Some(instance) = self.instances.remove(&task_id) else { continue };
+            self.readiness.forget(&task_id);
+            self.lazy_writes.push((instance_key(&task_id), None));
+            self.dirty.insert(instance.app_id.clone());
+            effects.push(Effect::Kill { task_id });
+        }
+        effects
     }
 
     /// Observes one deployment and carries out what its current step needs.

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::rest::{LabelSelector, RestRequest, RestResponse, ServerInfo, handle, strip_prefix};
 use super::scheduler::{
-    APPS_PREFIX, AppRecord, DEPLOYMENTS_PREFIX, DeploymentRecord, Effect, INSTANCES_PREFIX, Instance, SchedulerConfig,
-    SchedulerCore,
+    APPS_PREFIX, AppRecord, DEFAULT_TASK_LAUNCH_TIMEOUT_MS, DEPLOYMENTS_PREFIX, DeploymentRecord, Effect,
+    INSTANCES_PREFIX, Instance, SchedulerConfig, SchedulerCore,
 };
 use super::timestamp::Timestamp;
 use crate::mesos::core::{Ranges, Resources, TaskState, TaskStatus, UpdateSource};
@@ -553,4 +553,32 @@ fn a_deployment_waits_for_the_readiness_checks_of_new_instances() {
     h.effects.extend(effects);
     h.core.tick(ts(h.now + 400));
     assert!(h.deployments().is_empty(), "ready: the deployment is done");
+}
+
+#[test]
+fn a_launch_that_never_runs_is_replaced_and_an_unknown_task_ends_its_instance() {
+    let mut h = Harness::new();
+    h.request("POST", "/v2/apps", web_app(2));
+    let tasks = h.offer("a1");
+    assert_eq!(tasks.len(), 2);
+    h.status(&tasks[0].task_id, TaskState::Running, None);
+    // The master has never heard of the second task (its launch was lost in a failover).
+    h.status(&tasks[1].task_id, TaskState::Unknown, None);
+    assert!(!h.store.contains_key(&format!("{INSTANCES_PREFIX}{}", tasks[1].task_id)), "its record is gone");
+    let replacement = h.offer("a2");
+    assert_eq!(replacement.len(), 1, "the unknown task is replaced");
+    h.effects.clear();
+
+    // A launch that stays staged past the launch timeout is killed and replaced.
+    h.now += DEFAULT_TASK_LAUNCH_TIMEOUT_MS;
+    let now = h.tick();
+    let effects = h.core.tick(now);
+    h.store_writes();
+    h.effects.extend(effects);
+    assert_eq!(h.kills(), vec![replacement[0].task_id.clone()]);
+    assert!(!h.store.contains_key(&format!("{INSTANCES_PREFIX}{}", replacement[0].task_id)));
+    let again = h.offer("a3");
+    assert_eq!(again.len(), 1, "the timed-out launch is replaced");
+    assert_ne!(again[0].task_id, replacement[0].task_id);
+    assert_eq!(h.app("/prod/web")["tasksRunning"], 1, "the running task is untouched");
 }
