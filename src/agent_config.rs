@@ -27,6 +27,9 @@
 //! status_retry_secs = 10             # first re-send of an unacknowledged status update
 //! log_max_bytes = 10485760           # a task's stdout/stderr rotate at this size...
 //! log_keep = 5                       # ...keeping this many old files
+//! fetcher_cache_bytes = 2147483648   # the cache of URIs fetched with `cache` (under
+//!                                    # data_dir/fetcher-cache), least recently used evicted
+//! fetcher_stall_timeout_secs = 60    # a download without progress this long fails its task
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use flotilla_actors::agent::driver::LogRotation;
+use flotilla_actors::agent::fetch::FetcherConfig;
 use flotilla_actors::mesos::core::resources::{
     Ranges, Resources, RoleResources, UNRESERVED, parse_resources, to_milli,
 };
@@ -88,11 +92,14 @@ pub struct AgentSection {
     pub status_retry_secs: u64,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    pub fetcher_cache_bytes: u64,
+    pub fetcher_stall_timeout_secs: u64,
 }
 
 impl Default for AgentSection {
     fn default() -> Self {
         let logs = LogRotation::default();
+        let fetcher = FetcherConfig::new(PathBuf::new());
         AgentSection {
             hostname: None,
             resources: None,
@@ -103,6 +110,8 @@ impl Default for AgentSection {
             status_retry_secs: 10,
             log_max_bytes: logs.max_bytes,
             log_keep: logs.keep,
+            fetcher_cache_bytes: fetcher.cache_max_bytes,
+            fetcher_stall_timeout_secs: fetcher.stall_timeout.as_secs(),
         }
     }
 }
@@ -154,8 +163,10 @@ impl AgentFile {
         if agent.cgroup_root.is_empty() || agent.cgroup_root.contains("..") || agent.cgroup_root.starts_with('/') {
             bail!("agent.cgroup_root {:?} must be a relative path without '..'", agent.cgroup_root);
         }
-        if agent.master_timeout_secs == 0 || agent.status_retry_secs == 0 {
-            bail!("agent.master_timeout_secs and agent.status_retry_secs must be at least 1");
+        if agent.master_timeout_secs == 0 || agent.status_retry_secs == 0 || agent.fetcher_stall_timeout_secs == 0 {
+            bail!(
+                "agent.master_timeout_secs, agent.status_retry_secs and agent.fetcher_stall_timeout_secs must be at least 1"
+            );
         }
         if agent.log_max_bytes < 4096 {
             bail!("agent.log_max_bytes must be at least 4096");
@@ -193,6 +204,8 @@ impl AgentFile {
         config.master_timeout = Duration::from_secs(self.agent.master_timeout_secs);
         config.status_retry = Duration::from_secs(self.agent.status_retry_secs);
         config.logs = LogRotation { max_bytes: self.agent.log_max_bytes, keep: self.agent.log_keep };
+        config.fetcher.cache_max_bytes = self.agent.fetcher_cache_bytes;
+        config.fetcher.stall_timeout = Duration::from_secs(self.agent.fetcher_stall_timeout_secs);
         Ok(config)
     }
 }

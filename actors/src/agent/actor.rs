@@ -3,9 +3,12 @@
 //! driver, streams status updates until acknowledged, and checkpoints each task so that a
 //! restarted agent re-adopts the tasks still running and reports the ones that ended.
 //!
-//! Each launched task has a watcher (a linked actor that launches it through the driver, then
-//! awaits the driver's `wait`), so the agent itself never blocks on a task — launches run
-//! side by side, each on its watcher — and a task with a health check has a health checker
+//! Each launched task has a watcher (a linked actor that fetches the task's URIs into its
+//! sandbox, launches it through the driver, then awaits the driver's `wait`), so the agent
+//! itself never blocks on a task — fetches and launches run side by side, each on its
+//! watcher; a fetch that fails fails the task (`TASK_FAILED`,
+//! `REASON_CONTAINER_LAUNCH_FAILED`) and a kill during the fetch stops it before the command
+//! ever starts — and a task with a health check has a health checker
 //! (`agent/health.rs`), another linked actor, whose verdicts come back as messages: a change
 //! of health becomes a `TASK_RUNNING` update carrying `healthy`, too many failures a kill.
 
@@ -18,16 +21,18 @@ use flotilla_supervisors::Node;
 use flotilla_transport::{ReplyPort, Role, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::checkpoint::{Checkpoint, TaskRecord};
 use super::core::{Acknowledged, Placement, TermFence, UpdateStream, exit_outcome, task_environment};
 use super::driver::{LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
+use super::fetch::{Fetcher, FetcherConfig};
 use super::health::{HealthArgs, HealthChecker, ProbeNow};
 use crate::mesos::core::{TaskState, TaskStatus, UpdateReason, UpdateSource};
 use crate::mesos::protocol::{
-    AGENT_FILES_NAME, AGENT_NAME, AgentInfo, AgentMessage, Command, FileReply, MASTER_NAME, MAX_READ_BYTES, ReadFile,
-    TaskInfo, TaskReport, ToAgent,
+    AGENT_FILES_NAME, AGENT_NAME, AgentInfo, AgentMessage, Command, FetchUri, FileReply, MASTER_NAME, MAX_READ_BYTES,
+    ReadFile, TaskInfo, TaskReport, ToAgent,
 };
 
 /// How an agent behaves; every duration has Mesos's default unless noted.
@@ -49,13 +54,14 @@ pub struct AgentConfig {
     pub logs: LogRotation,
     /// How often timers are checked.
     pub tick: Duration,
+    /// How tasks' URIs are fetched (the cache lives under `work_dir/fetcher-cache`).
+    pub fetcher: FetcherConfig,
 }
 
 impl AgentConfig {
     pub fn new(info: AgentInfo, work_dir: PathBuf, masters: Vec<String>) -> AgentConfig {
         AgentConfig {
             info,
-            work_dir,
             masters,
             register_retry: Duration::from_secs(1),
             master_timeout: Duration::from_secs(30),
@@ -63,6 +69,8 @@ impl AgentConfig {
             status_retry_max: Duration::from_secs(600),
             logs: LogRotation::default(),
             tick: Duration::from_millis(250),
+            fetcher: FetcherConfig::new(work_dir.join("fetcher-cache")),
+            work_dir,
         }
     }
 }
@@ -126,11 +134,13 @@ struct Running {
     checker: Option<ActorRef<ProbeNow>>,
     /// Why the health check killed the task, for its terminal update.
     unhealthy_kill: Option<String>,
+    /// Tells a watcher still fetching or launching the task that it was killed.
+    cancel: Option<watch::Sender<bool>>,
 }
 
 impl Running {
     fn new(record: TaskRecord) -> Running {
-        Running { record, watcher: None, checker: None, unhealthy_kill: None }
+        Running { record, watcher: None, checker: None, unhealthy_kill: None, cancel: None }
     }
 
     /// Its watcher is still launching it (no handle yet).
@@ -158,6 +168,7 @@ pub struct AgentState {
     config: AgentConfig,
     transport: Transport,
     driver: Arc<dyn TaskDriver>,
+    fetcher: Arc<Fetcher>,
     node: Node,
     myself: ActorRef<AgentMsg>,
     checkpoint: Checkpoint,
@@ -187,6 +198,7 @@ impl Actor for Agent {
             warn!(driver = driver.name(), missing = ?report.missing, "tasks run without full isolation");
         }
         let checkpoint = Checkpoint::open(&config.work_dir)?;
+        let fetcher = Arc::new(Fetcher::start(config.fetcher.clone()));
         let fence = TermFence::new(checkpoint.load_term()?);
         let updates =
             UpdateStream::new(config.status_retry.as_millis() as u64, config.status_retry_max.as_millis() as u64);
@@ -200,6 +212,7 @@ impl Actor for Agent {
             config,
             transport,
             driver,
+            fetcher,
             node,
             myself: myself.clone(),
             checkpoint,
@@ -460,7 +473,15 @@ impl AgentState {
         let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
         self.tasks.insert(task_id.clone(), Running::new(record));
         let started = match self.prepare(&task_id) {
-            Ok(spec) => self.watch(&task_id, Job::Launch(Box::new(spec))).await.map_err(|e| e.to_string()),
+            Ok(spec) => {
+                let fetch = self.tasks[&task_id].record.info.fetch.clone();
+                let (cancel, cancelled) = watch::channel(false);
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    task.cancel = Some(cancel);
+                }
+                let launch = Launch { spec, fetch, fetcher: Arc::clone(&self.fetcher), cancelled };
+                self.watch(&task_id, Job::Launch(Box::new(launch))).await.map_err(|e| e.to_string())
+            }
             Err(message) => Err(message),
         };
         if let Err(message) = started {
@@ -614,6 +635,11 @@ impl AgentState {
         let grace = Duration::from_millis(grace_ms.unwrap_or(task.record.info.kill_grace_ms));
         match task.record.handle.clone() {
             None => {
+                // Still fetching or launching: the watcher stops the fetch and never starts
+                // the command (a launch already under way is killed once it comes back).
+                if let Some(cancel) = &task.cancel {
+                    cancel.send_replace(true);
+                }
                 self.update(task_id, TaskState::Killed, Some(UpdateReason::TaskKilledDuringLaunch), String::new());
             }
             Some(handle) => {
@@ -757,10 +783,39 @@ fn blocking<T>(call: impl FnOnce() -> T) -> T {
 
 /// What a watcher starts with.
 enum Job {
-    /// Launch the task, report how that went, then watch it.
-    Launch(Box<LaunchSpec>),
+    /// Fetch the task's URIs, launch it, report how that went, then watch it.
+    Launch(Box<Launch>),
     /// Watch a task already running (re-adopted after an agent restart).
     Watch(TaskHandle),
+}
+
+/// A task to start: its URIs go into its sandbox first, unless it is killed meanwhile.
+struct Launch {
+    spec: LaunchSpec,
+    fetch: Vec<FetchUri>,
+    fetcher: Arc<Fetcher>,
+    /// Becomes `true` when the task is killed before it started.
+    cancelled: watch::Receiver<bool>,
+}
+
+impl Launch {
+    /// Fetches, then launches through the driver; an error is the task's status message.
+    /// Without URIs there is nothing to fetch and the launch is the driver's alone (the
+    /// simulations and benchmarks, whose tasks fetch nothing, see no change).
+    async fn run(mut self, driver: &dyn TaskDriver) -> Result<TaskHandle, String> {
+        if !self.fetch.is_empty() {
+            let fetched = tokio::select! {
+                fetched = self.fetcher.fetch_all(&self.fetch, &self.spec.sandbox) => fetched.map_err(|e| e.to_string()),
+                // A closed channel means the agent is gone: nothing waits for this task.
+                _ = self.cancelled.wait_for(|killed| *killed) => Err("killed while fetching its URIs".to_owned()),
+            };
+            fetched?;
+        }
+        if *self.cancelled.borrow() {
+            return Err("killed before it started".to_owned());
+        }
+        blocking(|| driver.launch(&self.spec)).map_err(|e| e.to_string())
+    }
 }
 
 struct WatcherArgs {
@@ -770,9 +825,10 @@ struct WatcherArgs {
     agent: ActorRef<AgentMsg>,
 }
 
-/// Launches one task when asked to (the driver's launch blocks until the command has
-/// started, so each launch runs here, beside the others, instead of in the agent), awaits its
-/// exit and reports both to the agent, then stops.
+/// Fetches and launches one task when asked to (a fetch takes as long as its downloads, and
+/// the driver's launch blocks until the command has started, so each runs here, beside the
+/// others, instead of in the agent), awaits its exit and reports both to the agent, then
+/// stops.
 struct Watcher;
 
 impl Actor for Watcher {
@@ -790,8 +846,8 @@ impl Actor for Watcher {
         if let Some(WatcherArgs { driver, task_id, job, agent }) = state.take() {
             let handle = match job {
                 Job::Watch(handle) => Some(handle),
-                Job::Launch(spec) => {
-                    let outcome = blocking(|| driver.launch(&spec)).map_err(|e| e.to_string());
+                Job::Launch(launch) => {
+                    let outcome = launch.run(driver.as_ref()).await;
                     let handle = outcome.as_ref().ok().cloned();
                     let _ = agent.send_message(AgentMsg::Launched { task_id: task_id.clone(), outcome });
                     handle

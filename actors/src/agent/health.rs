@@ -19,15 +19,12 @@ use std::time::Duration;
 
 use flotilla_supervisors::Node;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::actor::AgentMsg;
 use super::core::health::{HealthTracker, ProbeResult};
+use super::http::{http_head, status_code};
 use crate::mesos::core::health::{HealthCheck, Probe};
-
-/// The most of an HTTP answer read to find its status line.
-const MAX_STATUS_LINE: usize = 8 * 1024;
 
 pub struct HealthArgs {
     pub task_id: String,
@@ -112,52 +109,6 @@ async fn probe(probe: &Probe, sandbox: &std::path::Path, env: &BTreeMap<String, 
     outcome.unwrap_or_else(|error| ProbeResult::Failed(error.to_string()))
 }
 
-/// `GET path` on `host:port` (over TLS without checking the certificate, as Mesos's checks
-/// do, when `tls`): the start of the answer, at least its status line. Unbounded in time: the
-/// caller applies its timeout. Also the scheduler's readiness checks use it.
-pub(crate) async fn http_head(host: &str, port: u16, path: &str, tls: bool) -> std::io::Result<Vec<u8>> {
-    let stream = TcpStream::connect((host, port)).await?;
-    if !tls {
-        return read_head(stream, host, port, path).await;
-    }
-    let config = tls::client_config().map_err(std::io::Error::other)?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a valid name"));
-    let stream = connector.connect(name, stream).await?;
-    read_head(stream, host, port, path).await
-}
-
-async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    host: &str,
-    port: u16,
-    path: &str,
-) -> std::io::Result<Vec<u8>> {
-    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: flotilla-check\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !answer.windows(2).any(|w| w == b"\r\n") && answer.len() < MAX_STATUS_LINE {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..read]);
-    }
-    Ok(answer)
-}
-
-/// The status code of an HTTP answer's status line.
-pub(crate) fn status_code(answer: &[u8]) -> Option<u16> {
-    let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    line.strip_prefix("HTTP/").and_then(|rest| rest.split_whitespace().nth(1)).and_then(|code| code.parse().ok())
-}
-
 /// Healthy on 200–399; a 1xx is ignored when asked; anything else, or no status line, fails.
 fn judge_status_line(answer: &[u8], ignore_1xx: bool) -> ProbeResult {
     let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -207,11 +158,12 @@ async fn command(
     })
 }
 
-/// Kills a command's process group when dropped, unless disarmed.
-struct GroupGuard(i32);
+/// Kills a command's process group when dropped, unless disarmed (the fetcher's extractions
+/// use it too).
+pub(crate) struct GroupGuard(pub(crate) i32);
 
 impl GroupGuard {
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.0 = 0;
     }
 }
@@ -224,73 +176,10 @@ impl Drop for GroupGuard {
     }
 }
 
-/// A TLS client that checks the server's signatures but not who signed its certificate.
-mod tls {
-    use std::sync::{Arc, OnceLock};
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    /// Built once per process.
-    pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-        static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
-        CONFIG
-            .get_or_init(|| {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
-                    .with_safe_default_protocol_versions()?
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                    .with_no_client_auth();
-                Ok(Arc::new(config))
-            })
-            .clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn status_lines_are_judged_as_mesos_does() {

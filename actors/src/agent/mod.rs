@@ -5,7 +5,9 @@ pub mod actor;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;
+pub mod fetch;
 pub mod health;
+pub mod http;
 
 use std::sync::Arc;
 

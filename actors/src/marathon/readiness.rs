@@ -9,7 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::actor::SchedulerMsg;
 use super::core::scheduler::ReadinessProbe;
-use crate::agent::health::{http_head, status_code};
+use crate::agent::http::{http_head, status_code};
 
 #[derive(Debug, Default)]
 pub struct ReadinessProber;

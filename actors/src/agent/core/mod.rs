@@ -1,11 +1,14 @@
 //! The agent's decisions, pure: the status-update stream (each task's updates in order, the
 //! head re-sent with backoff until acknowledged), the term fence against deposed leaders, how
-//! a task's exit becomes a Mesos state, the environment a task is given, and how probe results
-//! become health.
+//! a task's exit becomes a Mesos state, the environment a task is given, how probe results
+//! become health, the fetcher's plan and cache, and the HTTP client's parsing.
 
 pub mod env;
 pub mod fence;
+pub mod fetch;
+pub mod fetch_cache;
 pub mod health;
+pub mod http;
 pub mod lifecycle;
 pub mod updates;
 
