@@ -469,6 +469,35 @@ fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// `tasksRunning` summed over `GET /v2/apps`, and how long the request took.
+/// What the scheduler says of a run that did not finish: its queue and deployments.
+async fn print_stall(scheduler: &ActorRef<SchedulerMsg>) {
+    let queue = rest(scheduler, "GET", "/v2/queue", Vec::new()).await.json_body();
+    let items = queue["queue"].as_array().cloned().unwrap_or_default();
+    let waiting: u64 = items.iter().filter_map(|i| i["count"].as_u64()).sum();
+    println!("  stall: {} apps queued with {waiting} instances waiting", items.len());
+    for item in items.iter().take(3) {
+        let summary = &item["processedOffersSummary"];
+        println!(
+            "    {} count {} delay {} offers processed {} unused {} rejections {}",
+            item["app"]["id"],
+            item["count"],
+            item["delay"],
+            summary["processedOffersCount"],
+            summary["unusedOffersCount"],
+            summary["rejectSummaryLastOffers"]
+        );
+    }
+    let deployments = rest(scheduler, "GET", "/v2/deployments", Vec::new()).await.json_body();
+    let deployments = deployments.as_array().cloned().unwrap_or_default();
+    println!("  stall: {} deployments running", deployments.len());
+    for deployment in deployments.iter().take(3) {
+        println!(
+            "    {} step {}/{} {}",
+            deployment["id"], deployment["currentStep"], deployment["totalSteps"], deployment["currentActions"]
+        );
+    }
+}
+
 async fn running_by_api(scheduler: &ActorRef<SchedulerMsg>) -> Result<(u64, Duration), String> {
     let started = Instant::now();
     let response = try_rest(scheduler, "GET", "/v2/apps", Vec::new()).await?;
@@ -690,6 +719,9 @@ async fn placement(scale: Scale) {
             secs(elapsed),
             running as f64 / elapsed.as_secs_f64(),
         ),
+    }
+    if outcome.is_err() {
+        print_stall(&scheduler).await;
     }
     let posted_line = match &posted {
         Some(Ok(posted)) => posted.describe(start),

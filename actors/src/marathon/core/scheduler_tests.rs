@@ -582,3 +582,25 @@ fn a_launch_that_never_runs_is_replaced_and_an_unknown_task_ends_its_instance() 
     assert_ne!(again[0].task_id, replacement[0].task_id);
     assert_eq!(h.app("/prod/web")["tasksRunning"], 1, "the running task is untouched");
 }
+
+#[test]
+fn a_dropped_launch_during_a_deployment_is_replaced() {
+    let mut h = Harness::new();
+    h.request("POST", "/v2/apps", web_app(3));
+    let tasks = h.offer("a1");
+    assert_eq!(tasks.len(), 3);
+    h.status(&tasks[0].task_id, TaskState::Running, None);
+    // The master refused the accept (its offer was rescinded): every task of it is dropped.
+    h.status(&tasks[1].task_id, TaskState::Dropped, None);
+    h.status(&tasks[2].task_id, TaskState::Dropped, None);
+    let now = h.tick();
+    let effects = h.core.tick(now);
+    h.effects.extend(effects);
+    let again = h.offer("a2");
+    assert_eq!(again.len(), 2, "both dropped launches are replaced");
+    h.run_all(&again);
+    h.tick();
+    let now = h.tick();
+    h.core.tick(now);
+    assert!(h.deployments().is_empty(), "the deployment ends");
+}
