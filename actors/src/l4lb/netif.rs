@@ -105,7 +105,9 @@ async fn add(ip: IpAddr) -> Result<Held, AddressError> {
     if output.status.success() {
         info!(%ip, "VIP address added to {VIP_INTERFACE}");
         Ok(Held::Added)
-    } else if stderr.contains("File exists") {
+    } else if stderr.contains("File exists") || stderr.contains("already assigned") {
+        // Older iproute2 says "File exists", newer relays the kernel's "Address already
+        // assigned": either way it is someone else's, and stays when we are done.
         Ok(Held::Borrowed)
     } else {
         let hint = if stderr.contains("Operation not permitted") {
