@@ -19,6 +19,9 @@
 //!   constraints and offer matching, launch backoff (in `marathon/core`).
 //! - [`discovery`]: what service discovery serves on every node: the cluster's masters,
 //!   agents, frameworks and running tasks with their ports, as a view and its changes.
+//! - [`l4lb`]: the layer-4 load balancer: VIP labels, the VIP table and the balancing policy
+//!   (pure, in `l4lb/core`), and the actor that serves every VIP through a user-space TCP/UDP
+//!   proxy on this node.
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!
@@ -31,6 +34,7 @@ pub mod allocator;
 pub mod control_plane;
 pub mod discovery;
 pub mod election;
+pub mod l4lb;
 pub mod launcher;
 pub mod marathon;
 pub mod master;

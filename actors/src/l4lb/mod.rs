@@ -1,0 +1,81 @@
+//! The layer-4 load balancer (dcos-l4lb's role): every node serves every VIP declared by the
+//! cluster's tasks, so a client anywhere reaches a service at one stable address and port.
+//!
+//! - `core/` (pure): VIP labels (`VIP_0: /myapp:80`, `VIP_PORT0: tcp://myapp:80`) and the
+//!   named-VIP address in `11.0.0.0/8`; the VIP table kept from discovery's changes with the
+//!   actions each change requires; the balancing policy.
+//! - [`actor`]: [`LoadBalancer`], the shell that carries the actions out.
+//! - `tcp.rs`, `udp.rs`, `relay.rs`: the user-space data plane: a proxy per VIP that picks a
+//!   backend per connection (TCP; `splice(2)` on Linux) or per client address (UDP sessions
+//!   with idle expiry); removed backends take no new connections and their open ones drain.
+//! - `pool.rs`: a VIP's backends with their active connections, shared by actor and proxy.
+//! - `netif.rs`: VIP addresses on `lo` (this kernel has neither IPVS nor dummy interfaces).
+//!
+//! Not done: a kernel data path (nftables DNAT or tc-BPF) — the proxy is user space only.
+
+pub mod actor;
+pub mod core;
+mod netif;
+mod pool;
+mod relay;
+mod tcp;
+mod udp;
+
+use std::time::Duration;
+
+use flotilla_supervisors::{ChildKind, ChildSpec, StartContext};
+
+pub use self::actor::{L4LB_ACTOR, L4lbArgs, L4lbMsg, L4lbStatus, LoadBalancer, VipState, VipStatus};
+pub use self::core::{Backend, Policy, VipKey, named_vip_address};
+pub use self::netif::AddressError;
+pub use self::pool::BackendStatus;
+
+/// The load balancer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L4lbConfig {
+    /// Serve VIPs on this node. When off, the actor runs but ignores the view.
+    pub enabled: bool,
+    /// Put VIP addresses outside `127.0.0.0/8` on `lo` (needs root or `CAP_NET_ADMIN`). Off
+    /// when the operator provides the addresses.
+    pub add_vips_to_lo: bool,
+    /// How long a new connection waits for a backend before trying another.
+    pub connect_timeout: Duration,
+    /// How long the connections of a removed backend (or VIP) stay open.
+    pub drain_timeout: Duration,
+    /// How long a UDP session lives without a datagram either way.
+    pub udp_idle_timeout: Duration,
+    pub policy: Policy,
+    /// Relay TCP with `splice(2)` where the OS has it.
+    pub zero_copy: bool,
+    /// Connections (TCP) or sessions (UDP) one VIP carries at most; more are refused.
+    pub max_connections_per_vip: usize,
+}
+
+impl Default for L4lbConfig {
+    fn default() -> Self {
+        L4lbConfig {
+            enabled: true,
+            add_vips_to_lo: true,
+            connect_timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            // Linux conntrack's UDP stream timeout is in the same range; DNS-like traffic
+            // needs far less, streams of datagrams keep their session alive.
+            udp_idle_timeout: Duration::from_secs(30),
+            policy: Policy::PowerOfTwoChoices,
+            zero_copy: true,
+            max_connections_per_vip: 16_384,
+        }
+    }
+}
+
+/// The load balancer as a child of a node's discovery subtree. It registers as
+/// [`L4LB_ACTOR`] and takes [`L4lbMsg::View`] updates from discovery's feed.
+pub fn l4lb_child(config: L4lbConfig) -> ChildSpec {
+    ChildSpec::new("l4lb", ChildKind::Worker, move |ctx: StartContext| {
+        let config = config.clone();
+        async move {
+            let args = L4lbArgs { node: ctx.node.clone(), config };
+            crate::master::spawn(LoadBalancer, args, &ctx).await
+        }
+    })
+}
