@@ -21,6 +21,7 @@ mod relay;
 mod tcp;
 mod udp;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_supervisors::{ChildKind, ChildSpec, StartContext};
@@ -77,7 +78,13 @@ pub fn l4lb_child(config: L4lbConfig) -> ChildSpec {
         let config = config.clone();
         async move {
             let args = L4lbArgs { node: ctx.node.clone(), config };
-            crate::master::spawn(LoadBalancer, args, &ctx).await
+            let (actor, _) = ractor::Actor::spawn_linked(None, LoadBalancer, args, ctx.supervisor.clone()).await?;
+            let feed = actor.clone();
+            crate::discovery::feed::subscribe(
+                &ctx,
+                Arc::new(move |update| feed.send_message(L4lbMsg::View(update)).map_err(|_| ())),
+            );
+            Ok(flotilla_supervisors::Started::Running(actor.get_cell()))
         }
     })
 }

@@ -5,8 +5,8 @@
 //! The ledger remembers what it published and which tasks, agents and frameworks changed
 //! since; a flush compares only those, so its cost follows the changes, not the cluster.
 
+use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use crate::discovery::{AgentEntry, FrameworkEntry, PortEntry, PortProtocol, TaskEntry, ViewChange};
 use crate::mesos::core::Resources;

@@ -1,5 +1,5 @@
+use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
