@@ -19,6 +19,9 @@
 //!   constraints and offer matching, launch backoff (in `marathon/core`).
 //! - [`discovery`]: what service discovery serves on every node: the cluster's masters,
 //!   agents, frameworks and running tasks with their ports, as a view and its changes.
+//! - [`dns`]: the node's DNS server: Mesos-DNS and `thisdcos.directory` names from the
+//!   discovery view (pure records and answers in `dns/core`), served over UDP and TCP, with
+//!   forwarding of other names and Mesos-DNS's HTTP API.
 //! - [`l4lb`]: the layer-4 load balancer: VIP labels, the VIP table and the balancing policy
 //!   (pure, in `l4lb/core`), and the actor that serves every VIP through a user-space TCP/UDP
 //!   proxy on this node.
@@ -33,6 +36,7 @@ pub mod agent;
 pub mod allocator;
 pub mod control_plane;
 pub mod discovery;
+pub mod dns;
 pub mod election;
 pub mod l4lb;
 pub mod launcher;

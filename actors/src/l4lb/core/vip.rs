@@ -101,26 +101,14 @@ pub enum VipLabelError {
     BadPortIndex { key: String, index: String, ports: usize },
 }
 
-/// The address of a named VIP: FNV-1a (32-bit) of `<label>.<framework>`, folded to 24 bits,
-/// inside `11.0.0.0/8`.
-///
-/// The hash is fixed (never std's `DefaultHasher`, which may change between Rust releases),
-/// so every node, and every release, computes the same address for a name without agreeing
-/// on anything. Collisions are possible: 2^24 addresses give even odds of one pair sharing an
-/// address at about 4,800 named VIPs. Two names that collide on the same port and protocol
-/// become one VIP serving both names' backends; the table keeps both names so the status
-/// shows the collision. DC/OS has the same property.
+/// The address of a named VIP: the DNS server's (`dns::core::vip`), so the name
+/// `<label>.<framework>.l4lb.thisdcos.directory` resolves to the address this balancer serves.
+/// The hash is fixed (FNV-1a, never std's `DefaultHasher`), so every node and every release
+/// computes the same address without agreeing on anything. Two names that collide on the same
+/// port and protocol become one VIP serving both names' backends; the table keeps both names
+/// so the status shows the collision (DC/OS has the same property).
 pub fn named_vip_address(label: &str, framework: &str) -> Ipv4Addr {
-    let hash = fnv1a32([label.as_bytes(), b".", framework.as_bytes()]);
-    // Fold the top byte into the low 24 bits so every input bit reaches the address.
-    let host = (hash >> 24) ^ (hash & 0x00ff_ffff);
-    Ipv4Addr::from((u32::from(NAMED_VIP_NETWORK) << 24) | host)
-}
-
-fn fnv1a32<const N: usize>(parts: [&[u8]; N]) -> u32 {
-    const OFFSET: u32 = 0x811c_9dc5;
-    const PRIME: u32 = 0x0100_0193;
-    parts.iter().flat_map(|part| part.iter()).fold(OFFSET, |hash, byte| (hash ^ u32::from(*byte)).wrapping_mul(PRIME))
+    crate::dns::core::vip::named_vip_address(label, framework)
 }
 
 /// Whether a port label's key declares a VIP (`VIP_0`, `vip`, ...).
@@ -247,12 +235,8 @@ mod tests {
         assert_eq!(a.octets()[0], 11);
         assert_eq!(a, named_vip_address("myapp", "marathon"));
         assert_ne!(a, named_vip_address("myapp", "metronome"));
-        // Pinned: a change of hash would move every named VIP of a running cluster.
-        assert_eq!(fnv1a32([b"a"]), 0xe40c_292c);
-        assert_eq!(named_vip_address("myapp", "marathon"), {
-            let h = fnv1a32([b"myapp.marathon"]);
-            Ipv4Addr::from((11 << 24) | ((h >> 24) ^ (h & 0xff_ffff)))
-        });
+        // The DNS server answers the same address for the VIP's name.
+        assert_eq!(a, crate::dns::core::vip::named_vip_address("/myapp", "marathon"));
     }
 
     #[test]

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# DNS side by side: Flotilla's DNS server (examples/dns_serve.rs, one thread) and dnsmasq
+# (single-threaded by design) serving the same 1,000 and 100,000 A records, measured with
+# dnsperf on the same query file; then the TaskUp -> resolvable latency bench.
+#
+# Each server is pinned to core 1 and dnsperf to core 0 (cross-core wakeups cost ~44 us on
+# this machine, see reference/perf.md §0.3). Usage: benches/dns/run.sh [seconds per run]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS_PER_RUN="${1:-10}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+
+if ! command -v dnsperf >/dev/null || ! command -v dnsmasq >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq dnsperf dnsmasq-base nsd >/dev/null
+fi
+cargo build -q --release --example dns_serve
+SERVE="$CARGO_TARGET_DIR/release/examples/dns_serve"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits (bounded) until the server at port $1 answers name $2.
+wait_ready() {
+    for _ in $(seq 1 200); do
+        if dig +short +time=1 +tries=1 -p "$1" @127.0.0.1 "$2" A 2>/dev/null | grep -q .; then return 0; fi
+        sleep 0.1
+    done
+    echo "server on port $1 never answered $2" >&2
+    return 1
+}
+
+# dnsperf's queries per second against port $1.
+qps() {
+    taskset -c 0 dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries" -l "$SECONDS_PER_RUN" -c 4 -T 1 -q 200 2>&1 |
+        tee "$WORK/dnsperf.$1.log" | awk '/Queries per second/ {print $4}'
+}
+
+for N in 1000 100000; do
+    # Task i is app<i>.marathon.mesos at 10.<i>>16>.<i>>8&255>.<i&255>, as dns_serve makes it.
+    awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "10.%d.%d.%d app%d.marathon.mesos\n", int(i/65536)%256, int(i/256)%256, i%256, i }' >"$WORK/hosts"
+    awk -v n="$N" 'BEGIN { srand(42); for (q = 0; q < 100000; q++) printf "app%d.marathon.mesos A\n", int(rand()*n) }' >"$WORK/queries"
+
+    FPORT="$(free_port)"
+    taskset -c 1 "$SERVE" "$N" "$FPORT" >"$WORK/flotilla.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready "$FPORT" app0.marathon.mesos
+
+    MPORT="$(free_port)"
+    taskset -c 1 dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$WORK/hosts" \
+        --local=/mesos/ --cache-size=10000 --port="$MPORT" --listen-address=127.0.0.1 --bind-interfaces \
+        --user=root --pid-file="$WORK/dnsmasq.pid" --log-facility=- >"$WORK/dnsmasq.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready "$MPORT" app0.marathon.mesos
+
+    F="$(qps "$FPORT")"
+    M="$(qps "$MPORT")"
+    echo "== $N names: flotilla ${F} qps, dnsmasq ${M} qps, ratio $(python3 -c "print(round($F/$M, 2))")"
+    grep -E "Average Latency|Queries lost" "$WORK/dnsperf.$FPORT.log" | sed 's/^/   flotilla: /'
+    grep -E "Average Latency|Queries lost" "$WORK/dnsperf.$MPORT.log" | sed 's/^/   dnsmasq:  /'
+
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+done
+
+echo "== TaskUp -> resolvable"
+cargo bench -q --bench dns_propagation
