@@ -56,6 +56,11 @@ pub struct AgentFile {
     pub masters: Vec<MasterEntry>,
     #[serde(default)]
     pub agent: AgentSection,
+    /// The node's DNS server and load balancer (on by default on agents).
+    #[serde(default)]
+    pub dns: crate::discovery_config::DnsSection,
+    #[serde(default)]
+    pub l4lb: crate::discovery_config::L4lbSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -128,6 +133,11 @@ impl AgentFile {
             },
             masters: vec![MasterEntry { id: master.to_owned(), address: master_addr }],
             agent: AgentSection { cgroup_root: format!("flotilla-{id}"), ..AgentSection::default() },
+            dns: crate::discovery_config::DnsSection {
+                listen: Some(dev_dns_listen()),
+                ..crate::discovery_config::DnsSection::default()
+            },
+            l4lb: crate::discovery_config::L4lbSection::default(),
         }
     }
 
@@ -358,4 +368,12 @@ attributes = "rack:r1;zone:a"
         assert!(detected.scalar("mem") > 0.0);
         assert_eq!(detected.ports().count(), 1001);
     }
+}
+
+/// Where `flotilla dev` serves DNS: loopback on DC/OS's Mesos-DNS port when it is free (so
+/// `dig @127.0.0.1 -p 61053` works run after run), any free port otherwise; dev prints it.
+fn dev_dns_listen() -> SocketAddr {
+    let preferred = SocketAddr::from(([127, 0, 0, 1], crate::discovery_config::DEFAULT_DNS_PORT));
+    let free = std::net::UdpSocket::bind(preferred).is_ok() && std::net::TcpListener::bind(preferred).is_ok();
+    if free { preferred } else { SocketAddr::from(([127, 0, 0, 1], 0)) }
 }

@@ -46,6 +46,10 @@ pub enum Command {
         /// The UDP address the transport listens on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Where the DNS server listens, UDP and TCP [default: 127.0.0.1:61053 when free,
+        /// else a free port; printed at start].
+        #[arg(long)]
+        dns_listen: Option<SocketAddr>,
     },
     /// Run a master: elect a leader with the other masters and keep the replicated registry.
     Master {

@@ -29,6 +29,9 @@
 //! guarantee = "cpus:10;mem:16384"   # offered first, until it holds this much [default: none]
 //! limit = "cpus:40;mem:65536"       # never offered beyond this much [default: no limit]
 //!
+//! [dns]                             # optional; off on masters unless enabled (see
+//! [l4lb]                            # `discovery_config` for both sections' keys)
+//!
 //! [raft]                            # optional; the defaults suit a LAN
 //! election_timeout_min_ms = 150
 //! election_timeout_max_ms = 300
@@ -68,6 +71,10 @@ pub struct MasterConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub cluster: ClusterSection,
+    #[serde(default)]
+    pub dns: crate::discovery_config::DnsSection,
+    #[serde(default)]
+    pub l4lb: crate::discovery_config::L4lbSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -10,6 +10,7 @@ pub mod apps;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod discovery_config;
 pub mod files;
 pub mod http;
 pub mod local_cluster;

@@ -89,6 +89,9 @@ impl LocalCluster {
             text.push_str(&format!("\n[[masters]]\nid = \"{master}\"\naddress = \"{address}\"\n"));
         }
         text.push_str(&format!("\n[agent]\n{section}\n"));
+        // Agents of one host would all want the DNS port and the VIP addresses: a test of
+        // discovery turns them on for the agent it needs.
+        text.push_str("\n[dns]\nenabled = false\n\n[l4lb]\nenabled = false\n");
         text
     }
 

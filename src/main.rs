@@ -81,7 +81,7 @@ fn init_logging(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cert { command } => cert(command),
-        Command::Dev { node_id, data_dir, listen } => dev(node_id, data_dir, listen).await,
+        Command::Dev { node_id, data_dir, listen, dns_listen } => dev(node_id, data_dir, listen, dns_listen).await,
         Command::Master { config } => master(&config).await,
         Command::Agent { config } => agent(&config).await,
         Command::Node { connection, command } => operator::node(connection, command).await,
@@ -95,7 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `flotilla dev`: one master (a single-voter Raft, so it leads at once) and one agent, two
 /// nodes in one process talking QUIC over loopback, with an operator certificate for the CLI.
-async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+async fn dev(
+    node_id: String,
+    data_dir: Option<std::path::PathBuf>,
+    listen: SocketAddr,
+    dns_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let id = NodeId::new(node_id)?;
     let agent_id = NodeId::new(format!("{id}-agent"))?;
     let data_dir = data_dir.unwrap_or_else(pki::default_data_dir);
@@ -117,7 +122,10 @@ async fn dev(node_id: String, data_dir: Option<std::path::PathBuf>, listen: Sock
     };
     let master = RunningNode::start_with(id.clone(), Role::Master, plan).await.context("starting the dev master")?;
     let master_addr = master.transport().and_then(|t| t.local_addr()).context("the dev master has no address")?;
-    let agent_file = AgentFile::dev(agent_id.as_str(), &data_dir.join("agent"), id.as_str(), master_addr);
+    let mut agent_file = AgentFile::dev(agent_id.as_str(), &data_dir.join("agent"), id.as_str(), master_addr);
+    if dns_listen.is_some() {
+        agent_file.dns.listen = dns_listen;
+    }
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
     let (agent_node, tasks) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
@@ -156,8 +164,18 @@ async fn start_agent_node(
     let isolation = if missing.is_empty() { "isolated".to_owned() } else { format!("without: {}", missing.join("; ")) };
     let tasks = format!("tasks: {} driver ({isolation})", driver.name());
     let agent = AgentPlan { config: file.agent_config()?, driver };
-    let plan = NodePlan { transport: Some(transport), agent: Some(agent), ..NodePlan::default() };
+    let plan = NodePlan {
+        transport: Some(transport),
+        agent: Some(agent),
+        dns: Some(file.dns.config(true)?),
+        l4lb: Some(file.l4lb.config(true)),
+        ..NodePlan::default()
+    };
     let node = RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")?;
+    let tasks = match dns_address(&node).await {
+        Some(address) => format!("{tasks}\ndns: {address} (udp, tcp; mesos and thisdcos.directory)"),
+        None => tasks,
+    };
     Ok((node, tasks))
 }
 
@@ -201,6 +219,8 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
         cluster_manager,
         marathon: Some(marathon_server(advertised(bound.address, config.node.listen))),
         agent: None,
+        dns: Some(config.dns.config(false)?),
+        l4lb: Some(config.l4lb.config(false)),
     };
     let node = RunningNode::start_with(id, Role::Master, plan).await.context("starting the master")?;
     let masters = config.masters.iter().map(|m| m.id.clone()).collect();
@@ -216,6 +236,13 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
     node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the master")?;
     println!("flotilla master: stopped");
     Ok(())
+}
+
+/// Where the node's DNS server listens, if it runs one.
+async fn dns_address(node: &RunningNode) -> Option<SocketAddr> {
+    let dns = node.node.whereis_ref::<flotilla_actors::dns::DnsMsg>(flotilla_actors::dns::DNS_ACTOR)?;
+    let status = ractor::call_t!(dns, flotilla_actors::dns::DnsMsg::Status, 5_000).ok()?;
+    Some(status.bound.udp)
 }
 
 /// Starts a master's HTTP API on its bound socket.

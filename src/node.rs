@@ -16,8 +16,10 @@ use flotilla_actors::agent::driver::TaskDriver;
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
 use flotilla_actors::discovery::feed::feed_child;
+use flotilla_actors::dns::{DnsConfig, dns_child};
 use flotilla_actors::election::actor::DEFAULT_TICK_INTERVAL;
 use flotilla_actors::election::core::{PeerId, RaftConfig};
+use flotilla_actors::l4lb::{L4lbConfig, l4lb_child};
 use flotilla_actors::marathon::core::rest::ServerInfo;
 use flotilla_actors::marathon::scheduler_child;
 use flotilla_actors::master::cluster_manager_tree;
@@ -118,6 +120,10 @@ pub struct NodePlan {
     /// `/v2/leader`); with it the scheduler runs on the leading master.
     pub marathon: Option<ServerInfo>,
     pub agent: Option<AgentPlan>,
+    /// The node's DNS server and VIP load balancer (children of its discovery subtree, after
+    /// the feed); `None` or disabled: not run.
+    pub dns: Option<DnsConfig>,
+    pub l4lb: Option<L4lbConfig>,
 }
 
 /// The root supervision tree of a node with this role; the transport subtree runs the
@@ -218,10 +224,12 @@ impl RunningNode {
         });
         // A master's feed reads its own registry; an agent's asks the masters it registers with.
         let masters = plan.agent.as_ref().map(|agent| agent.config.masters.clone()).unwrap_or_default();
-        let discovery = match &plan.transport {
-            Some(_) => vec![feed_child(Arc::clone(&current), masters)],
-            None => Vec::new(),
-        };
+        let mut discovery = Vec::new();
+        if plan.transport.is_some() {
+            discovery.push(feed_child(Arc::clone(&current), masters));
+            discovery.extend(plan.dns.clone().filter(|dns| dns.enabled).map(dns_child));
+            discovery.extend(plan.l4lb.clone().filter(|l4lb| l4lb.enabled).map(l4lb_child));
+        }
         let agent = plan.agent.map(|agent| agent_child(agent.config, agent.driver, Arc::clone(&current)));
         // A master relays operators' reads of sandbox files to the agents.
         let api = match (role.runs_master(), &plan.transport) {
