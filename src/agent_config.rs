@@ -135,6 +135,7 @@ impl AgentFile {
             agent: AgentSection { cgroup_root: format!("flotilla-{id}"), ..AgentSection::default() },
             dns: crate::discovery_config::DnsSection {
                 listen: Some(dev_dns_listen()),
+                http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
                 ..crate::discovery_config::DnsSection::default()
             },
             l4lb: crate::discovery_config::L4lbSection::default(),

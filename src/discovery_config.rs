@@ -11,6 +11,8 @@
 //! ttl = 60                          # seconds, the mesos zone [default: 60]
 //! forward_timeout_ms = 5000         # per upstream, then the next [default: 5000]
 //! rfc952 = false                    # Mesos-DNS's EnforceRFC952 [default: false]
+//! http_listen = "0.0.0.0:8123"      # Mesos-DNS's HTTP API (/v1/hosts/...) [default: 0.0.0.0:8123]
+//! http = true                       # serve that API [default: true]
 //!
 //! [l4lb]                            # optional
 //! enabled = true                    # [default: agents true, masters false]
@@ -35,12 +37,22 @@ pub struct DnsSection {
     pub ttl: Option<u32>,
     pub forward_timeout_ms: Option<u64>,
     pub rfc952: Option<bool>,
+    pub http: Option<bool>,
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// DC/OS serves Mesos-DNS on this port; an unprivileged default that no resolver holds.
 pub const DEFAULT_DNS_PORT: u16 = 61053;
+/// Mesos-DNS's HTTP port.
+pub const DEFAULT_DNS_HTTP_PORT: u16 = 8123;
 
 impl DnsSection {
+    /// Where Mesos-DNS's HTTP API listens, when the server runs and serves it.
+    pub fn http_address(&self, on_by_default: bool) -> Option<SocketAddr> {
+        let serves = self.enabled.unwrap_or(on_by_default) && self.http.unwrap_or(true);
+        serves.then(|| self.http_listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_DNS_HTTP_PORT))))
+    }
+
     /// The DNS server's settings; `on_by_default` is the node kind's default.
     pub fn config(&self, on_by_default: bool) -> anyhow::Result<DnsConfig> {
         let defaults = DnsConfig::default();

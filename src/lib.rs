@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod discovery_config;
+pub mod dns_http;
 pub mod files;
 pub mod http;
 pub mod local_cluster;

@@ -11,6 +11,7 @@ use flotilla::agent_config::AgentFile;
 use flotilla::cli::{CertCommand, Cli, ClusterConnection, Command, LogFormat, MembersCommand, RegistryCommand};
 use flotilla::client::{ClusterClient, NoAnswer, quic_plan};
 use flotilla::config::MasterConfig;
+use flotilla::dns_http::DnsHttp;
 use flotilla::http::{BoundApi, HttpApi};
 use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
 use flotilla::operator;
@@ -128,7 +129,7 @@ async fn dev(
     }
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
-    let (agent_node, tasks) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
+    let (agent_node, tasks, dns_http) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
     let api = start_api(&master, bound, vec![id.to_string()])?;
     print!("{}", master.render_tree().await);
     print!("{}", agent_node.render_tree().await);
@@ -142,6 +143,9 @@ async fn dev(
     wait_for_stop_signal().await?;
     println!("flotilla dev: stopping");
     api.stop().await;
+    if let Some(dns_http) = dns_http {
+        dns_http.stop().await;
+    }
     agent_node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev agent")?;
     master.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the dev master")?;
     println!("flotilla dev: stopped");
@@ -150,12 +154,13 @@ async fn dev(
 
 /// Starts an agent node: its task driver (isolating or plain, as configured and possible)
 /// and its agent actor.
-/// Returns the node and a line on how its tasks run (the driver, and what isolation it lacks).
+/// Returns the node, the lines on how its tasks run (the driver, and what isolation it lacks)
+/// and where its DNS serves, and Mesos-DNS's HTTP API if it serves it.
 async fn start_agent_node(
     id: NodeId,
     file: &AgentFile,
     transport: TransportPlan,
-) -> anyhow::Result<(RunningNode, String)> {
+) -> anyhow::Result<(RunningNode, String, Option<DnsHttp>)> {
     if transport.identity.role != CertRole::Agent {
         bail!("{}'s certificate names role {}, not agent", transport.identity.node, transport.identity.role);
     }
@@ -172,11 +177,17 @@ async fn start_agent_node(
         ..NodePlan::default()
     };
     let node = RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")?;
-    let tasks = match dns_address(&node).await {
-        Some(address) => format!("{tasks}\ndns: {address} (udp, tcp; mesos and thisdcos.directory)"),
-        None => tasks,
-    };
-    Ok((node, tasks))
+    let mut lines = tasks;
+    let mut dns_http = None;
+    if let Some(address) = dns_address(&node).await {
+        lines.push_str(&format!("\ndns: {address} (udp, tcp; mesos and thisdcos.directory)"));
+        if let Some(listen) = file.dns.http_address(true) {
+            let http = DnsHttp::serve(listen, node.node.clone())?;
+            lines.push_str(&format!("\nmesos-dns: http://{}/v1/enumerate", http.address));
+            dns_http = Some(http);
+        }
+    }
+    Ok((node, lines, dns_http))
 }
 
 /// `flotilla agent --config FILE`.
@@ -185,13 +196,16 @@ async fn agent(path: &std::path::Path) -> anyhow::Result<()> {
     let id = NodeId::new(file.node.id.clone())?;
     let peers: Vec<(String, Address)> = file.masters.iter().map(|m| (m.id.clone(), Address::Udp(m.address))).collect();
     let plan = quic_plan(&file.pki_dir(), id.as_str(), file.node.listen, peers)?;
-    let (node, tasks) = start_agent_node(id, &file, plan).await?;
+    let (node, tasks, dns_http) = start_agent_node(id, &file, plan).await?;
     print_transport(&node);
     println!("{tasks}");
     println!("data: {}", file.node.data_dir.display());
     println!("flotilla agent: ready ({} masters)", file.masters.len());
     wait_for_stop_signal().await?;
     println!("flotilla agent: stopping");
+    if let Some(dns_http) = dns_http {
+        dns_http.stop().await;
+    }
     node.shutdown(SHUTDOWN_TIMEOUT).await.context("stopping the agent")?;
     println!("flotilla agent: stopped");
     Ok(())

@@ -1,6 +1,6 @@
 //! Service discovery as a user meets it: `flotilla dev` prints its DNS address; a Marathon
 //! app's tasks resolve there (A, SRV, the `thisdcos.directory` names and its named VIP) over
-//! UDP and TCP, the records follow scaling and removal, and — as root, where the VIP's
+//! UDP and TCP and through Mesos-DNS's HTTP API, the records follow scaling and removal, and — as root, where the VIP's
 //! address can be put on `lo` — an HTTP request through the VIP reaches a task.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,8 +29,9 @@ impl Drop for Dev {
     }
 }
 
-/// `flotilla dev` with its DNS on a free port; returns it with the DNS and Marathon addresses.
-fn start_dev() -> (Dev, SocketAddr, SocketAddr) {
+/// `flotilla dev` with its DNS on a free port; returns it with the DNS, Marathon and
+/// Mesos-DNS HTTP addresses.
+fn start_dev() -> (Dev, SocketAddr, SocketAddr, SocketAddr) {
     let data_dir = std::env::temp_dir().join(format!("flotilla-discovery-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
@@ -48,7 +49,7 @@ fn start_dev() -> (Dev, SocketAddr, SocketAddr) {
         }
     });
     let dev = Dev { child, lines, data_dir };
-    let (mut dns, mut marathon) = (None, None);
+    let (mut dns, mut marathon, mut mesos_dns) = (None, None, None);
     loop {
         let line = dev.lines.recv_timeout(BOUND).expect("flotilla dev reports ready within the bound");
         if let Some(rest) = line.strip_prefix("dns: ") {
@@ -57,11 +58,16 @@ fn start_dev() -> (Dev, SocketAddr, SocketAddr) {
         if let Some(rest) = line.strip_prefix("marathon: http://") {
             marathon = rest.parse().ok();
         }
+        if let Some(rest) = line.strip_prefix("mesos-dns: http://") {
+            mesos_dns = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
         if line.starts_with("flotilla dev: ready") {
             break;
         }
     }
-    (dev, dns.expect("dev prints its DNS address"), marathon.expect("dev prints Marathon's address"))
+    let dns = dns.expect("dev prints its DNS address");
+    let mesos_dns = mesos_dns.expect("dev prints Mesos-DNS's HTTP address");
+    (dev, dns, marathon.expect("dev prints Marathon's address"), mesos_dns)
 }
 
 fn query(name: &str, kind: RecordType) -> Vec<u8> {
@@ -136,7 +142,7 @@ fn marathon(address: SocketAddr, method: &str, path: &str, body: &str) -> (u16, 
 
 #[test]
 fn an_apps_names_and_vip_follow_it_in_dev_mode() {
-    let (_dev, dns, api) = start_dev();
+    let (_dev, dns, api, mesos_dns) = start_dev();
     let app = r#"{"id": "/shop/web", "cmd": "python3 -m http.server $PORT0 --bind 127.0.0.1", "cpus": 0.05,
         "mem": 32, "instances": 2, "portDefinitions": [{"port": 0, "name": "http", "labels": {"VIP_0": "/shop/web:80"}}]}"#;
     let (status, body) = wait_for("the scheduler to answer", || {
@@ -161,6 +167,14 @@ fn an_apps_names_and_vip_follow_it_in_dev_mode() {
     assert!(soa.answers.iter().any(|r| matches!(r.data, RData::SOA(_))), "{soa:?}");
     let missing = ask(dns, "nothing.marathon.mesos.", RecordType::A, false);
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    let (status, hosts) = http_request(mesos_dns, "GET", "/v1/hosts/web-shop.marathon.mesos", "").unwrap();
+    assert_eq!(status, 200);
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    assert_eq!(hosts[0]["ip"], "127.0.0.1", "{hosts}");
+    let (status, services) =
+        http_request(mesos_dns, "GET", "/mesos_dns/v1/services/_web-shop._tcp.marathon.mesos", "").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&services).unwrap().as_array().map(Vec::len), Some(2));
     let vip = ask(dns, "shopweb.marathon.l4lb.thisdcos.directory.", RecordType::A, false);
     let vip: String = addresses(&vip).into_iter().next().expect("the named VIP has an address");
     assert!(vip.starts_with("11."), "{vip}");
