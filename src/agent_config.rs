@@ -314,6 +314,14 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// Where `flotilla dev` serves DNS: loopback on DC/OS's Mesos-DNS port when it is free (so
+/// `dig @127.0.0.1 -p 61053` works run after run), any free port otherwise; dev prints it.
+fn dev_dns_listen() -> SocketAddr {
+    let preferred = SocketAddr::from(([127, 0, 0, 1], crate::discovery_config::DEFAULT_DNS_PORT));
+    let free = std::net::UdpSocket::bind(preferred).is_ok() && std::net::TcpListener::bind(preferred).is_ok();
+    if free { preferred } else { SocketAddr::from(([127, 0, 0, 1], 0)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,12 +377,4 @@ attributes = "rack:r1;zone:a"
         assert!(detected.scalar("mem") > 0.0);
         assert_eq!(detected.ports().count(), 1001);
     }
-}
-
-/// Where `flotilla dev` serves DNS: loopback on DC/OS's Mesos-DNS port when it is free (so
-/// `dig @127.0.0.1 -p 61053` works run after run), any free port otherwise; dev prints it.
-fn dev_dns_listen() -> SocketAddr {
-    let preferred = SocketAddr::from(([127, 0, 0, 1], crate::discovery_config::DEFAULT_DNS_PORT));
-    let free = std::net::UdpSocket::bind(preferred).is_ok() && std::net::TcpListener::bind(preferred).is_ok();
-    if free { preferred } else { SocketAddr::from(([127, 0, 0, 1], 0)) }
 }
