@@ -47,12 +47,12 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla::http::{BoundApi, HttpApi};
@@ -60,7 +60,7 @@ use flotilla_actors::agent::actor::AgentConfig;
 use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::mock::MockDriver;
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
-use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, RaftConfig, SnapshotMeta};
+use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::marathon::actor::{MarathonEvent, SCHEDULER_ACTOR, SchedulerMsg};
 use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, ServerInfo};
 use flotilla_actors::marathon::protocol::MARATHON_FRAMEWORK_ID;
@@ -71,7 +71,7 @@ use flotilla_actors::master::core::MasterConfig;
 use flotilla_actors::mesos::core::{Ranges, Resources, RoleResources, UNRESERVED};
 use flotilla_actors::mesos::protocol::AgentInfo;
 use flotilla_actors::registry::actor::RegistryConfig;
-use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
+use flotilla_actors::storage::{RaftStorage, SharedSimDisk, SimDisk};
 use flotilla_supervisors::{Node, NodeId, Rng, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec};
 use flotilla_transport::{Address, ClusterId, Network, PeerIdentity, Role, SimNet, Transport, TransportConfig};
 use futures::StreamExt;
@@ -163,32 +163,6 @@ fn memory() -> String {
 
 /// A simulated disk shared by a master's restarts (only the first start matters here).
 #[derive(Clone)]
-struct SharedDisk(Arc<Mutex<SimDisk>>);
-
-impl RaftStorage for SharedDisk {
-    fn load(&mut self) -> Result<Persisted, StorageError> {
-        self.0.lock().expect("disk").load()
-    }
-
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
-        self.0.lock().expect("disk").persist(hard_state, entries)
-    }
-
-    fn save_snapshot(
-        &mut self,
-        meta: SnapshotMeta,
-        voters: &BTreeSet<PeerId>,
-        data: &[u8],
-        keep_log_after: bool,
-    ) -> Result<(), StorageError> {
-        self.0.lock().expect("disk").save_snapshot(meta, voters, data, keep_log_after)
-    }
-
-    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
-        self.0.lock().expect("disk").snapshot()
-    }
-}
-
 struct Member {
     node: Node,
     transport: Transport,
@@ -239,7 +213,7 @@ impl Cluster {
             }
             let current = transport.clone();
             let current: CurrentTransport = Arc::new(move || Some(current.clone()));
-            let disk = SharedDisk(Arc::new(Mutex::new(SimDisk::new(Rng::seeded(index as u64)))));
+            let disk = SharedSimDisk::new(SimDisk::new(Rng::seeded(index as u64)));
             let scheduler = scheduler_child(Arc::clone(&current), server.clone());
             let plan = ControlPlanePlan {
                 me: PeerId::from(id.as_str()),

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use crate::election::core::{Entry, HardState, Index, PeerId, Persisted, SnapshotMeta};
 
 pub use disk::{DiskStorage, LOCK_FILE_NAME, LOG_FILE_NAME, SNAPSHOT_FILE_NAME};
-pub use sim::SimDisk;
+pub use sim::{SharedSimDisk, SimDisk};
 
 /// Where a Raft node keeps its hard state and log.
 pub trait RaftStorage {

@@ -215,3 +215,43 @@ impl RaftStorage for SimDisk {
         Ok(self.snapshot.clone())
     }
 }
+
+/// A [`SimDisk`] shared by the incarnations of one simulated node: a node restarted in the
+/// same process finds what its predecessor made durable (after [`SimDisk::crash`], only
+/// that). Tests and benchmarks hand a clone to each start of the node's storage.
+#[derive(Clone)]
+pub struct SharedSimDisk(pub std::sync::Arc<std::sync::Mutex<SimDisk>>);
+
+impl SharedSimDisk {
+    pub fn new(disk: SimDisk) -> SharedSimDisk {
+        SharedSimDisk(std::sync::Arc::new(std::sync::Mutex::new(disk)))
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, SimDisk> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RaftStorage for SharedSimDisk {
+    fn load(&mut self) -> Result<Persisted, StorageError> {
+        self.disk().load()
+    }
+
+    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
+        self.disk().persist(hard_state, entries)
+    }
+
+    fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        voters: &BTreeSet<PeerId>,
+        data: &[u8],
+        keep_log_after: bool,
+    ) -> Result<(), StorageError> {
+        self.disk().save_snapshot(meta, voters, data, keep_log_after)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
+        self.disk().snapshot()
+    }
+}

@@ -3,43 +3,14 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_actors::election::core::{Entry, HardState, PeerId, Persisted, SnapshotMeta};
-use flotilla_actors::storage::{RaftStorage, SimDisk, StorageError, StoredSnapshot};
 use flotilla_supervisors::{Node, NodeId};
 use flotilla_transport::{ClusterId, PeerIdentity, Role, SimNet, Transport, TransportConfig};
 
 /// A simulated disk that outlives the master using it, so a restarted master finds what its
 /// predecessor synced (and nothing it did not).
-#[derive(Clone)]
-pub struct SharedDisk(pub Arc<Mutex<SimDisk>>);
-
-impl RaftStorage for SharedDisk {
-    fn load(&mut self) -> Result<Persisted, StorageError> {
-        self.0.lock().unwrap().load()
-    }
-
-    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), StorageError> {
-        self.0.lock().unwrap().persist(hard_state, entries)
-    }
-
-    fn save_snapshot(
-        &mut self,
-        meta: SnapshotMeta,
-        voters: &BTreeSet<PeerId>,
-        data: &[u8],
-        keep_log_after: bool,
-    ) -> Result<(), StorageError> {
-        self.0.lock().unwrap().save_snapshot(meta, voters, data, keep_log_after)
-    }
-
-    fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, StorageError> {
-        self.0.lock().unwrap().snapshot()
-    }
-}
+pub use flotilla_actors::storage::SharedSimDisk as SharedDisk;
 
 pub async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (Node, Transport) {
     let node = Node::builder(NodeId::new(id).unwrap()).seed(seed).start().await.unwrap();
