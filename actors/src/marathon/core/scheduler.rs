@@ -26,7 +26,8 @@ use super::app::{AppConfig, AppDefinition, HealthCheckProtocol, UnreachableStrat
 use super::backoff::{BackoffStrategy, ConfigRef, InstanceEvent, LaunchDelays};
 use super::constraints::{AgentFacts, AttributeValue, Constraint};
 use super::deployment::{
-    self, Admission, AppView, Apps, DeploymentEvent, DeploymentId, DeploymentPlan, DeploymentRun, Observation, RunState,
+    self, Admission, AppView, Apps, DeploymentEvent, DeploymentId, DeploymentPlan, DeploymentRun, Observation,
+    ReadinessCheckResultView, RunState,
 };
 use super::path::PathId;
 use super::placement::{
@@ -208,6 +209,7 @@ impl Readiness {
         self.ready.remove(task_id);
         self.probed_at.remove(task_id);
         self.in_flight.remove(task_id);
+        self.last.remove(task_id);
     }
 }
 
@@ -292,6 +294,8 @@ struct Readiness {
     /// Probes in flight or made, by task: when the last one was sent.
     probed_at: BTreeMap<String, u64>,
     in_flight: BTreeSet<String>,
+    /// The last result of each probed task (shown in `/v2/deployments` `currentActions`).
+    last: BTreeMap<String, bool>,
 }
 
 /// A stored deployment: its plan (runs are rebuilt from it by a new leader) and the records
@@ -777,6 +781,7 @@ impl SchedulerCore {
     pub fn readiness_result(&mut self, task_id: &str, ready: bool, now: Timestamp) -> Vec<Effect> {
         self.readiness.in_flight.remove(task_id);
         let Some(instance) = self.instances.get(task_id) else { return Vec::new() };
+        self.readiness.last.insert(task_id.to_owned(), ready);
         if ready {
             self.readiness.ready.insert(task_id.to_owned());
             self.dirty.insert(instance.app_id.clone());
@@ -1126,8 +1131,30 @@ impl SchedulerCore {
                 })
                 .collect();
             observation.instances.insert(view_id.clone(), views);
+            if let Some(results) = self.readiness_results(&app_id) {
+                observation.readiness.insert(view_id.clone(), results);
+            }
         }
         observation
+    }
+
+    /// The last readiness result of each probed instance of the app, under its check's name.
+    fn readiness_results(&self, app_id: &PathId) -> Option<Vec<ReadinessCheckResultView>> {
+        let check = self.apps.get(app_id)?.app.readiness_checks.first()?;
+        let results = self
+            .instances
+            .of_app(app_id)
+            .filter_map(|i| {
+                let ready = *self.readiness.last.get(&i.task_id)?;
+                Some(ReadinessCheckResultView {
+                    name: check.name.clone(),
+                    task_id: i.task_id.clone(),
+                    ready,
+                    last_response: None,
+                })
+            })
+            .collect();
+        Some(results)
     }
 
     fn kill_instance(&mut self, task_id: &str) -> Option<Effect> {

@@ -546,6 +546,10 @@ fn a_deployment_waits_for_the_readiness_checks_of_new_instances() {
     assert!(h.core.readiness_due(now).is_empty(), "one probe at a time");
     h.core.readiness_result(&tasks[0].task_id, false, now);
     assert!(h.core.readiness_due(now).is_empty(), "not before the check's interval");
+    let observed = h.tick();
+    h.core.tick(observed);
+    let results = &h.deployments()[0]["currentActions"][0]["readinessCheckResults"];
+    assert_eq!(results, &json!([{ "name": "ready", "taskId": tasks[0].task_id, "ready": false }]));
     h.tick();
     let later = h.tick();
     assert_eq!(h.core.readiness_due(later).len(), 1);
