@@ -5,7 +5,8 @@
 //! under `/marathon/` and `/service/marathon/`). Marathon's routes are a pure function in
 //! `flotilla_actors::marathon::core::rest`, run by the scheduler on the leading master: this
 //! shell hands each request to the local scheduler, or forwards it whole to the masters that
-//! may lead, and streams `/v2/events` from the local scheduler.
+//! may lead, and streams `/v2/events` from the local scheduler (a follower redirects event
+//! stream clients to the leader's API).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -99,8 +100,7 @@ async fn marathon(api: web::Data<Api>, request: HttpRequest, body: web::Bytes) -
 /// Marathon answers 405 without `Accept: text/event-stream`'s consent, we serve it anyway).
 async fn events(api: &Api, request: &HttpRequest) -> HttpResponse {
     let Some(scheduler) = api.node.whereis_ref::<SchedulerMsg>(SCHEDULER_ACTOR) else {
-        return HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "message": "the event stream is served by the leading master" }));
+        return redirect_to_leader(api, request).await;
     };
     let receiver = match ractor::call_t!(scheduler, SchedulerMsg::Events, 5_000) {
         Ok(receiver) => receiver,
@@ -129,6 +129,27 @@ async fn events(api: &Api, request: &HttpRequest) -> HttpResponse {
     });
     use futures::StreamExt;
     HttpResponse::Ok().content_type("text/event-stream").streaming(first.chain(rest))
+}
+
+/// A follower sends event-stream clients to the leader's HTTP API (`307`, the same path and
+/// query): the stream lives on the leader, and a client that follows redirects — curl -L,
+/// Python's requests, Go's net/http — reads it there.
+async fn redirect_to_leader(api: &Api, request: &HttpRequest) -> HttpResponse {
+    let ask =
+        RestRequest { method: "GET".to_owned(), path: "/v2/leader".to_owned(), query: String::new(), body: Vec::new() };
+    let answer = api.marathon(ask).await;
+    let leader = (answer.status == 200).then(|| answer.json_body()["leader"].as_str().map(str::to_owned)).flatten();
+    let Some(leader) = leader else {
+        return HttpResponse::ServiceUnavailable().json(
+            serde_json::json!({ "message": "the event stream is served by the leading master, and none answered" }),
+        );
+    };
+    let query = request.query_string();
+    let location = match query {
+        "" => format!("http://{leader}{}", request.path()),
+        query => format!("http://{leader}{}?{query}", request.path()),
+    };
+    HttpResponse::TemporaryRedirect().insert_header(("Location", location)).finish()
 }
 
 async fn state(api: web::Data<Api>) -> HttpResponse {

@@ -269,6 +269,10 @@ async fn marathon_through_followers(cluster: &LocalCluster, client: &ClusterClie
     let app = r#"{"id": "/svc", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 2}"#;
     let (status, body) = http_request(api(followers[0]), "POST", "/service/marathon/v2/apps", app).unwrap();
     assert_eq!(status, 201, "{body}");
+    // The event stream lives on the leader: a follower sends its clients there.
+    let leader_index = cluster.masters().iter().position(|m| m.0 == leader).unwrap();
+    let location = redirect_location(api(followers[0]), "/v2/events?event_type=deployment_info");
+    assert_eq!(location, format!("http://{}/v2/events?event_type=deployment_info", api(leader_index)));
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         let (status, body) = http_request(api(followers[1 % followers.len()]), "GET", "/v2/apps/svc", "").unwrap();
@@ -288,6 +292,19 @@ async fn marathon_through_followers(cluster: &LocalCluster, client: &ClusterClie
     assert!(removed.status.success(), "{removed:?}");
     let (status, _) = http_request(api(followers[0]), "GET", "/v2/apps/svc", "").unwrap();
     assert_eq!(status, 404);
+}
+
+/// The `Location` of a `307` answer to `GET path`.
+fn redirect_location(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 307") || answer.starts_with("HTTP/1.1 307"), "{answer}");
+    let header = answer.lines().find_map(|line| line.strip_prefix("location: ").or(line.strip_prefix("Location: ")));
+    header.expect("a Location header").trim().to_owned()
 }
 
 /// `flotilla task log` prints what a task wrote to its sandbox's stdout and stderr, read from
