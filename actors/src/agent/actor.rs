@@ -405,6 +405,11 @@ impl AgentState {
                 self.registration = Registration::Searching;
                 self.register();
             }
+            // A launch of the term this agent already knows comes from that term's one leader,
+            // even while the agent looks for it again (its pings came late under load): the
+            // task runs and is reported when the agent re-registers. Dropping it instead
+            // would leave the leader waiting for a staging task no agent holds.
+            Command::Launch(task) if known_leader || !raised => self.launch(*task).await,
             _ if !known_leader => {
                 warn!(master = %from.node, "ignored a command from a master this agent is not registered with")
             }
