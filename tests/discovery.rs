@@ -22,7 +22,14 @@ struct Dev {
 }
 
 impl Drop for Dev {
+    /// SIGTERM first, so the node stops in order and takes its VIP addresses off `lo`;
+    /// SIGKILL only if it has not exited within the bound.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + BOUND;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
