@@ -5,12 +5,14 @@
 //! named-VIP test (an `11.x` address put on `lo`) runs only as root and says so otherwise.
 //! Waits are bounded polls of a condition, never sleeps standing in for one.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::wait_until;
 use flotilla_actors::discovery::{ClusterView, PortEntry, PortProtocol, TaskEntry, ViewChange, ViewUpdate};
 use flotilla_actors::l4lb::{
     L4LB_ACTOR, L4lbConfig, L4lbMsg, L4lbStatus, VipState, VipStatus, l4lb_child, named_vip_address,
@@ -57,7 +59,7 @@ impl Harness {
 
     /// Waits until the status satisfies `check` and returns the VIP it names.
     async fn wait_vip(&self, what: &str, addr: SocketAddr, check: impl Fn(&VipStatus) -> bool) -> VipStatus {
-        wait_until(what, || async {
+        wait_until(what, BOUND, || async {
             let status = self.status().await;
             status.vips.into_iter().find(|vip| SocketAddr::new(vip.key.ip, vip.key.port) == addr && check(vip))
         })
@@ -67,17 +69,6 @@ impl Harness {
     async fn stop(self) {
         self.root.shutdown(Duration::from_secs(5)).await.unwrap();
         self.node.shutdown();
-    }
-}
-
-async fn wait_until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {BOUND:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -291,7 +282,7 @@ async fn a_named_vip_is_put_on_lo_and_removed_with_its_last_task() {
     assert_eq!(Client::connect(vip).await.ask("named").await.as_deref(), Some("n"));
 
     h.change(ViewChange::TaskGone { id: "n1".to_owned() });
-    wait_until("the address leaves lo", || async { (!lo_has(ip).await).then_some(()) }).await;
+    wait_until("the address leaves lo", BOUND, || async { (!lo_has(ip).await).then_some(()) }).await;
     assert!(h.status().await.vips.is_empty());
     h.stop().await;
 }

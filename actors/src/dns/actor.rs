@@ -33,8 +33,6 @@ pub enum DnsMsg {
     Status(RpcReplyPort<DnsStatus>),
     /// A Mesos-DNS HTTP API `GET` (`/v1/hosts/...`), answered as status and JSON body.
     Http { path: String, reply: RpcReplyPort<(u16, Value)> },
-    /// The index the server reads, for an HTTP server that answers without a message.
-    Index(RpcReplyPort<SharedIndex>),
 }
 
 /// What [`DnsMsg::Status`] reports.
@@ -127,9 +125,6 @@ impl Actor for Dns {
             DnsMsg::Http { path, reply } => {
                 let index = state.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let _ = reply.send(http_api(&index, &state.config, &path));
-            }
-            DnsMsg::Index(reply) => {
-                let _ = reply.send(Arc::clone(&state.index));
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ use flotilla_transport::{ClusterId, PeerIdentity, Role, SimNet, Transport, Trans
 
 /// A simulated disk that outlives the master using it, so a restarted master finds what its
 /// predecessor synced (and nothing it did not).
+#[allow(unused_imports)]
 pub use flotilla_actors::storage::SharedSimDisk as SharedDisk;
 
 pub async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (Node, Transport) {

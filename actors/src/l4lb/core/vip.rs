@@ -22,9 +22,6 @@ use thiserror::Error;
 
 use crate::discovery::{PortProtocol, TaskEntry};
 
-/// The first octet of every named VIP address: DC/OS's `11.0.0.0/8` named-VIP range.
-pub const NAMED_VIP_NETWORK: u8 = 11;
-
 /// The prefix of a task label in the `VIP_PORT<idx>` form.
 const TASK_LABEL_PREFIX: &str = "VIP_PORT";
 
