@@ -17,9 +17,9 @@ use flotilla_transport::Transport;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn};
 
+use super::entries::{DISCOVERY_PREFIX, change_of_entry};
 use super::model::{ClusterView, ViewChange, ViewUpdate};
 use crate::control_plane::CurrentTransport;
-use crate::master::core::discovery::{DISCOVERY_PREFIX, change_of_entry};
 use crate::registry::actor::RegistryMsg;
 use crate::registry::client::RegistryClient;
 use crate::registry::core::{Event, EventKind, KeyValue, Revision};

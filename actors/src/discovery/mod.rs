@@ -2,6 +2,7 @@
 //! running tasks and their ports) that the DNS server and the load balancer on every node
 //! serve, kept up to date from the registry's watch stream.
 
+pub mod entries;
 pub mod feed;
 pub mod model;
 

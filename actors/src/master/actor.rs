@@ -13,8 +13,8 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, warn};
 
-use super::core::discovery::{DISCOVERY_PREFIX, registry_entry};
 use super::core::{Action, AgentRecord, MasterConfig, MasterCore};
+use crate::discovery::entries::{DISCOVERY_PREFIX, registry_entry};
 use crate::discovery::{MasterEntry, ViewChange};
 use crate::mesos::protocol::{
     AGENT_NAME, AgentMessage, FrameworkInfo, FrameworkSink, MASTER_NAME, MasterQuery, MasterState, SchedulerCall,

@@ -1,6 +1,6 @@
 //! What the leading master publishes for service discovery: an entry per running task, agent
-//! and framework, written to the registry under [`DISCOVERY_PREFIX`] so that every node's
-//! DNS server and load balancer follow them through the registry's watch stream.
+//! and framework, written to the registry (in `discovery::entries`' format) so that every
+//! node's DNS server and load balancer follow them through the registry's watch stream.
 //!
 //! The ledger remembers what it published and which tasks, agents and frameworks changed
 //! since; a flush compares only those, so its cost follows the changes, not the cluster.
@@ -10,14 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::discovery::{AgentEntry, FrameworkEntry, PortEntry, PortProtocol, TaskEntry, ViewChange};
 use crate::mesos::core::Resources;
-
-/// Where discovery entries live in the registry.
-pub const DISCOVERY_PREFIX: &str = "/discovery/";
-pub const DISCOVERY_TASKS: &str = "/discovery/tasks/";
-pub const DISCOVERY_AGENTS: &str = "/discovery/agents/";
-pub const DISCOVERY_FRAMEWORKS: &str = "/discovery/frameworks/";
-/// One entry: the masters and the leader.
-pub const DISCOVERY_MASTERS: &str = "/discovery/masters";
 
 /// Published entries and what changed since they were.
 #[derive(Debug, Default)]
@@ -125,61 +117,6 @@ pub fn task_ports(discovery: Option<&[PortEntry]>, resources: &Resources) -> Vec
         .collect()
 }
 
-/// The registry key of a change's entry, and its JSON value (`None` for a delete).
-pub fn registry_entry(change: &ViewChange) -> (String, Option<Vec<u8>>) {
-    match change {
-        ViewChange::TaskUp(task) => (format!("{DISCOVERY_TASKS}{}", task.id), json(task)),
-        ViewChange::TaskGone { id } => (format!("{DISCOVERY_TASKS}{id}"), None),
-        ViewChange::AgentUp(agent) => (format!("{DISCOVERY_AGENTS}{}", agent.id), json(agent)),
-        ViewChange::AgentGone { id } => (format!("{DISCOVERY_AGENTS}{id}"), None),
-        ViewChange::FrameworkUp(framework) => (format!("{DISCOVERY_FRAMEWORKS}{}", framework.id), json(framework)),
-        ViewChange::FrameworkGone { id } => (format!("{DISCOVERY_FRAMEWORKS}{id}"), None),
-        ViewChange::Masters { masters, leader } => {
-            let value = serde_json::json!({ "masters": masters, "leader": leader });
-            (DISCOVERY_MASTERS.to_owned(), Some(value.to_string().into_bytes()))
-        }
-    }
-}
-
-/// The change a registry entry stands for (`value` `None`: the key was deleted); `None` for
-/// a key outside discovery's or a value that does not decode.
-pub fn change_of_entry(key: &str, value: Option<&[u8]>) -> Option<ViewChange> {
-    fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Option<T> {
-        serde_json::from_slice(value).ok()
-    }
-    if key == DISCOVERY_MASTERS {
-        #[derive(serde::Deserialize)]
-        struct Masters {
-            masters: Vec<crate::discovery::MasterEntry>,
-            leader: Option<String>,
-        }
-        let Masters { masters, leader } = value.and_then(decode)?;
-        return Some(ViewChange::Masters { masters, leader });
-    }
-    if let Some(id) = key.strip_prefix(DISCOVERY_TASKS) {
-        return Some(match value {
-            Some(value) => ViewChange::TaskUp(decode(value)?),
-            None => ViewChange::TaskGone { id: id.to_owned() },
-        });
-    }
-    if let Some(id) = key.strip_prefix(DISCOVERY_AGENTS) {
-        return Some(match value {
-            Some(value) => ViewChange::AgentUp(decode(value)?),
-            None => ViewChange::AgentGone { id: id.to_owned() },
-        });
-    }
-    let id = key.strip_prefix(DISCOVERY_FRAMEWORKS)?;
-    Some(match value {
-        Some(value) => ViewChange::FrameworkUp(decode(value)?),
-        None => ViewChange::FrameworkGone { id: id.to_owned() },
-    })
-}
-
-/// An entry's value in the registry.
-fn json<T: serde::Serialize>(value: &T) -> Option<Vec<u8>> {
-    Some(serde_json::to_vec(value).unwrap_or_default())
-}
-
 /// An agent's address for discovery: its hostname when that is an IP address, else the
 /// address its transport session comes from.
 pub fn agent_ip(hostname: &str, session: Option<IpAddr>) -> Option<IpAddr> {
@@ -207,23 +144,6 @@ mod tests {
         ledger.task_changed("t-never-published");
         let gone = ledger.flush(|_| None, |_| None, |_| None);
         assert_eq!(gone, vec![ViewChange::AgentGone { id: "a1".to_owned() }]);
-    }
-
-    #[test]
-    fn registry_entries_round_trip() {
-        let changes = [
-            ViewChange::AgentUp(agent("a1")),
-            ViewChange::AgentGone { id: "a1".to_owned() },
-            ViewChange::FrameworkUp(FrameworkEntry { id: "f".to_owned(), name: "marathon".to_owned() }),
-            ViewChange::TaskGone { id: "t".to_owned() },
-            ViewChange::Masters { masters: Vec::new(), leader: Some("m1".to_owned()) },
-        ];
-        for change in changes {
-            let (key, value) = registry_entry(&change);
-            assert_eq!(change_of_entry(&key, value.as_deref()), Some(change));
-        }
-        assert_eq!(change_of_entry("/discovery/tasks/t", Some(b"not json")), None);
-        assert_eq!(change_of_entry("/other", None), None);
     }
 
     #[test]
