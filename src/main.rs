@@ -129,8 +129,9 @@ async fn dev(
     }
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
-    let (agent_node, tasks, dns_http) = start_agent_node(agent_id, &agent_file, agent_plan).await?;
+    let (agent_node, tasks, dns_http) = start_agent_node(agent_id.clone(), &agent_file, agent_plan).await?;
     let api = start_api(&master, bound, vec![id.to_string()])?;
+    wait_until_serving(&master, &agent_id).await?;
     print!("{}", master.render_tree().await);
     print!("{}", agent_node.render_tree().await);
     print_transport(&master);
@@ -273,6 +274,37 @@ fn marathon_server(address: SocketAddr) -> ServerInfo {
         http_port: address.port(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }
+}
+
+/// How long `flotilla dev` waits for its cluster to serve before giving up.
+const DEV_READY_BOUND: Duration = Duration::from_secs(60);
+
+/// Returns once the dev master leads (recovery done), the agent is registered and Marathon's
+/// framework is subscribed: from then on the API answers, so `ready` means usable.
+async fn wait_until_serving(master: &RunningNode, agent_id: &NodeId) -> anyhow::Result<()> {
+    use flotilla_actors::master::actor::{MASTER_ACTOR, MasterMsg};
+    let deadline = tokio::time::Instant::now() + DEV_READY_BOUND;
+    let mut last = "no master actor yet".to_owned();
+    while tokio::time::Instant::now() < deadline {
+        if let Some(actor) = master.node.whereis_ref::<MasterMsg>(MASTER_ACTOR) {
+            match ractor::call_t!(actor, MasterMsg::State, 2_000) {
+                Ok(state) => {
+                    let agent = state.agents.iter().any(|a| a.active && a.info.id == agent_id.as_str());
+                    let marathon = state.frameworks.iter().any(|f| f.id == MARATHON_FRAMEWORK_ID);
+                    if !state.recovering && agent && marathon {
+                        return Ok(());
+                    }
+                    last = format!(
+                        "recovering: {}, agent registered: {agent}, marathon subscribed: {marathon}",
+                        state.recovering
+                    );
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("the dev cluster did not start serving within {DEV_READY_BOUND:?} ({last})")
 }
 
 /// The address clients reach an API bound to `bound` at: a wildcard bind is advertised
