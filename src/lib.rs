@@ -18,4 +18,5 @@ pub mod local_cluster;
 pub mod node;
 pub mod operator;
 pub mod pki;
+pub mod sim;
 pub mod state_json;

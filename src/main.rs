@@ -236,6 +236,7 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
         agent: None,
         dns: Some(config.dns.config(false)?),
         l4lb: Some(config.l4lb.config(false)),
+        ..NodePlan::default()
     };
     let node = RunningNode::start_with(id, Role::Master, plan).await.context("starting the master")?;
     let masters = config.masters.iter().map(|m| m.id.clone()).collect();

@@ -28,8 +28,8 @@ use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
 use flotilla_supervisors::{
-    ChildKind, ChildSpec, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags, SupervisorRef,
-    SupervisorSpec,
+    ChildKind, ChildSpec, Clock, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags,
+    SupervisorRef, SupervisorSpec,
 };
 use flotilla_transport::{Address, Network, PeerIdentity, Transport, TransportConfig};
 
@@ -124,6 +124,12 @@ pub struct NodePlan {
     /// the feed); `None` or disabled: not run.
     pub dns: Option<DnsConfig>,
     pub l4lb: Option<L4lbConfig>,
+    /// The node's random seed; `None`: [`entropy_seed`] (real nodes). Simulations fix it so
+    /// that a run can be repeated.
+    pub seed: Option<u64>,
+    /// The node's clock; `None`: tokio's with the real wall time. Simulations give each node
+    /// its own (virtual time, a fixed wall origin, skew as a fault).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// The root supervision tree of a node with this role; the transport subtree runs the
@@ -208,7 +214,11 @@ impl RunningNode {
     /// A node with what its plan holds. The control plane's transport and leader-only subtree
     /// (the cluster manager) and the agent are wired to the node's own transport slot.
     pub async fn start_with(id: NodeId, role: Role, plan: NodePlan) -> anyhow::Result<Self> {
-        let node = Node::builder(id).seed(entropy_seed()).start().await?;
+        let mut builder = Node::builder(id).seed(plan.seed.unwrap_or_else(entropy_seed));
+        if let Some(clock) = plan.clock.clone() {
+            builder = builder.clock(clock);
+        }
+        let node = builder.start().await?;
         let slot = TransportSlot::default();
         let current: CurrentTransport = {
             let slot = Arc::clone(&slot);

@@ -33,5 +33,5 @@ pub use crate::mesh::{
 };
 pub use crate::queue::{QueueDepth, QueueFull, QueueLimits};
 pub use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
-pub use crate::sim::SimNet;
+pub use crate::sim::{SimNet, Trace};
 pub use rustls::pki_types::CertificateDer;

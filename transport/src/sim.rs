@@ -55,6 +55,39 @@ struct NetState {
     pipes: Vec<Weak<Pipe>>,
     /// Receiving ends of crashed nodes' pipes, kept open so that nobody sees an end of stream.
     silenced: Vec<mpsc::UnboundedSender<Bytes>>,
+    trace: Trace,
+}
+
+/// A digest of every frame the network has delivered: when, from where, to where, what.
+/// Two runs of one simulation with one seed deliver the same frames at the same virtual
+/// times in the same order, so equal digests show a run was reproduced, and different ones
+/// that something (a hash map's order, an unseeded random draw, the real clock) leaked in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// Frames delivered so far.
+    pub frames: u64,
+    /// FNV-1a over the frames in delivery order.
+    pub digest: u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace { frames: 0, digest: FNV_OFFSET }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+impl Trace {
+    fn record(&mut self, at: Time, from: &str, to: &str, frame: &[u8]) {
+        let nanos = at.since_origin().as_nanos().to_le_bytes();
+        let parts: [&[u8]; 6] = [&nanos, from.as_bytes(), &[0], to.as_bytes(), &[0], frame];
+        for byte in parts.into_iter().flatten() {
+            self.digest = (self.digest ^ u64::from(*byte)).wrapping_mul(FNV_PRIME);
+        }
+        self.frames += 1;
+    }
 }
 
 struct SimNode {
@@ -84,6 +117,7 @@ impl SimNet {
             nodes: BTreeMap::new(),
             pipes: Vec::new(),
             silenced: Vec::new(),
+            trace: Trace::default(),
         };
         SimNet { inner: Arc::new(NetInner { origin: Instant::now(), state: Mutex::new(state) }) }
     }
@@ -115,6 +149,11 @@ impl SimNet {
     }
 
     /// The nodes registered and alive.
+    /// The digest of every frame delivered so far (see [`Trace`]).
+    pub fn trace(&self) -> Trace {
+        self.lock().trace
+    }
+
     pub fn nodes(&self) -> Vec<String> {
         self.lock().nodes.iter().filter(|(_, n)| n.alive.load(Ordering::Relaxed)).map(|(id, _)| id.clone()).collect()
     }
@@ -286,6 +325,8 @@ async fn carry(net: SimNet, pipe: Arc<Pipe>, out: mpsc::UnboundedSender<Bytes>) 
         }
         match next {
             Next::Deliver(unit) => {
+                let now = net.now();
+                net.lock().trace.record(now, &pipe.from, &pipe.to, &unit);
                 let _ = out.send(unit);
             }
             Next::WaitUntil(at) => {
