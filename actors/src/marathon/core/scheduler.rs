@@ -81,10 +81,15 @@ pub struct SchedulerConfig {
     /// Marathon's `--task_launch_timeout`: an instance launched this long ago that has not
     /// reached `TASK_RUNNING` is killed and replaced (its launch may have been lost).
     pub task_launch_timeout_ms: u64,
+    /// A kill that has not ended its task this long after it was sent is sent again: the
+    /// first may have been lost with a connection (Marathon retries kills the same way).
+    pub kill_retry_timeout_ms: u64,
 }
 
 /// Marathon's default `--task_launch_timeout` (5 minutes).
 pub const DEFAULT_TASK_LAUNCH_TIMEOUT_MS: u64 = 300_000;
+/// How long a kill waits for its task to end before it is sent again.
+pub const DEFAULT_KILL_RETRY_TIMEOUT_MS: u64 = 10_000;
 
 impl SchedulerConfig {
     pub fn new(framework_id: &str) -> SchedulerConfig {
@@ -94,6 +99,7 @@ impl SchedulerConfig {
             max_running_deployments: deployment::DEFAULT_MAX_RUNNING_DEPLOYMENTS,
             max_instances_per_offer: DCOS_MAX_INSTANCES_PER_OFFER,
             task_launch_timeout_ms: DEFAULT_TASK_LAUNCH_TIMEOUT_MS,
+            kill_retry_timeout_ms: DEFAULT_KILL_RETRY_TIMEOUT_MS,
         }
     }
 }
@@ -401,6 +407,9 @@ pub struct SchedulerCore {
     agent_facts: BTreeMap<String, AgentFacts>,
     /// Kills asked for through the API, sent with the next effects.
     pending_kills: Vec<String>,
+    /// When each instance being killed was last sent its kill (as far as the periodic pass
+    /// knows), for retries. Not stored: a new leader sends its kills afresh.
+    kills_sent: BTreeMap<String, u64>,
     attempts: BTreeMap<PathId, LaunchAttemptStats>,
     /// Readiness checks of new instances during deployments.
     readiness: Readiness,
@@ -444,6 +453,7 @@ impl SchedulerCore {
             delays: LaunchDelays::new(),
             agent_facts: BTreeMap::new(),
             pending_kills: Vec::new(),
+            kills_sent: BTreeMap::new(),
             attempts: BTreeMap::new(),
             last_failures: BTreeMap::new(),
             readiness: Readiness::default(),
@@ -957,6 +967,7 @@ impl SchedulerCore {
             self.full_at = now.millis();
             self.all_dirty = true;
             effects = self.expire_launches(now);
+            effects.extend(self.retry_kills(now));
         }
         effects.extend(self.converge(now));
         effects
@@ -980,6 +991,25 @@ impl SchedulerCore {
             self.lazy_writes.push((instance_key(&task_id), None));
             self.dirty.insert(instance.app_id.clone());
             effects.push(Effect::Kill { task_id });
+        }
+        effects
+    }
+
+    /// Sends again the kills that have not ended their task within the retry timeout. An
+    /// instance first seen killing is stamped with this pass's time, so its first retry comes
+    /// between one and two passes after the timeout.
+    fn retry_kills(&mut self, now: Timestamp) -> Vec<Effect> {
+        let killing: BTreeSet<String> =
+            self.instances.values().filter(|i| i.killing && i.placed.is_some()).map(|i| i.task_id.clone()).collect();
+        self.kills_sent.retain(|task_id, _| killing.contains(task_id));
+        let timeout = self.config.kill_retry_timeout_ms;
+        let mut effects = Vec::new();
+        for task_id in killing {
+            let sent = self.kills_sent.entry(task_id.clone()).or_insert(now.millis());
+            if now.millis().saturating_sub(*sent) >= timeout {
+                *sent = now.millis();
+                effects.push(Effect::Kill { task_id });
+            }
         }
         effects
     }

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::rest::{LabelSelector, RestRequest, RestResponse, ServerInfo, handle, strip_prefix};
 use super::scheduler::{
-    APPS_PREFIX, AppRecord, DEFAULT_TASK_LAUNCH_TIMEOUT_MS, DEPLOYMENTS_PREFIX, DeploymentRecord, Effect,
-    INSTANCES_PREFIX, Instance, SchedulerConfig, SchedulerCore,
+    APPS_PREFIX, AppRecord, DEFAULT_KILL_RETRY_TIMEOUT_MS, DEFAULT_TASK_LAUNCH_TIMEOUT_MS, DEPLOYMENTS_PREFIX,
+    DeploymentRecord, Effect, INSTANCES_PREFIX, Instance, SchedulerConfig, SchedulerCore,
 };
 use super::timestamp::Timestamp;
 use crate::mesos::core::{Ranges, Resources, TaskState, TaskStatus, UpdateSource};
@@ -607,4 +607,33 @@ fn a_dropped_launch_during_a_deployment_is_replaced() {
     let now = h.tick();
     h.core.tick(now);
     assert!(h.deployments().is_empty(), "the deployment ends");
+}
+
+#[test]
+fn a_kill_that_does_not_end_its_task_is_sent_again_until_it_does() {
+    let mut h = Harness::new();
+    h.request("POST", "/v2/apps", web_app(2));
+    let tasks = h.offer("a1");
+    h.run_all(&tasks);
+    h.kills();
+    h.request("PATCH", "/v2/apps/prod/web", json!({ "instances": 1 }));
+    let killed = h.kills();
+    assert_eq!(killed.len(), 1);
+    fn tick_after(h: &mut Harness, millis: u64) -> Vec<String> {
+        h.now += millis;
+        let now = h.tick();
+        let effects = h.core.tick(now);
+        h.effects.extend(effects);
+        h.kills()
+    }
+    // The kill was lost: no terminal status comes. The pass that first sees it stamps it...
+    assert!(tick_after(&mut h, 1_000).is_empty());
+    assert!(tick_after(&mut h, DEFAULT_KILL_RETRY_TIMEOUT_MS / 2).is_empty(), "not before the retry timeout");
+    // ...and the kill goes again once the timeout has passed since, and again after that.
+    assert_eq!(tick_after(&mut h, DEFAULT_KILL_RETRY_TIMEOUT_MS / 2), killed);
+    assert!(tick_after(&mut h, 1_000).is_empty());
+    assert_eq!(tick_after(&mut h, DEFAULT_KILL_RETRY_TIMEOUT_MS), killed);
+    h.status(&killed[0], TaskState::Killed, None);
+    assert!(tick_after(&mut h, DEFAULT_KILL_RETRY_TIMEOUT_MS).is_empty(), "an ended task is not killed again");
+    assert!(h.deployments().is_empty());
 }
