@@ -174,11 +174,41 @@ pub struct AgentState {
     checkpoint: Checkpoint,
     fence: TermFence,
     tasks: BTreeMap<String, Running>,
+    /// Launches the master was told never arrived (refused if they come late).
+    never_launched: NeverLaunched,
     updates: UpdateStream,
     registration: Registration,
     next_register_ms: u64,
     last_ping_ms: u64,
     ticker: JoinHandle<()>,
+}
+
+/// The most task ids [`NeverLaunched`] remembers; the oldest go first. A late launch older
+/// than that many reconciliations is long past any transport's delivery.
+const NEVER_LAUNCHED_KEPT: usize = 65_536;
+
+/// Task ids answered as never launched, bounded, oldest forgotten first.
+#[derive(Default)]
+struct NeverLaunched {
+    ids: std::collections::BTreeSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl NeverLaunched {
+    fn insert(&mut self, task_id: String) {
+        if self.ids.insert(task_id.clone()) {
+            self.order.push_back(task_id);
+        }
+        while self.order.len() > NEVER_LAUNCHED_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, task_id: &str) -> bool {
+        self.ids.contains(task_id)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -218,6 +248,7 @@ impl Actor for Agent {
             checkpoint,
             fence,
             tasks: BTreeMap::new(),
+            never_launched: NeverLaunched::default(),
             updates,
             registration: Registration::Searching,
             next_register_ms: 0,
@@ -421,6 +452,7 @@ impl AgentState {
                     self.kill(&task_id, Some(0));
                 }
             }
+            Command::Reconcile { task_ids } => self.reconcile(&from.node, task_ids),
         }
     }
 
@@ -467,8 +499,25 @@ impl AgentState {
         self.config.work_dir.join("sandboxes").join(name)
     }
 
+    /// The master's question about tasks it holds as staging here: those this agent never
+    /// received are answered as never launched, and refused should their launch still come.
+    fn reconcile(&mut self, master: &str, task_ids: Vec<String>) {
+        let never: Vec<String> = task_ids.into_iter().filter(|id| !self.tasks.contains_key(id)).collect();
+        if never.is_empty() {
+            return;
+        }
+        for task_id in &never {
+            self.never_launched.insert(task_id.clone());
+        }
+        let _ = self.transport.cast(master, MASTER_NAME, &AgentMessage::NeverLaunched { task_ids: never });
+    }
+
     async fn launch(&mut self, task: TaskInfo) {
         let task_id = task.task_id.clone();
+        if self.never_launched.contains(&task_id) {
+            warn!(task = %task_id, "refused a launch the master was told never arrived (it came late)");
+            return;
+        }
         if self.tasks.contains_key(&task_id) {
             // A duplicate launch (a retried command): the task's own updates tell its state.
             warn!(task = %task_id, "ignored a second launch of a task this agent holds");

@@ -185,6 +185,10 @@ impl MasterActorState {
                 self.core.pong(&from.node, term);
                 Vec::new()
             }
+            AgentMessage::NeverLaunched { task_ids } => {
+                warn!(agent = %from.node, tasks = ?task_ids, "launches never reached the agent; their tasks are dropped");
+                self.core.never_launched(&from.node, task_ids)
+            }
         }
     }
 

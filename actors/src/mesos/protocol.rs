@@ -102,6 +102,9 @@ pub enum AgentMessage {
     Update(TaskStatus),
     /// The answer to [`Command::Ping`].
     Pong { term: u64 },
+    /// The answer to [`Command::Reconcile`]: these launches never reached the agent, and it
+    /// will refuse them should they still arrive.
+    NeverLaunched { task_ids: Vec<String> },
 }
 
 impl RemoteMessage for AgentMessage {
@@ -140,6 +143,13 @@ pub enum Command {
     Ping,
     /// The master does not know these tasks (their framework is gone): kill them.
     KillUnknown {
+        task_ids: Vec<String>,
+    },
+    /// These tasks have been staging for long: the agent answers
+    /// [`AgentMessage::NeverLaunched`] with those whose launch it never received (a launch
+    /// lost with a connection would otherwise hold its instance until the framework's launch
+    /// timeout, Marathon's 5 minutes).
+    Reconcile {
         task_ids: Vec<String>,
     },
 }

@@ -60,6 +60,10 @@ impl Default for MasterConfig {
     }
 }
 
+/// A task staging this long on an agent is reconciled with it: a launch normally reaches the
+/// agent within milliseconds, and a slow fetch is known to the agent from its first moment.
+pub const STAGING_RECONCILE_MS: u64 = 10_000;
+
 /// What the registry keeps about an agent across failovers (Mesos's registry of admitted
 /// agents): its info, its dynamic reservations, and when it became unreachable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +103,8 @@ struct Task {
     agent: String,
     state: TaskState,
     statuses: VecDeque<TaskStatus>,
+    /// When this master launched or adopted it (its clock), for reconciling long stagings.
+    since_ms: u64,
 }
 
 struct Framework {
@@ -130,6 +136,8 @@ pub struct MasterCore {
     /// Reconciliations asked for during recovery, answered when it ends.
     deferred: Vec<(String, Vec<String>)>,
     next_ping_ms: u64,
+    /// The time of the last tick (this master's clock), stamped on tasks as they arrive.
+    now_ms: u64,
     last_round_ms: u64,
     dirty: bool,
     next_id: u64,
@@ -166,6 +174,7 @@ impl MasterCore {
         let recovering = (!waiting.is_empty()).then(|| (waiting, now_ms + config.reregister_timeout_ms));
         MasterCore {
             next_ping_ms: now_ms + config.ping_interval_ms,
+            now_ms,
             config,
             me: me.to_owned(),
             term,
@@ -240,11 +249,13 @@ impl MasterCore {
             // A terminal task is adopted too: its terminal update is still in the agent's
             // stream and completes it when it arrives (and reaches the framework).
             let state = report.status.state;
+            let since_ms = self.now_ms;
             let task = self.tasks.entry(task_id).or_insert_with(|| Task {
                 info: report.task.clone(),
                 agent: agent.to_owned(),
                 state,
                 statuses: VecDeque::new(),
+                since_ms,
             });
             task.state = state;
             task.agent = agent.to_owned();
@@ -607,6 +618,7 @@ impl MasterCore {
             agent: agent.to_owned(),
             state: TaskState::Staging,
             statuses: VecDeque::from([status]),
+            since_ms: self.now_ms,
         };
         self.tasks.insert(task.task_id.clone(), entry);
         actions.push(Action::ToAgent { agent: agent.to_owned(), command: Command::Launch(Box::new(task)) });
@@ -740,9 +752,11 @@ impl MasterCore {
     /// expired filters, then an allocation round when one is due.
     pub fn tick(&mut self, now_ms: u64, wall_ms: u64, seed: u64) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.now_ms = now_ms;
         if now_ms >= self.next_ping_ms {
             self.next_ping_ms = now_ms + self.config.ping_interval_ms;
             self.ping(wall_ms, &mut actions);
+            self.reconcile_long_stagings(now_ms, &mut actions);
         }
         self.end_recovery_if_done(Some((now_ms, wall_ms)), &mut actions);
         if self.config.offer_timeout_ms > 0 {
@@ -761,6 +775,38 @@ impl MasterCore {
             || (self.dirty && now_ms >= self.last_round_ms + self.config.allocation_batch_ms);
         if due && self.recovering.is_none() {
             self.allocate(now_ms, seed, &mut actions);
+        }
+        actions
+    }
+
+    /// Asks each active agent about the tasks staging on it for longer than
+    /// [`STAGING_RECONCILE_MS`] (every ping interval until they move on).
+    fn reconcile_long_stagings(&self, now_ms: u64, actions: &mut Vec<Action>) {
+        let mut by_agent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let long = self.tasks.iter().filter(|(_, task)| {
+            task.state == TaskState::Staging && now_ms.saturating_sub(task.since_ms) >= STAGING_RECONCILE_MS
+        });
+        for (task_id, task) in long {
+            if self.agents.get(&task.agent).is_some_and(|agent| agent.active) {
+                by_agent.entry(task.agent.as_str()).or_default().push(task_id.clone());
+            }
+        }
+        for (agent, task_ids) in by_agent {
+            actions.push(Action::ToAgent { agent: agent.to_owned(), command: Command::Reconcile { task_ids } });
+        }
+    }
+
+    /// An agent's answer to [`Command::Reconcile`]: the launches it never received end as
+    /// `TASK_DROPPED`, so the framework replaces them.
+    pub fn never_launched(&mut self, from: &str, task_ids: Vec<String>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for task_id in task_ids {
+            let staging_there =
+                self.tasks.get(&task_id).is_some_and(|t| t.agent == from && t.state == TaskState::Staging);
+            if staging_there {
+                let why = "The agent never received the task's launch";
+                self.master_update(&task_id, TaskState::Dropped, UpdateReason::Reconciliation, why, &mut actions);
+            }
         }
         actions
     }

@@ -215,3 +215,36 @@ fn tasks_the_master_placed_but_the_agent_no_longer_holds_are_lost() {
     assert_eq!((lost[0].state, lost[0].reason), (TaskState::Lost, Some(UpdateReason::TaskUnknown)));
     assert!(core.state().tasks.is_empty());
 }
+
+#[test]
+fn a_long_staging_is_reconciled_with_its_agent_and_a_launch_it_never_received_is_dropped() {
+    let (mut core, fw, offer) = with_offer();
+    launch(&mut core, &fw, &offer, vec![task("t1", 1.0), task("t2", 1.0)]);
+    core.agent_update("a1", running("t2", "a1", 5));
+    let reconciles = |actions: &[Action]| -> Vec<Vec<String>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToAgent { agent, command: Command::Reconcile { task_ids } } if agent == "a1" => {
+                    Some(task_ids.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut now = 50;
+    let mut tick = |core: &mut MasterCore, to: u64| {
+        core.pong("a1", 1);
+        now = to;
+        core.tick(now, 0, 7)
+    };
+    assert!(reconciles(&tick(&mut core, 5_000)).is_empty(), "a young staging is left alone");
+    let asked = reconciles(&tick(&mut core, 10_100));
+    assert_eq!(asked, vec![vec!["t1".to_owned()]], "only the long staging, not the running task");
+    let dropped = updates_in(&core.never_launched("a1", vec!["t1".to_owned()]));
+    assert_eq!(dropped.len(), 1);
+    assert_eq!((dropped[0].state, dropped[0].reason), (TaskState::Dropped, Some(UpdateReason::Reconciliation)));
+    assert!(updates_in(&core.never_launched("a1", vec!["t1".to_owned()])).is_empty(), "answered once");
+    assert!(updates_in(&core.never_launched("a2", vec!["t2".to_owned()])).is_empty(), "only its own agent");
+    assert!(reconciles(&tick(&mut core, 12_000)).is_empty(), "nothing staging is left");
+}
