@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
 /// Runs the story and returns how much virtual time it took.
 async fn scenario(seed: u64, span: Duration) -> anyhow::Result<Duration> {
     let start = tokio::time::Instant::now();
-    let mut cluster = SimBuilder::new(seed).masters(3).agents(5).start().await?;
+    let cluster = SimBuilder::new(seed).masters(3).agents(5).start().await?;
     let at = |what: &str| println!("{:>9.3} s  {what}", start.elapsed().as_secs_f64());
     let leader = wait_until("a leader", BOUND, async || cluster.leader().await).await;
     at(&format!("{leader} leads"));

@@ -31,7 +31,7 @@ async fn app_running(cluster: &SimCluster, app: &str, count: usize) -> BTreeSet<
 /// Starts a cluster, deploys an app, crashes the leader and waits for its successor to
 /// report the same tasks; returns the cluster and the two leaders.
 async fn failover_scenario(seed: u64) -> (SimCluster, String, String) {
-    let mut cluster = SimBuilder::new(seed).masters(3).agents(2).start().await.expect("the simulation starts");
+    let cluster = SimBuilder::new(seed).masters(3).agents(2).start().await.expect("the simulation starts");
     let first = wait_until("a leader", BOUND, async || cluster.leader().await).await;
     let created = wait_until("the app is created", BOUND, async || {
         let body = json!({"id": "/web", "cmd": "serve", "cpus": 0.5, "mem": 64, "instances": 3});
@@ -48,7 +48,7 @@ async fn failover_scenario(seed: u64) -> (SimCluster, String, String) {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_cluster_keeps_its_app_across_a_leader_crash_and_the_old_leader_rejoins() {
-    let (mut cluster, first, second) = failover_scenario(3).await;
+    let (cluster, first, second) = failover_scenario(3).await;
     assert_eq!(cluster.running_tasks().len(), 3, "the tasks never stopped on their hosts");
     cluster.restart(&first).await.expect("the old leader restarts");
     let rejoined = wait_until("the old leader follows the new one", BOUND, async || {

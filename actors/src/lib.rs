@@ -25,6 +25,7 @@
 //! - [`l4lb`]: the layer-4 load balancer: VIP labels, the VIP table and the balancing policy
 //!   (pure, in `l4lb/core`), and the actor that serves every VIP through a user-space TCP/UDP
 //!   proxy on this node.
+//! - [`chaos`]: faults on purpose: the monkey's seeded fault schedule (pure, in `chaos/core`).
 //! - [`control_plane`]: a master's supervision subtree (registry, election, and the guard that
 //!   runs the leader-only subtree while this master leads).
 //!
@@ -34,6 +35,7 @@
 
 pub mod agent;
 pub mod allocator;
+pub mod chaos;
 pub mod control_plane;
 pub mod discovery;
 pub mod dns;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -120,12 +120,9 @@ impl SimBuilder {
         for id in &master_ids {
             operator.connect(id, Address::Sim);
         }
-        let mut cluster = SimCluster { seed: self.seed, net, masters, agents, operator, operator_node, work };
-        for index in 0..cluster.masters.len() {
-            cluster.start_master(index).await?;
-        }
-        for index in 0..cluster.agents.len() {
-            cluster.start_agent(index).await?;
+        let cluster = SimCluster { seed: self.seed, net, masters, agents, operator, operator_node, work };
+        for slot in cluster.masters.iter().chain(cluster.agents.iter()) {
+            slot.start(cluster.seed).await?;
         }
         Ok(cluster)
     }
@@ -225,9 +222,12 @@ struct NodeSlot {
     disk: Option<SharedSimDisk>,
     driver: Option<Arc<MockDriver>>,
     clock: Arc<TokioClock>,
-    running: Option<RunningNode>,
+    /// The running node; `None` while crashed. Never locked across an `.await`.
+    running: Mutex<Option<RunningNode>>,
+    /// Set while a start is under way, so two restarts of one node cannot overlap.
+    starting: AtomicBool,
     /// How many times it has started (each start draws a different seed).
-    starts: u64,
+    starts: AtomicU64,
 }
 
 impl NodeSlot {
@@ -238,27 +238,49 @@ impl NodeSlot {
         disk: Option<SharedSimDisk>,
         driver: Option<Arc<MockDriver>>,
     ) -> NodeSlot {
-        let clock = Arc::new(TokioClock::with_wall_origin(WALL_ORIGIN_MILLIS));
-        NodeSlot { id: id.to_owned(), role, plan, disk, driver, clock, running: None, starts: 0 }
+        NodeSlot {
+            id: id.to_owned(),
+            role,
+            plan,
+            disk,
+            driver,
+            clock: Arc::new(TokioClock::with_wall_origin(WALL_ORIGIN_MILLIS)),
+            running: Mutex::new(None),
+            starting: AtomicBool::new(false),
+            starts: AtomicU64::new(0),
+        }
     }
 
-    async fn start(&mut self, seed: u64) -> anyhow::Result<()> {
-        anyhow::ensure!(self.running.is_none(), "{} is already running", self.id);
+    fn running(&self) -> MutexGuard<'_, Option<RunningNode>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_running(&self) -> bool {
+        self.running().is_some()
+    }
+
+    async fn start(&self, seed: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_running(), "{} is already running", self.id);
+        anyhow::ensure!(!self.starting.swap(true, Ordering::SeqCst), "{} is already starting", self.id);
+        let starts = self.starts.fetch_add(1, Ordering::SeqCst);
         let mut plan = self.plan.clone();
-        plan.seed = Some(seed ^ seed_of(&self.id) ^ self.starts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        plan.seed = Some(seed ^ seed_of(&self.id) ^ starts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         plan.clock = Some(self.clock.clone());
-        let id = NodeId::new(self.id.clone())?;
-        let node =
-            RunningNode::start_with(id, self.role, plan).await.with_context(|| format!("starting {}", self.id))?;
-        self.running = Some(node);
-        self.starts += 1;
+        let started = match NodeId::new(self.id.clone()) {
+            Ok(id) => {
+                RunningNode::start_with(id, self.role, plan).await.with_context(|| format!("starting {}", self.id))
+            }
+            Err(error) => Err(error.into()),
+        };
+        self.starting.store(false, Ordering::SeqCst);
+        *self.running() = Some(started?);
         Ok(())
     }
 
     /// Stops the node abruptly: its links go silent, its actors die without cleanup, and a
     /// master's disk keeps only what was synced.
-    fn crash(&mut self) {
-        let Some(node) = self.running.take() else { return };
+    fn crash(&self) {
+        let Some(node) = self.running().take() else { return };
         if let Some(transport) = node.transport() {
             transport.abort();
         }
@@ -315,19 +337,19 @@ impl SimCluster {
         RegistryClient::new(self.operator.clone(), self.master_ids(), self.operator_node.random_u64())
     }
 
-    /// A running master or agent by id.
-    pub fn node(&self, id: &str) -> Option<&RunningNode> {
-        self.slot(id).and_then(|slot| slot.running.as_ref())
+    /// A running master's or agent's node context (its actors' names, clock, RNG).
+    pub fn node(&self, id: &str) -> Option<Node> {
+        self.slot(id).and_then(|slot| slot.running().as_ref().map(|running| running.node.clone()))
     }
 
     pub fn is_running(&self, id: &str) -> bool {
-        self.node(id).is_some()
+        self.slot(id).is_some_and(NodeSlot::is_running)
     }
 
     /// The leading master's state, from the first master whose master actor answers (only
     /// the leader runs one).
     pub async fn master_state(&self) -> Option<MasterState> {
-        for slot in self.masters.iter().filter(|slot| slot.running.is_some()) {
+        for slot in self.masters.iter().filter(|slot| slot.is_running()) {
             let asked = self.operator.call(&slot.id, MASTER_NAME, &MasterQuery::State, CALL_DEADLINE).await;
             if let Ok(state) = asked {
                 return Some(state);
@@ -362,17 +384,14 @@ impl SimCluster {
     }
 
     /// Crashes a node (master or agent): see [`Self::restart`] to bring it back.
-    pub fn crash(&mut self, id: &str) -> anyhow::Result<()> {
-        let slot = self.slot_mut(id).with_context(|| format!("no node {id}"))?;
-        slot.crash();
+    pub fn crash(&self, id: &str) -> anyhow::Result<()> {
+        self.slot(id).with_context(|| format!("no node {id}"))?.crash();
         Ok(())
     }
 
     /// Starts a crashed node again under the same identity, with its disk and work directory.
-    pub async fn restart(&mut self, id: &str) -> anyhow::Result<()> {
-        let seed = self.seed;
-        let slot = self.slot_mut(id).with_context(|| format!("no node {id}"))?;
-        slot.start(seed).await
+    pub async fn restart(&self, id: &str) -> anyhow::Result<()> {
+        self.slot(id).with_context(|| format!("no node {id}"))?.start(self.seed).await
     }
 
     /// Shifts a node's clock by `nanos` (positive: ahead); it keeps the skew across restarts.
@@ -388,36 +407,23 @@ impl SimCluster {
     }
 
     /// Stops every node in order (agents first), then the operator's endpoint.
-    pub async fn shutdown(mut self) {
-        for slot in self.agents.iter_mut().chain(self.masters.iter_mut()) {
-            if let Some(node) = slot.running.take() {
+    pub async fn shutdown(self) {
+        for slot in self.agents.iter().chain(self.masters.iter()) {
+            let running = slot.running().take();
+            if let Some(node) = running {
                 let _ = node.shutdown(STOP_DEADLINE).await;
             }
         }
     }
 
-    async fn start_master(&mut self, index: usize) -> anyhow::Result<()> {
-        let seed = self.seed;
-        self.masters[index].start(seed).await
-    }
-
-    async fn start_agent(&mut self, index: usize) -> anyhow::Result<()> {
-        let seed = self.seed;
-        self.agents[index].start(seed).await
-    }
-
     fn slot(&self, id: &str) -> Option<&NodeSlot> {
         self.masters.iter().chain(self.agents.iter()).find(|slot| slot.id == id)
-    }
-
-    fn slot_mut(&mut self, id: &str) -> Option<&mut NodeSlot> {
-        self.masters.iter_mut().chain(self.agents.iter_mut()).find(|slot| slot.id == id)
     }
 }
 
 impl Drop for SimCluster {
     fn drop(&mut self) {
-        for slot in self.agents.iter_mut().chain(self.masters.iter_mut()) {
+        for slot in self.agents.iter().chain(self.masters.iter()) {
             slot.crash();
         }
         self.operator.abort();

@@ -14,6 +14,11 @@
 //! clock with a fixed wall origin, so timestamps do not depend on when the test runs, and a
 //! clock can be skewed ([`SimCluster::skew_clock`]).
 //!
+//! Faults: [`SimCluster::inject`] carries out any `Fault` of the transport's vocabulary
+//! (link faults through the network, crashes, restarts, pauses, clock skew, killed actors)
+//! and [`SimCluster::heal`] undoes it. [`battery`] runs the randomized battery: a workload
+//! under the chaos monkey's seeded schedule, with safety and liveness invariants.
+//!
 //! Waiting: [`wait_until`] polls a condition on the (virtual) clock with a bound and fails
 //! with what it waited for; nothing in a simulation sleeps a guessed duration.
 //!
@@ -28,10 +33,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod battery;
+mod chaos;
 mod cluster;
 
 use std::time::Duration;
 
+pub use battery::{BatteryConfig, SeedReport, run_seed};
+pub use chaos::Injected;
 pub use cluster::{SimBuilder, SimCluster};
 
 /// The wall time every simulated node's clock starts at (2026-01-01T00:00:00Z), so that

@@ -47,12 +47,13 @@ struct MockTask {
 pub struct MockDriver {
     script: MockScript,
     tasks: Arc<Mutex<BTreeMap<String, MockTask>>>,
-    launches: Mutex<u64>,
+    /// Successful launches per task id.
+    launches: Mutex<BTreeMap<String, u32>>,
 }
 
 impl MockDriver {
     pub fn new(script: MockScript) -> Arc<MockDriver> {
-        Arc::new(MockDriver { script, tasks: Arc::default(), launches: Mutex::new(0) })
+        Arc::new(MockDriver { script, tasks: Arc::default(), launches: Mutex::default() })
     }
 
     /// Every task runs until stopped.
@@ -67,7 +68,12 @@ impl MockDriver {
 
     /// How many launches succeeded since the driver was made.
     pub fn launches(&self) -> u64 {
-        *self.launches.lock().unwrap_or_else(|e| e.into_inner())
+        self.launch_counts().values().map(|count| u64::from(*count)).sum()
+    }
+
+    /// How many times each task id was launched (a correct cluster never launches one twice).
+    pub fn launch_counts(&self) -> BTreeMap<String, u32> {
+        self.launches.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Ends a running task now, as if its process exited with `exit` (a crash from outside).
@@ -122,7 +128,7 @@ impl TaskDriver for MockDriver {
         }
         let (exit, _) = watch::channel(None);
         table.insert(spec.task_id.clone(), MockTask { behaviour, started: Instant::now(), exit });
-        *self.launches.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *self.launches.lock().unwrap_or_else(|e| e.into_inner()).entry(spec.task_id.clone()).or_default() += 1;
         Ok(TaskHandle {
             task_id: spec.task_id.clone(),
             pid: 0,

@@ -1,0 +1,5 @@
+//! The chaos actor's pure core: the monkey's fault schedule ([`monkey`]).
+
+pub mod monkey;
+
+pub use monkey::{MonkeyConfig, ScheduledFault, schedule};
