@@ -65,7 +65,9 @@ pub struct L4lbConfig {
     pub add_vips_to_lo: bool,
     /// How long a new connection waits for a backend before trying another.
     pub connect_timeout: Duration,
-    /// How long the connections of a removed backend (or VIP) stay open.
+    /// How long the connections of a removed backend (or VIP) stay open. With nftables, how
+    /// long a removed VIP keeps refusing and its address; its connections, and those of a
+    /// removed backend, are left to end by themselves (conntrack keeps their mapping).
     pub drain_timeout: Duration,
     /// How long a UDP session lives without a datagram either way.
     pub udp_idle_timeout: Duration,
