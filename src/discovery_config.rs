@@ -16,14 +16,16 @@
 //!
 //! [l4lb]                            # optional
 //! enabled = true                    # [default: agents true, masters false]
-//! drain_timeout_secs = 30           # a removed backend's connections stay this long
+//! drain_timeout_secs = 30           # a removed backend's connections stay this long (proxy)
+//! data_plane = "proxy"              # "proxy" (user space) or "nftables" (kernel DNAT; root and
+//!                                   # `nft`, else the proxy serves) [default: proxy]
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_actors::dns::core::DnsConfig;
-use flotilla_actors::l4lb::L4lbConfig;
+use flotilla_actors::l4lb::{DataPlane, L4lbConfig};
 use serde::Deserialize;
 
 /// `[dns]`; fields left out keep [`DnsConfig`]'s defaults.
@@ -80,6 +82,7 @@ impl DnsSection {
 pub struct L4lbSection {
     pub enabled: Option<bool>,
     pub drain_timeout_secs: Option<u64>,
+    pub data_plane: Option<DataPlane>,
 }
 
 impl L4lbSection {
@@ -88,6 +91,7 @@ impl L4lbSection {
         L4lbConfig {
             enabled: self.enabled.unwrap_or(on_by_default),
             drain_timeout: self.drain_timeout_secs.map_or(defaults.drain_timeout, Duration::from_secs),
+            data_plane: self.data_plane.unwrap_or(defaults.data_plane),
             ..defaults
         }
     }
@@ -108,5 +112,14 @@ mod tests {
         let bad = DnsSection { domain: Some("a..b".to_owned()), ..DnsSection::default() };
         assert!(bad.config(true).unwrap_err().to_string().contains("not a DNS name"));
         assert!(!L4lbSection { enabled: Some(false), ..L4lbSection::default() }.config(true).enabled);
+    }
+
+    #[test]
+    fn l4lb_data_plane_is_read_and_defaults_to_the_proxy() {
+        let section = |text: &str| toml::from_str::<L4lbSection>(text).map(|section| section.config(true));
+        assert_eq!(section("").unwrap().data_plane, DataPlane::Proxy);
+        assert_eq!(section("data_plane = \"proxy\"").unwrap().data_plane, DataPlane::Proxy);
+        assert_eq!(section("data_plane = \"nftables\"").unwrap().data_plane, DataPlane::Nftables);
+        assert!(section("data_plane = \"ipvs\"").is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! fed a cluster view that declares VIPs on their ports, and clients go through the VIP.
 //!
 //! IP VIPs in `127.0.0.0/8` need no address added, so these tests run without root; the
-//! named-VIP test (an `11.x` address put on `lo`) runs only as root and says so otherwise.
+//! named-VIP test (an `11.x` address put on `lo`) runs only as root and says so otherwise, and
+//! the nftables test only as root with `nft` installed (`scripts/install-test-deps.sh`).
 //! Waits are bounded polls of a condition, never sleeps standing in for one.
 
 mod common;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use common::wait_until;
 use flotilla_actors::discovery::{ClusterView, PortEntry, PortProtocol, TaskEntry, ViewChange, ViewUpdate};
 use flotilla_actors::l4lb::{
-    L4LB_ACTOR, L4lbConfig, L4lbMsg, L4lbStatus, VipState, VipStatus, l4lb_child, named_vip_address,
+    DataPlane, L4LB_ACTOR, L4lbConfig, L4lbMsg, L4lbStatus, VipState, VipStatus, l4lb_child, named_vip_address,
 };
 use flotilla_supervisors::{Node, NodeId, Strategy, Supervisor, SupervisorFlags, SupervisorRef, SupervisorSpec};
 use ractor::ActorRef;
@@ -290,4 +291,162 @@ async fn a_named_vip_is_put_on_lo_and_removed_with_its_last_task() {
 async fn lo_has(ip: std::net::Ipv4Addr) -> bool {
     let output = tokio::process::Command::new("ip").args(["-o", "addr", "show", "dev", "lo"]).output().await.unwrap();
     String::from_utf8_lossy(&output.stdout).contains(&format!(" {ip}/32 "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nft_the_nftables_plane_falls_back_to_the_proxy_and_says_why() {
+    let port = tcp_echo("p").await;
+    let vip: SocketAddr = "127.77.0.5:18080".parse().unwrap();
+    let config = L4lbConfig {
+        data_plane: DataPlane::Nftables,
+        nft_command: "/nonexistent/flotilla-test/nft".to_owned(),
+        ..config()
+    };
+    let mut h = Harness::start(config).await;
+    let status = h.status().await;
+    assert_eq!(status.data_plane, DataPlane::Proxy);
+    let why = status.data_plane_error.expect("the status says why nftables is not in use");
+    assert!(why.contains("apt-get install nftables"), "{why}");
+    h.reset(vec![task("p1", port, PortProtocol::Tcp, "127.77.0.5:18080")]);
+    h.wait_vip("the proxy serves", vip, |v| v.state == VipState::Serving).await;
+    assert_eq!(Client::connect(vip).await.ask("fallback").await.as_deref(), Some("p"));
+    h.stop().await;
+}
+
+/// The kernel's copy of Flotilla's table (`nft list table`), `None` when there is none.
+async fn nft_table() -> Option<String> {
+    let output = tokio::process::Command::new("nft").args(["list", "table", "ip", "flotilla_l4lb"]).output().await;
+    let output = output.expect("nft runs");
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn nft_usable() -> Result<(), &'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("changing nftables needs root");
+    }
+    match std::process::Command::new("nft").arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err("`nft` is not installed (scripts/install-test-deps.sh installs it)"),
+    }
+}
+
+/// Takes Flotilla's table and a test address off the host even when the test fails half-way
+/// (a panicking test drops the actor without its `post_stop`).
+struct KernelCleanup(std::net::Ipv4Addr);
+
+impl Drop for KernelCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", "flotilla_l4lb"]).output();
+        let _ = std::process::Command::new("ip").args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"]).output();
+    }
+}
+
+/// Sends one datagram from a fresh socket and returns the name of the backend that answered.
+async fn udp_ask(vip: SocketAddr, text: &str) -> String {
+    let client = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    client.connect(vip).await.unwrap();
+    client.send(text.as_bytes()).await.unwrap();
+    let mut buffer = [0u8; 64];
+    let len = tokio::time::timeout(BOUND, client.recv(&mut buffer)).await.expect("a UDP reply").unwrap();
+    let reply = std::str::from_utf8(&buffer[..len]).unwrap();
+    let (name, echoed) = reply.split_once(':').unwrap();
+    assert_eq!(echoed, text);
+    name.to_owned()
+}
+
+/// The whole nftables path in one test, since the table is one per host: a stale table is
+/// replaced at start, TCP and UDP go through a named VIP round robin, a removed backend takes
+/// no new connection while its open one keeps working, a removed VIP leaves the ruleset, and
+/// the table leaves the kernel with the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nftables_plane_dnats_through_vips_and_cleans_up() {
+    if let Err(why) = nft_usable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let ip = named_vip_address("l4lbtestnft", "marathon");
+    let _cleanup = KernelCleanup(ip);
+    let stale = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"table ip flotilla_l4lb {\n chain stale_from_a_crash {\n }\n}\n")?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(stale.success());
+
+    let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
+    let (ua, ub) = (udp_echo("ua").await, udp_echo("ub").await);
+    let (tcp_vip, udp_vip) = (SocketAddr::new(IpAddr::V4(ip), 18083), SocketAddr::new(IpAddr::V4(ip), 18084));
+    // Long enough to see a draining VIP refuse, short enough for the test.
+    let config = L4lbConfig { data_plane: DataPlane::Nftables, drain_timeout: Duration::from_secs(2), ..config() };
+    let mut h = Harness::start(config).await;
+    let status = h.status().await;
+    assert_eq!((status.data_plane, status.data_plane_error), (DataPlane::Nftables, None));
+    assert!(!nft_table().await.unwrap().contains("stale_from_a_crash"), "the old table is replaced");
+
+    h.reset(vec![
+        task("ta", a, PortProtocol::Tcp, "/l4lbtestnft:18083"),
+        task("tb", b, PortProtocol::Tcp, "/l4lbtestnft:18083"),
+        task("ua", ua, PortProtocol::Udp, "/l4lbtestnft:18084"),
+        task("ub", ub, PortProtocol::Udp, "/l4lbtestnft:18084"),
+    ]);
+    for vip in [tcp_vip, udp_vip] {
+        h.wait_vip("the VIP is in the kernel", vip, |v| v.state == VipState::Serving && v.backends.len() == 2).await;
+    }
+    assert!(lo_has(ip).await, "{ip} is on lo");
+
+    // Round robin: four connections, two on each backend, all held open.
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut client = Client::connect(tcp_vip).await;
+        let name = client.ask(&format!("hello {i}")).await.expect("an answer through the VIP");
+        clients.push((name, client));
+    }
+    let seen: Vec<&str> = clients.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(seen.iter().filter(|name| **name == "a").count(), 2, "{seen:?}");
+    assert_eq!(seen.iter().filter(|name| **name == "b").count(), 2, "{seen:?}");
+    let udp_seen: BTreeMap<String, usize> = count_names([udp_ask(udp_vip, "u0").await, udp_ask(udp_vip, "u1").await]);
+    assert_eq!(udp_seen, BTreeMap::from([("ua".to_owned(), 1), ("ub".to_owned(), 1)]));
+
+    // Backend a goes away: new connections all go to b, a's open ones keep their mapping.
+    h.change(ViewChange::TaskGone { id: "ta".to_owned() });
+    h.wait_vip("one backend left", tcp_vip, |v| v.state == VipState::Serving && v.backends.len() == 1).await;
+    let rules = nft_table().await.unwrap();
+    assert!(!rules.contains(&format!("127.0.0.1 . {a}")) && !rules.contains(&format!("127.0.0.1:{a}")), "{rules}");
+    for i in 0..6 {
+        assert_eq!(Client::connect(tcp_vip).await.ask(&format!("after {i}")).await.as_deref(), Some("b"));
+    }
+    for (name, client) in clients.iter_mut().filter(|(name, _)| name == "a") {
+        assert_eq!(client.ask("still there?").await.as_deref(), Some(name.as_str()), "a's open connection works");
+    }
+
+    // The VIPs go away: refused while they drain, then out of the ruleset and off lo.
+    for id in ["tb", "ua", "ub"] {
+        h.change(ViewChange::TaskGone { id: id.to_owned() });
+    }
+    h.wait_vip("the TCP VIP drains", tcp_vip, |v| v.state == VipState::Draining).await;
+    let refused = tokio::time::timeout(BOUND, TcpStream::connect(tcp_vip)).await.expect("refused, not hanging");
+    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+    let ip_text = ip.to_string();
+    wait_until("the VIPs leave the ruleset", BOUND, || async {
+        nft_table().await.filter(|rules| !rules.contains(&ip_text)).map(|_| ())
+    })
+    .await;
+    wait_until("the address leaves lo", BOUND, || async { (!lo_has(ip).await).then_some(()) }).await;
+    assert!(h.status().await.vips.is_empty());
+
+    h.stop().await;
+    assert_eq!(nft_table().await, None, "the table leaves with the actor");
+}
+
+fn count_names(names: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
 }

@@ -1,6 +1,10 @@
 //! The load balancer actor: it keeps the VIP table (`core`) from discovery's view updates and
-//! carries the table's actions out on this node's data plane: a proxy per VIP (TCP or UDP),
-//! listening on the VIP's address, which it puts on `lo` when needed.
+//! carries the table's actions out on this node's data plane, chosen by
+//! [`L4lbConfig::data_plane`]: a proxy per VIP (TCP or UDP), listening on the VIP's address,
+//! which it puts on `lo` when needed; or the kernel's NAT, driven through nftables
+//! (`kernel.rs`). When nftables is asked for but `nft` does not work at start, the actor says
+//! why (log and status) and serves with the proxy: VIPs keep working, more slowly, rather than
+//! not at all.
 //!
 //! The proxies are tasks in the actor's `JoinSet` (never detached): they end when the actor
 //! does, and the actor sees a proxy that fails and retries it. A removed VIP's proxy stops
@@ -19,12 +23,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::L4lbConfig;
 use super::core::{LbAction, VipKey, VipTable};
+use super::kernel::KernelPlane;
 use super::netif::LoAddresses;
 use super::pool::{BackendStatus, Pool};
 use super::tcp::ProxySettings;
-use super::{tcp, udp};
+use super::{DataPlane, L4lbConfig, tcp, udp};
 use crate::discovery::{PortProtocol, ViewUpdate};
 
 /// The name the load balancer is registered under on its node.
@@ -47,6 +51,11 @@ pub enum L4lbMsg {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L4lbStatus {
     pub enabled: bool,
+    /// The data plane in use (the proxy when nftables was asked for but is unavailable).
+    pub data_plane: DataPlane,
+    /// Why the configured data plane is not in use, or the last failure of `nft` while the
+    /// kernel's ruleset is behind the table.
+    pub data_plane_error: Option<String>,
     /// In key order; a VIP may appear twice while an old proxy drains beside a new one.
     pub vips: Vec<VipStatus>,
     /// VIP labels that could not be read: (task id, why).
@@ -65,9 +74,10 @@ pub struct VipStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VipState {
     Serving,
-    /// Cannot listen (address or bind failure); retried every second.
+    /// Cannot listen (address or bind failure), or (nftables) its rules are not in the
+    /// kernel; retried every second.
     Failed(String),
-    /// Removed; its proxy no longer accepts and its connections are draining.
+    /// Removed; new connections are refused and the open ones are draining.
     Draining,
 }
 
@@ -106,6 +116,10 @@ pub struct L4lbState {
     task_ids: HashMap<tokio::task::Id, (VipKey, ProxyId)>,
     next_id: ProxyId,
     addresses: LoAddresses,
+    /// The nftables data plane, when in use; the proxies' fields above stay empty then.
+    kernel: Option<KernelPlane>,
+    /// Why nftables was asked for and is not in use.
+    fallback: Option<String>,
 }
 
 impl Actor for LoadBalancer {
@@ -120,7 +134,10 @@ impl Actor for LoadBalancer {
         if !config.enabled {
             info!("load balancer disabled: VIPs are not served on this node");
         }
+        let (kernel, fallback) = start_kernel_plane(&config).await;
         Ok(L4lbState {
+            kernel,
+            fallback,
             node,
             addresses: LoAddresses::new(config.add_vips_to_lo),
             config,
@@ -135,6 +152,9 @@ impl Actor for LoadBalancer {
 
     async fn post_stop(&self, myself: ActorRef<L4lbMsg>, state: &mut L4lbState) -> Result<(), ActorProcessingErr> {
         state.node.unregister(L4LB_ACTOR, &myself.get_cell());
+        if let Some(kernel) = &mut state.kernel {
+            kernel.stop().await;
+        }
         // Aborting a proxy drops its connections' JoinSet, which aborts them too.
         state.proxies.shutdown().await;
         state.addresses.release_all().await;
@@ -154,7 +174,10 @@ impl Actor for LoadBalancer {
             L4lbMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
-            L4lbMsg::Tick => state.retry_failed().await,
+            L4lbMsg::Tick => match &mut state.kernel {
+                Some(kernel) => kernel.tick(&state.table, &mut state.addresses).await,
+                None => state.retry_failed().await,
+            },
         }
         Ok(())
     }
@@ -166,6 +189,10 @@ impl L4lbState {
             ViewUpdate::Reset(view) => self.table.reset(view),
             ViewUpdate::Changes { changes, .. } => self.table.apply(changes),
         };
+        if let Some(kernel) = &mut self.kernel {
+            kernel.on_actions(&actions, &self.table, &mut self.addresses).await;
+            return;
+        }
         for action in actions {
             self.carry_out(action).await;
         }
@@ -293,6 +320,20 @@ impl L4lbState {
     }
 
     fn status(&self) -> L4lbStatus {
+        let rejected_labels = self
+            .table
+            .rejected()
+            .iter()
+            .flat_map(|(task, errors)| errors.iter().map(move |error| (task.clone(), error.to_string())))
+            .collect();
+        let (data_plane, data_plane_error, vips) = match &self.kernel {
+            Some(kernel) => (DataPlane::Nftables, kernel.error().map(str::to_owned), kernel.status(&self.table)),
+            None => (DataPlane::Proxy, self.fallback.clone(), self.proxy_status()),
+        };
+        L4lbStatus { enabled: self.config.enabled, data_plane, data_plane_error, vips, rejected_labels }
+    }
+
+    fn proxy_status(&self) -> Vec<VipStatus> {
         let serving = self.vips.iter().map(|(key, vip)| {
             let state = match &vip.run {
                 Run::Serving { .. } => VipState::Serving,
@@ -308,13 +349,23 @@ impl L4lbState {
         });
         let mut vips: Vec<VipStatus> = serving.chain(draining).collect();
         vips.sort_by_key(|vip| vip.key);
-        let rejected_labels = self
-            .table
-            .rejected()
-            .iter()
-            .flat_map(|(task, errors)| errors.iter().map(move |error| (task.clone(), error.to_string())))
-            .collect();
-        L4lbStatus { enabled: self.config.enabled, vips, rejected_labels }
+        vips
+    }
+}
+
+/// The nftables data plane when the configuration asks for it and `nft` works; otherwise
+/// `None`, with why when it was asked for (the proxy serves then).
+async fn start_kernel_plane(config: &L4lbConfig) -> (Option<KernelPlane>, Option<String>) {
+    if !config.enabled || config.data_plane != DataPlane::Nftables {
+        return (None, None);
+    }
+    match KernelPlane::start(&config.nft_command, config.drain_timeout).await {
+        Ok(kernel) => (Some(kernel), None),
+        Err(error) => {
+            let why = format!("nftables data plane unavailable, serving with the user-space proxy: {error}");
+            warn!("{why}");
+            (None, Some(why))
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The load balancer's pure core: VIP labels and named-VIP addresses ([`vip`]), the VIP table
-//! kept from discovery's changes and the actions it yields ([`table`]), and the balancing
-//! policy ([`policy`]). No sockets, clocks or runtimes: the shell (`l4lb/actor.rs` and the
-//! proxies) carries the actions out.
+//! kept from discovery's changes and the actions it yields ([`table`]), the balancing
+//! policy ([`policy`]) and the nftables ruleset of the kernel data plane ([`nft`]). No
+//! sockets, clocks or runtimes: the shell (`l4lb/actor.rs`, the proxies, `l4lb/kernel.rs`)
+//! carries the actions out.
 
+pub mod nft;
 pub mod policy;
 pub mod table;
 pub mod vip;
