@@ -11,6 +11,7 @@
 //! ttl = 60                          # seconds, the mesos zone [default: 60]
 //! forward_timeout_ms = 5000         # per upstream, then the next [default: 5000]
 //! rfc952 = false                    # Mesos-DNS's EnforceRFC952 [default: false]
+//! threads = 1                       # UDP sockets and threads (SO_REUSEPORT) [default: 1]
 //! http_listen = "0.0.0.0:8123"      # Mesos-DNS's HTTP API (/v1/hosts/...) [default: 0.0.0.0:8123]
 //! http = true                       # serve that API [default: true]
 //!
@@ -37,6 +38,7 @@ pub struct DnsSection {
     pub ttl: Option<u32>,
     pub forward_timeout_ms: Option<u64>,
     pub rfc952: Option<bool>,
+    pub threads: Option<usize>,
     pub http: Option<bool>,
     pub http_listen: Option<SocketAddr>,
 }
@@ -69,6 +71,7 @@ impl DnsSection {
             ttl: self.ttl.unwrap_or(defaults.ttl),
             forward_timeout_ms: self.forward_timeout_ms.unwrap_or(defaults.forward_timeout_ms),
             rfc952: self.rfc952.unwrap_or(defaults.rfc952),
+            threads: self.threads.unwrap_or(defaults.threads),
             ..defaults
         })
     }
@@ -108,5 +111,12 @@ mod tests {
         let bad = DnsSection { domain: Some("a..b".to_owned()), ..DnsSection::default() };
         assert!(bad.config(true).unwrap_err().to_string().contains("not a DNS name"));
         assert!(!L4lbSection { enabled: Some(false), ..L4lbSection::default() }.config(true).enabled);
+    }
+
+    #[test]
+    fn dns_threads_default_to_one_and_are_read_from_the_file() {
+        assert_eq!(DnsSection::default().config(true).unwrap().threads, 1);
+        let section: DnsSection = toml::from_str("threads = 4").unwrap();
+        assert_eq!(section.config(true).unwrap().threads, 4);
     }
 }
