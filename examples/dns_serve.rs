@@ -1,8 +1,10 @@
 //! Serves N synthetic task names from Flotilla's DNS server, for side-by-side benchmarks
 //! (`benches/dns/run.sh`): task `i` is `app<i>.marathon.mesos` on agent address
-//! `10.<i/65536>.<i/256%256>.<i%256>`. Runs on one thread until interrupted.
+//! `10.<i/65536>.<i/256%256>.<i%256>`. Serves UDP on `<threads>` threads (default 1; the
+//! actor, the full path and TCP share one more) until interrupted.
 //!
-//! `cargo run --release --example dns_serve -- <names> [<port>]` prints `listening <addr>`.
+//! `cargo run --release --example dns_serve -- <names> [<port> [<threads>]]` prints
+//! `listening <addr>`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -54,12 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let names: u32 = args.next().as_deref().unwrap_or("1000").parse()?;
     let port: u16 = args.next().as_deref().unwrap_or("0").parse()?;
+    let threads: usize = args.next().as_deref().unwrap_or("1").parse()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let node = Node::builder(NodeId::new("dns-serve")?).seed(1).start().await?;
         let config = DnsConfig {
             listen: format!("127.0.0.1:{port}").parse()?,
             upstreams: Some(Vec::new()),
+            threads,
             ..DnsConfig::default()
         };
         let (actor, _) = Actor::spawn(None, Dns, DnsArgs { node: node.clone(), config }).await?;

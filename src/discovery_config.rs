@@ -11,6 +11,7 @@
 //! ttl = 60                          # seconds, the mesos zone [default: 60]
 //! forward_timeout_ms = 5000         # per upstream, then the next [default: 5000]
 //! rfc952 = false                    # Mesos-DNS's EnforceRFC952 [default: false]
+//! threads = 1                       # UDP sockets and threads (SO_REUSEPORT) [default: 1]
 //! http_listen = "0.0.0.0:8123"      # Mesos-DNS's HTTP API (/v1/hosts/...) [default: 0.0.0.0:8123]
 //! http = true                       # serve that API [default: true]
 //!
@@ -39,6 +40,7 @@ pub struct DnsSection {
     pub ttl: Option<u32>,
     pub forward_timeout_ms: Option<u64>,
     pub rfc952: Option<bool>,
+    pub threads: Option<usize>,
     pub http: Option<bool>,
     pub http_listen: Option<SocketAddr>,
 }
@@ -71,6 +73,7 @@ impl DnsSection {
             ttl: self.ttl.unwrap_or(defaults.ttl),
             forward_timeout_ms: self.forward_timeout_ms.unwrap_or(defaults.forward_timeout_ms),
             rfc952: self.rfc952.unwrap_or(defaults.rfc952),
+            threads: self.threads.unwrap_or(defaults.threads),
             ..defaults
         })
     }
@@ -121,5 +124,12 @@ mod tests {
         assert_eq!(section("data_plane = \"proxy\"").unwrap().data_plane, DataPlane::Proxy);
         assert_eq!(section("data_plane = \"nftables\"").unwrap().data_plane, DataPlane::Nftables);
         assert!(section("data_plane = \"ipvs\"").is_err());
+    }
+
+    #[test]
+    fn dns_threads_default_to_one_and_are_read_from_the_file() {
+        assert_eq!(DnsSection::default().config(true).unwrap().threads, 1);
+        let section: DnsSection = toml::from_str("threads = 4").unwrap();
+        assert_eq!(section.config(true).unwrap().threads, 4);
     }
 }

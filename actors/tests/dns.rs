@@ -67,13 +67,17 @@ fn view() -> ClusterView {
 }
 
 async fn start(upstreams: Vec<SocketAddr>, timeout_ms: u64) -> (Node, ActorRef<DnsMsg>, DnsStatus) {
-    let node = Node::builder(NodeId::new("dns-test").unwrap()).seed(7).start().await.unwrap();
     let config = DnsConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstreams: Some(upstreams),
         forward_timeout_ms: timeout_ms,
         ..DnsConfig::default()
     };
+    start_with(config).await
+}
+
+async fn start_with(config: DnsConfig) -> (Node, ActorRef<DnsMsg>, DnsStatus) {
+    let node = Node::builder(NodeId::new("dns-test").unwrap()).seed(7).start().await.unwrap();
     let (actor, _) = Actor::spawn(None, Dns, DnsArgs { node: node.clone(), config }).await.unwrap();
     assert!(node.whereis(DNS_ACTOR).is_some(), "registered under its name");
     actor.send_message(DnsMsg::View(ViewUpdate::Reset(Arc::new(view())))).unwrap();
@@ -283,4 +287,84 @@ async fn forwards_past_a_dead_upstream_and_fails_when_none_answers() {
     node.shutdown();
     responder.abort();
     drop(dead);
+}
+
+async fn apply(actor: &ActorRef<DnsMsg>, revision: u64, changes: Vec<ViewChange>) {
+    actor.send_message(DnsMsg::View(ViewUpdate::Changes { revision, changes: Arc::new(changes) })).unwrap();
+    // Messages are handled in order: once the status answers, the changes are applied.
+    let status = ractor::call_t!(actor, DnsMsg::Status, 5_000).unwrap();
+    assert_eq!(status.revision, revision);
+}
+
+#[tokio::test]
+async fn a_changed_name_is_answered_fresh_right_after_the_change() {
+    let (node, actor, status) = start(Vec::new(), 500).await;
+    let server = status.bound.udp;
+    let name = "web-shop.marathon.mesos.";
+    // Asked repeatedly (and in another case), so the fast path has it prepared.
+    for asked in [name, "WEB-shop.Marathon.mesos.", name] {
+        assert_eq!(a_records(&udp(server, &query(asked, RecordType::A, Some(1232))).await), ["10.0.1.1", "10.0.1.2"]);
+    }
+    let missing = "later.marathon.mesos.";
+    for _ in 0..2 {
+        let reply = udp(server, &query(missing, RecordType::A, None)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    let changes = vec![
+        ViewChange::TaskGone { id: "web.1".into() },
+        ViewChange::TaskUp(task("web.3", "web.shop", "10.0.1.3")),
+        ViewChange::TaskUp(task("later.1", "later", "10.0.7.7")),
+    ];
+    apply(&actor, 4, changes).await;
+    for asked in [name, "WEB-shop.Marathon.mesos."] {
+        assert_eq!(a_records(&udp(server, &query(asked, RecordType::A, Some(1232))).await), ["10.0.1.2", "10.0.1.3"]);
+    }
+    assert_eq!(a_records(&udp(server, &query(missing, RecordType::A, None)).await), ["10.0.7.7"]);
+    let soa = udp(server, &query("mesos.", RecordType::SOA, None)).await;
+    assert!(matches!(&soa.answers[0].data, RData::SOA(s) if s.serial == 4), "the serial follows the revision");
+
+    apply(&actor, 5, vec![ViewChange::TaskGone { id: "later.1".into() }]).await;
+    let reply = udp(server, &query(missing, RecordType::A, None)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    actor.stop(None);
+    node.shutdown();
+}
+
+#[tokio::test]
+async fn two_threads_serve_every_client_and_release_the_port_when_stopped() {
+    let config = DnsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstreams: Some(Vec::new()),
+        threads: 2,
+        ..DnsConfig::default()
+    };
+    let (node, actor, status) = start_with(config.clone()).await;
+    let server = status.bound.udp;
+    // Each client has its own source port; SO_REUSEPORT spreads them over both sockets.
+    let clients = 16;
+    for _ in 0..clients {
+        assert_eq!(a_records(&udp(server, &query("web-shop.marathon.mesos.", RecordType::A, None)).await).len(), 2);
+    }
+    apply(&actor, 4, vec![ViewChange::TaskGone { id: "web.1".into() }]).await;
+    for _ in 0..clients {
+        let reply = udp(server, &query("web-shop.marathon.mesos.", RecordType::A, None)).await;
+        assert_eq!(a_records(&reply), ["10.0.1.2"], "no thread answers from before the change");
+    }
+    let full = tcp(status.bound.tcp, &query("many.marathon.mesos.", RecordType::A, None)).await;
+    assert_eq!(full.answers.len(), 100);
+    let stats = ractor::call_t!(actor, DnsMsg::Status, 5_000).unwrap().stats;
+    assert_eq!((stats.queries, stats.answered), (2 * clients + 1, 2 * clients + 1));
+
+    actor.stop_and_wait(None, Some(EXCHANGE)).await.unwrap();
+    // Sockets without SO_REUSEPORT bind only when no socket of the stopped server is left.
+    drop(std::net::UdpSocket::bind(server).expect("the UDP port is free again"));
+    drop(std::net::TcpListener::bind(status.bound.tcp).expect("the TCP port is free again"));
+    node.shutdown();
+
+    let (node, actor, again) = start_with(DnsConfig { listen: server, ..config }).await;
+    assert_eq!(again.bound.udp, server);
+    assert_eq!(a_records(&udp(server, &query("leader.mesos.", RecordType::A, None)).await), ["10.0.0.1"]);
+    actor.stop(None);
+    node.shutdown();
 }

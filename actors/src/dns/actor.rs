@@ -1,21 +1,22 @@
 //! The DNS actor: owns the index and the server. It applies the discovery feed's updates
 //! ([`DnsMsg::View`]) to the index the server reads, so a change is served by the next query
-//! after the message is handled; the server runs from `pre_start` to `post_stop`, so a
-//! restart by the supervisor rebinds the sockets and waits for the feed's next `Reset`.
+//! after the message is handled (each update also makes the UDP threads drop the responses
+//! they prepared); the server runs from `pre_start` to `post_stop` (its UDP threads are
+//! joined there, or when the state is dropped), so a restart by the supervisor rebinds the
+//! sockets and waits for the feed's next `Reset`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_supervisors::{ChildKind, ChildSpec, Node, StartContext, Started};
-use hickory_server::Server;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use tracing::{info, warn};
 
 use super::core::resolv::parse_resolv_conf;
 use super::core::{DnsConfig, Index, http_api};
-use super::server::{Bound, Handler, SharedIndex, Stats, StatsSnapshot, bind, serve};
+use super::server::{Bound, DnsServer, Handler, SharedIndex, Stats, StatsSnapshot, bind};
 use crate::discovery::ViewUpdate;
 
 /// The DNS actor's name in the node's registry (the discovery feed sends it [`DnsMsg::View`]).
@@ -62,11 +63,11 @@ pub struct Dns;
 pub struct DnsState {
     node: Node,
     config: Arc<DnsConfig>,
-    index: SharedIndex,
-    server: Server<Handler>,
+    index: Arc<SharedIndex>,
+    /// `None` once stopped.
+    server: Option<DnsServer>,
     bound: Bound,
     upstreams: Vec<SocketAddr>,
-    stats: Arc<Stats>,
 }
 
 /// The configured upstreams, or resolv.conf's without this server's own address.
@@ -91,27 +92,23 @@ impl Actor for Dns {
     async fn pre_start(&self, myself: ActorRef<DnsMsg>, args: DnsArgs) -> Result<DnsState, ActorProcessingErr> {
         let DnsArgs { node, config } = args;
         let config = Arc::new(config);
-        let index: SharedIndex = Arc::new(RwLock::new(Index::new(&config)));
-        let (udp, tcp, bound) = bind(config.listen).await?;
+        let index = Arc::new(SharedIndex::new(Index::new(&config)));
+        let threads = config.threads.max(1);
+        let (udp, tcp, bound) = bind(config.listen, threads).await?;
         let upstreams = upstreams(&config, bound);
         let stats = Arc::new(Stats::default());
-        let handler = Handler::new(
-            Arc::clone(&index),
-            Arc::clone(&config),
-            upstreams.clone(),
-            Arc::clone(&stats),
-            node.random_u64(),
-        );
-        let server = serve(handler, udp, tcp);
+        let handler =
+            Handler::new(Arc::clone(&index), Arc::clone(&config), upstreams.clone(), stats, node.random_u64());
+        let server = DnsServer::start(handler, udp, tcp, node.random_u64())?;
         node.register(DNS_ACTOR, myself.get_cell())?;
-        info!(udp = %bound.udp, tcp = %bound.tcp, upstreams = upstreams.len(), domain = %config.domain, "DNS server listening");
-        Ok(DnsState { node, config, index, server, bound, upstreams, stats })
+        info!(udp = %bound.udp, tcp = %bound.tcp, threads, upstreams = upstreams.len(), domain = %config.domain, "DNS server listening");
+        Ok(DnsState { node, config, index, server: Some(server), bound, upstreams })
     }
 
     async fn post_stop(&self, myself: ActorRef<DnsMsg>, state: &mut DnsState) -> Result<(), ActorProcessingErr> {
         state.node.unregister(DNS_ACTOR, &myself.get_cell());
-        if tokio::time::timeout(SHUTDOWN_GRACE, state.server.shutdown_gracefully()).await.is_err() {
-            warn!("DNS server did not stop within {SHUTDOWN_GRACE:?}; its tasks are aborted");
+        if let Some(server) = state.server.take() {
+            server.stop(SHUTDOWN_GRACE).await;
         }
         Ok(())
     }
@@ -123,8 +120,7 @@ impl Actor for Dns {
                 let _ = reply.send(state.status());
             }
             DnsMsg::Http { path, reply } => {
-                let index = state.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let _ = reply.send(http_api(&index, &state.config, &path));
+                let _ = reply.send(http_api(&state.index.read(), &state.config, &path));
             }
         }
         Ok(())
@@ -133,18 +129,17 @@ impl Actor for Dns {
 
 impl DnsState {
     fn apply(&mut self, update: &ViewUpdate) {
-        let mut index = self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        index.apply_update(update);
+        self.index.update(|index| index.apply_update(update));
     }
 
     fn status(&self) -> DnsStatus {
-        let index = self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = self.index.read();
         DnsStatus {
             bound: self.bound,
             upstreams: self.upstreams.clone(),
             revision: index.revision(),
             names: index.name_count(),
-            stats: self.stats.snapshot(),
+            stats: self.server.as_ref().map(DnsServer::stats).unwrap_or_default(),
         }
     }
 }

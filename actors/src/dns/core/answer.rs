@@ -26,6 +26,21 @@ pub enum QType {
     Other(u16),
 }
 
+impl QType {
+    /// The type a question asks for by its wire code.
+    pub fn from_code(code: u16) -> QType {
+        match code {
+            1 => QType::A,
+            28 => QType::Aaaa,
+            33 => QType::Srv,
+            6 => QType::Soa,
+            2 => QType::Ns,
+            255 => QType::Any,
+            other => QType::Other(other),
+        }
+    }
+}
+
 /// DNS class IN.
 pub const CLASS_IN: u16 = 1;
 /// DNS class ANY (`*`).

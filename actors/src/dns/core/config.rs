@@ -49,6 +49,10 @@ pub struct DnsConfig {
     /// The address of `ns1.<domain>` (Mesos-DNS's listener record); `None` takes the listen
     /// address when it is a specific one, and serves no address for `ns1` otherwise.
     pub ns_address: Option<IpAddr>,
+    /// UDP sockets, each served by its own thread (SO_REUSEPORT spreads the clients over
+    /// them); one serves a node's own queries with room to spare, more serve a busy cluster
+    /// with more cores.
+    pub threads: usize,
     /// SOA timers (Mesos-DNS `SOARefresh`, `SOARetry`, `SOAExpire`, `SOAMinttl`).
     pub soa_refresh: u32,
     pub soa_retry: u32,
@@ -73,6 +77,7 @@ impl Default for DnsConfig {
             agent_port: 5051,
             framework_port: None,
             ns_address: None,
+            threads: 1,
             soa_refresh: 60,
             soa_retry: 600,
             soa_expire: 86_400,
