@@ -91,7 +91,7 @@ impl Actor for FakeMaster {
                 }
                 let _ = state.heard.send(Heard::Update(status.state, status.task_id));
             }
-            AgentMessage::Pong { .. } => {}
+            AgentMessage::Pong { .. } | AgentMessage::NeverLaunched { .. } => {}
         }
         Ok(())
     }

@@ -186,7 +186,7 @@ impl Actor for FakeMaster {
                     message: status.message,
                 });
             }
-            AgentMessage::Pong { .. } => {}
+            AgentMessage::Pong { .. } | AgentMessage::NeverLaunched { .. } => {}
         }
         Ok(())
     }
