@@ -155,3 +155,7 @@ done
 
 echo "== TaskUp -> resolvable"
 cargo bench -q --bench dns_propagation
+
+echo "== TASK_RUNNING -> resolvable, end to end through flotilla dev (registry commit, watch, feed, DNS)"
+cargo build -q --release --bin flotilla
+python3 benches/dns/running_to_resolvable.py "$CARGO_TARGET_DIR/release/flotilla" 200

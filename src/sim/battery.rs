@@ -44,6 +44,9 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 const LEADER_BOUND: Duration = Duration::from_secs(10);
 const REPLICATION_BOUND: Duration = Duration::from_secs(10);
 const APPS_BOUND: Duration = Duration::from_secs(60);
+/// How long after the apps settle a task unknown to the leader may still run (a kill in
+/// flight, its grace period).
+const ORPHAN_BOUND: Duration = Duration::from_secs(30);
 
 /// One battery run's shape.
 #[derive(Clone, Debug)]
@@ -453,16 +456,34 @@ fn app_differences(body: &Value, expected: &BTreeMap<String, Expected>) -> Vec<S
     differences
 }
 
-/// No host runs a task the leader does not list as running.
+/// No host runs a task the leader does not list, once kills in flight have had their time.
 async fn check_orphans(cluster: &SimCluster) -> Vec<String> {
+    let deadline = Instant::now() + ORPHAN_BOUND;
+    loop {
+        let orphans = orphans(cluster).await;
+        if orphans.is_empty() || Instant::now() >= deadline {
+            return orphans;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn orphans(cluster: &SimCluster) -> Vec<String> {
     let Some(state) = cluster.master_state().await else {
         return vec!["no leader answered to check for orphans".to_owned()];
     };
     let known: BTreeSet<&str> = state.tasks.iter().map(|task| task.task.task_id.as_str()).collect();
-    cluster
-        .running_tasks()
-        .into_iter()
-        .filter(|task| !known.contains(task.as_str()))
-        .map(|task| format!("task {task} runs on a host but the leader does not know it (orphan)"))
-        .collect()
+    let mut orphans = Vec::new();
+    for agent in cluster.agent_ids() {
+        let running = cluster.driver(&agent).map(|driver| driver.running()).unwrap_or_default();
+        for task in running.iter().filter(|task| !known.contains(task.as_str())) {
+            let ended = state.completed_tasks.iter().find(|done| done.task.task_id == *task);
+            let seen = ended.map_or("never".to_owned(), |done| format!("ended {:?} on {}", done.state, done.agent_id));
+            orphans.push(format!(
+                "task {task} runs on {agent}'s host but the leader does not know it (leader: {seen}) \
+                 {ORPHAN_BOUND:?} after the apps settled"
+            ));
+        }
+    }
+    orphans
 }
