@@ -90,15 +90,8 @@ async fn cluster(net: &SimNet) -> Vec<Master> {
 }
 
 /// Polls `check` every 5 ms of virtual time for at most 20 s; panics with `what` otherwise.
-async fn wait_until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn wait_until<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    flotilla_supervisors::wait_until(what, Duration::from_secs(20), check).await
 }
 
 /// The single leader among `masters` that all of them agree on, if there is one.

@@ -37,28 +37,15 @@ pub mod battery;
 mod chaos;
 mod cluster;
 
-use std::time::Duration;
-
 pub use battery::{BatteryConfig, SeedReport, run_seed};
 pub use chaos::Injected;
 pub use cluster::{SimBuilder, SimCluster};
+/// Waits on the (virtual) clock for a condition, with a bound.
+pub use flotilla_supervisors::wait_until;
 
 /// The wall time every simulated node's clock starts at (2026-01-01T00:00:00Z), so that
 /// timestamps in a simulation are the same from run to run.
 pub const WALL_ORIGIN_MILLIS: u64 = 1_767_225_600_000;
-
-/// Waits on tokio's clock (virtual in a simulation) until `check` gives a value, checking
-/// every 5 ms; panics after `bound` naming `what`, so a test fails with what it waited for.
-pub async fn wait_until<T>(what: &str, bound: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {bound:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Runs `simulation` on a fresh single-threaded runtime whose clock is paused (virtual time
 /// that jumps to the next timer whenever every task waits), and returns its output.

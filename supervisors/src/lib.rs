@@ -25,6 +25,7 @@ pub mod registry;
 pub mod rng;
 pub mod supervisor;
 pub mod tree;
+pub mod wait;
 
 pub use crate::call::{CallError, call};
 pub use crate::clock::{Clock, ManualClock, TokioClock};
@@ -40,3 +41,4 @@ pub use crate::supervisor::{
     ChildInfo, ChildSpec, ChildTarget, DynArgs, StartContext, StartError, Started, Supervisor, SupervisorError,
     SupervisorRef, SupervisorSpec,
 };
+pub use crate::wait::wait_until;

@@ -25,15 +25,6 @@ pub async fn start_transport(net: &SimNet, id: &str, role: Role, seed: u64) -> (
     (node, transport)
 }
 
-/// Waits (on the tokio clock, virtual in these tests) until `check` gives a value; fails the
-/// test after `bound`.
-pub async fn wait_until<T>(what: &str, bound: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {bound:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// Waits (on the tokio clock, virtual in these tests) until a check gives a value; fails the
+/// test after the bound.
+pub use flotilla_supervisors::wait_until;
