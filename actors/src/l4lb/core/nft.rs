@@ -264,26 +264,11 @@ table ip flotilla_l4lb {
     /// leave the rules; the last one gone takes its VIP with it.
     #[test]
     fn unhealthy_and_gone_tasks_leave_the_rules() {
-        use crate::discovery::{PortEntry, TaskEntry, ViewChange};
+        use crate::discovery::ViewChange;
         use crate::l4lb::core::VipTable;
+        use crate::l4lb::core::table::tests::task as vip_task;
 
-        let task = |id: &str, agent: u8, healthy: Option<bool>| TaskEntry {
-            id: id.to_owned(),
-            name: "web".to_owned(),
-            framework_id: "fw".to_owned(),
-            framework: "marathon".to_owned(),
-            agent_id: format!("a{agent}"),
-            agent_ip: IpAddr::from([10, 0, 0, agent]),
-            container_ips: Vec::new(),
-            healthy,
-            ports: vec![PortEntry {
-                number: 31000,
-                protocol: PortProtocol::Tcp,
-                name: None,
-                labels: BTreeMap::from([("VIP_0".to_owned(), "11.0.0.9:80".to_owned())]),
-            }],
-            labels: BTreeMap::new(),
-        };
+        let task = |id: &str, agent: u8, healthy: Option<bool>| vip_task(id, agent, 31000, "11.0.0.9:80", healthy);
         let mut table = VipTable::default();
         table.apply(&[
             ViewChange::TaskUp(task("t1", 1, None)),

@@ -195,7 +195,7 @@ fn decrement<K: Ord>(counts: &mut BTreeMap<K, u32>, key: &K) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use ::core::net::IpAddr;
     use std::sync::Arc;
 
@@ -204,7 +204,9 @@ mod tests {
     use super::*;
     use crate::discovery::{PortEntry, PortProtocol, ViewUpdate};
 
-    fn task(id: &str, agent: u8, port: u16, vip: &str, healthy: Option<bool>) -> TaskEntry {
+    /// A Marathon task on agent `a<agent>` (10.0.0.<agent>) with one TCP port, labelled
+    /// `VIP_0: <vip>` unless `vip` is empty; the renderer's tests use it too.
+    pub(in crate::l4lb::core) fn task(id: &str, agent: u8, port: u16, vip: &str, healthy: Option<bool>) -> TaskEntry {
         let labels =
             if vip.is_empty() { BTreeMap::new() } else { BTreeMap::from([("VIP_0".to_owned(), vip.to_owned())]) };
         TaskEntry {
