@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::checkpoint::{Checkpoint, TaskRecord};
+use super::core::never_launched::NeverLaunched;
 use super::core::{Acknowledged, Placement, TermFence, UpdateStream, exit_outcome, task_environment};
 use super::driver::{LaunchSpec, LogRotation, StopSignal, TaskDriver, TaskExit, TaskHandle};
 use super::fetch::{Fetcher, FetcherConfig};
@@ -181,34 +182,6 @@ pub struct AgentState {
     next_register_ms: u64,
     last_ping_ms: u64,
     ticker: JoinHandle<()>,
-}
-
-/// The most task ids [`NeverLaunched`] remembers; the oldest go first. A late launch older
-/// than that many reconciliations is long past any transport's delivery.
-const NEVER_LAUNCHED_KEPT: usize = 65_536;
-
-/// Task ids answered as never launched, bounded, oldest forgotten first.
-#[derive(Default)]
-struct NeverLaunched {
-    ids: std::collections::BTreeSet<String>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl NeverLaunched {
-    fn insert(&mut self, task_id: String) {
-        if self.ids.insert(task_id.clone()) {
-            self.order.push_back(task_id);
-        }
-        while self.order.len() > NEVER_LAUNCHED_KEPT {
-            if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
-            }
-        }
-    }
-
-    fn contains(&self, task_id: &str) -> bool {
-        self.ids.contains(task_id)
-    }
 }
 
 #[derive(Debug, Default)]
