@@ -12,10 +12,7 @@ const SEEDS: u64 = 24;
 /// Seeds whose failures are open bugs the battery found, not yet fixed (each is named in
 /// the issue tracker). They still run and print their report; every other seed must pass,
 /// and a known seed that starts passing is reported so it can leave this list.
-const KNOWN_FAILING: [(u64, &str); 2] = [
-    (3, "instances dropped under a lossy link are not relaunched within 60 s"),
-    (7, "an agent recovering after a crash keeps running a task the leader holds as TASK_LOST (orphan)"),
-];
+const KNOWN_FAILING: [(u64, &str); 0] = [];
 
 #[test]
 fn every_invariant_holds_under_chaos_for_every_seed() {

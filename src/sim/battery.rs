@@ -28,6 +28,7 @@ use flotilla_actors::chaos::core::{MonkeyConfig, ScheduledFault, schedule};
 use flotilla_actors::election::actor::ELECTION_NAME;
 use flotilla_actors::marathon::actor::SCHEDULER_ACTOR;
 use flotilla_actors::master::actor::MASTER_ACTOR;
+use flotilla_actors::mesos::protocol::MasterState;
 use flotilla_actors::registry::core::Revision;
 use flotilla_actors::registry::protocol::REGISTRY_NAME;
 use flotilla_supervisors::Rng;
@@ -391,9 +392,14 @@ async fn check_writes(cluster: &SimCluster, writes: &Writes) -> Vec<String> {
 async fn check_apps(cluster: &SimCluster, expected: &BTreeMap<String, Expected>) -> Vec<String> {
     let deadline = Instant::now() + APPS_BOUND;
     let mut last = Vec::new();
+    let mut listed = BTreeSet::new();
     while Instant::now() < deadline {
         last = match cluster.marathon("GET", "/v2/apps?embed=apps.tasks", Value::Null).await {
-            Some(answer) if answer.status == 200 => app_differences(&answer.json_body(), expected),
+            Some(answer) if answer.status == 200 => {
+                let body = answer.json_body();
+                listed = listed_tasks(&body);
+                app_differences(&body, expected)
+            }
             other => vec![format!("GET /v2/apps answered {:?}", other.map(|a| a.status))],
         };
         if last.is_empty() {
@@ -403,7 +409,56 @@ async fn check_apps(cluster: &SimCluster, expected: &BTreeMap<String, Expected>)
     }
     let queue = cluster.marathon("GET", "/v2/queue", Value::Null).await.map(|answer| answer.json_body());
     let waiting = queue.as_ref().map_or_else(|| "no answer".to_owned(), queue_summary);
-    last.into_iter().map(|why| format!("{APPS_BOUND:?} after healing: {why} (queue: {waiting})")).collect()
+    let leader =
+        cluster.master_state().await.map_or_else(|| "no answer".to_owned(), |state| leader_summary(&state, &listed));
+    let mut violations: Vec<String> =
+        last.into_iter().map(|why| format!("{APPS_BOUND:?} after healing: {why}")).collect();
+    // Why, once for all of them: what Marathon waits for and what the leader holds.
+    if let Some(first) = violations.first_mut() {
+        first.push_str(&format!(" [queue: {waiting}] [leader: {leader}]"));
+    }
+    violations
+}
+
+/// The ids of the tasks Marathon lists under its apps.
+fn listed_tasks(apps: &Value) -> BTreeSet<String> {
+    let apps = apps["apps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let tasks = apps.iter().flat_map(|app| app["tasks"].as_array().map(Vec::as_slice).unwrap_or_default());
+    tasks.filter_map(|task| task["id"].as_str().map(str::to_owned)).collect()
+}
+
+/// The leader's agents in brief: active or not, cpus used and offered, active tasks by state;
+/// then the active tasks Marathon does not list (resources nobody will free).
+fn leader_summary(state: &MasterState, listed: &BTreeSet<String>) -> String {
+    let agents: Vec<String> = state
+        .agents
+        .iter()
+        .map(|agent| {
+            let mut states: BTreeMap<String, usize> = BTreeMap::new();
+            for task in state.tasks.iter().filter(|task| task.agent_id == agent.info.id) {
+                *states.entry(format!("{:?}", task.state)).or_default() += 1;
+            }
+            format!(
+                "{} active {} cpus used {} offered {} tasks {states:?}",
+                agent.info.id,
+                agent.active,
+                agent.used.scalar("cpus"),
+                agent.offered.scalar("cpus")
+            )
+        })
+        .collect();
+    let unlisted: Vec<String> = state
+        .tasks
+        .iter()
+        .filter(|task| !listed.contains(&task.task.task_id))
+        .map(|task| format!("{} {:?} on {}", task.task.task_id, task.state, task.agent_id))
+        .collect();
+    format!(
+        "term {} recovering {}; {}; not listed by Marathon: {unlisted:?}",
+        state.term,
+        state.recovering,
+        agents.join("; ")
+    )
 }
 
 /// Why each queued app waits, in brief: its id, instances to launch, delay and offer verdicts.

@@ -22,7 +22,7 @@ use flotilla_transport::{ReplyPort, Role, Sender, Transport};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::checkpoint::{Checkpoint, TaskRecord};
 use super::core::never_launched::NeverLaunched;
@@ -180,6 +180,9 @@ pub struct AgentState {
     updates: UpdateStream,
     registration: Registration,
     next_register_ms: u64,
+    /// The tasks the last registration reported: a launch that arrives after the report was
+    /// written is unknown to the master the report reaches, so the agent reports again.
+    reported: BTreeSet<String>,
     last_ping_ms: u64,
     ticker: JoinHandle<()>,
 }
@@ -225,6 +228,7 @@ impl Actor for Agent {
             updates,
             registration: Registration::Searching,
             next_register_ms: 0,
+            reported: BTreeSet::new(),
             last_ping_ms: 0,
             ticker,
         };
@@ -348,11 +352,10 @@ impl AgentState {
 
     /// Announces this agent (with its tasks) to every master; the leader answers.
     fn register(&mut self) {
-        let message = AgentMessage::Register {
-            info: self.config.info.clone(),
-            tasks: self.reports(),
-            newest_term: self.fence.newest(),
-        };
+        let tasks = self.reports();
+        self.reported = tasks.iter().map(|report| report.task.task_id.clone()).collect();
+        let message =
+            AgentMessage::Register { info: self.config.info.clone(), tasks, newest_term: self.fence.newest() };
         for master in &self.config.masters {
             let _ = self.transport.cast(master, MASTER_NAME, &message);
         }
@@ -436,6 +439,14 @@ impl AgentState {
         for status in self.updates.resend_all(self.now_ms()) {
             let _ = self.transport.cast(&master, MASTER_NAME, &AgentMessage::Update(status));
         }
+        // Launched while the registration travelled (by this leader, or by the previous one
+        // of the same term): without a new report the master would hold these tasks lost, or
+        // never know them.
+        let unreported = self.tasks.keys().filter(|id| !self.reported.contains(*id)).count();
+        if unreported > 0 {
+            info!(tasks = unreported, "tasks launched since the registration report; reporting again");
+            self.register();
+        }
     }
 
     /// Part of a sandbox file: only plain names (`stdout`, `stderr.1`), only tasks this agent
@@ -496,6 +507,7 @@ impl AgentState {
             warn!(task = %task_id, "ignored a second launch of a task this agent holds");
             return;
         }
+        debug!(agent = %self.agent_id(), task = %task_id, term = self.fence.newest(), "launching a task");
         let status = self.status(&task_id, TaskState::Staging, None, String::new());
         let record = TaskRecord { info: task, handle: None, latest: status, killing: false, pending: Vec::new() };
         self.tasks.insert(task_id.clone(), Running::new(record));

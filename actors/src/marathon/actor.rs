@@ -282,9 +282,10 @@ impl SchedulerState {
                 operations: vec![Operation::Launch(tasks)],
                 refuse_ms: 0,
             },
-            Effect::Decline(offer_ids) => {
-                SchedulerCall::Accept { offer_ids, operations: Vec::new(), refuse_ms: DEFAULT_REFUSE_MS }
-            }
+            // A decline, not an empty accept: an accept must name offers of one agent, all
+            // still outstanding, and a refused one would leave every offer held until it
+            // expires, starving the instances that arrive meanwhile.
+            Effect::Decline(offer_ids) => SchedulerCall::Decline { offer_ids, refuse_ms: DEFAULT_REFUSE_MS },
             Effect::Kill { task_id } => SchedulerCall::Kill { task_id },
             Effect::Revive => SchedulerCall::Revive { roles: Vec::new() },
             Effect::Suppress => SchedulerCall::Suppress { roles: Vec::new() },

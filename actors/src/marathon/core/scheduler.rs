@@ -34,7 +34,7 @@ use super::placement::{
     self, Demand, InstanceResources, LaunchAttemptStats, PlacementOffer, PlacementSnapshot, PortRequest,
 };
 use super::timestamp::Timestamp;
-use super::upgrade::{InstanceId, InstanceState, InstanceVersion, InstanceView, UpgradeStrategy};
+use super::upgrade::{InstanceId, InstanceState, InstanceVersion, InstanceView, UpgradeStrategy, kill_order};
 use crate::agent::driver::TaskCommand;
 use crate::discovery::{PortEntry, PortProtocol as DiscoveryProtocol};
 use crate::mesos::core::health::{HealthCheck as MesosHealthCheck, Probe};
@@ -475,6 +475,10 @@ impl SchedulerCore {
         if !live.is_empty() {
             effects.push(Effect::Reconcile(live));
         }
+        // And every task the master holds for this framework: one whose instance record was
+        // lost (launched just before a failover) is unknown here and is killed when its
+        // status comes, instead of holding its resources for good.
+        effects.push(Effect::Reconcile(Vec::new()));
         effects.extend(core.converge(now));
         (core, effects)
     }
@@ -1058,10 +1062,29 @@ impl SchedulerCore {
         };
         let wanted = usize::try_from(record.app.instances).unwrap_or(0);
         let active = self.instances.of_app(app_id).filter(|i| counts_as_active(i, record, now)).count();
-        for _ in active..wanted {
-            self.schedule(app_id, now);
+        if active <= wanted {
+            for _ in active..wanted {
+                self.schedule(app_id, now);
+            }
+            return Vec::new();
         }
-        Vec::new()
+        // More than the count, with no deployment to blame: an unreachable instance came back
+        // after its replacement started. The excess goes in the app's kill order, as
+        // Marathon's scale check does.
+        let view = record.view();
+        let reachable: Vec<InstanceView> = self
+            .instances
+            .of_app(app_id)
+            .filter(|i| counts_as_active(i, record, now) && i.unreachable_since.is_none())
+            .filter_map(|i| self.instance_view(i, InstanceVersion::Old))
+            .collect();
+        let candidates: Vec<&InstanceView> = reachable.iter().collect();
+        let victims: Vec<String> = kill_order(&candidates, view.checks(), view.kill_selection)
+            .into_iter()
+            .take(active - wanted)
+            .map(|i| i.id.as_str().to_owned())
+            .collect();
+        victims.iter().filter_map(|task_id| self.kill_instance(task_id)).collect()
     }
 
     fn run_apps(&self, run_id: &str) -> Vec<PathId> {
@@ -1137,27 +1160,12 @@ impl SchedulerCore {
                 .of_app(&app_id)
                 .filter(|i| i.unreachable_since.is_none())
                 .filter_map(|i| {
-                    let id = InstanceId::new(i.task_id.clone()).ok()?;
-                    let state = if i.killing {
-                        InstanceState::Killing
-                    } else if i.is_running() {
-                        InstanceState::Running
-                    } else {
-                        InstanceState::Staged
-                    };
                     let version = if target_key.as_deref() == Some(i.config_key.as_str()) {
                         InstanceVersion::New
                     } else {
                         InstanceVersion::Old
                     };
-                    Some(InstanceView {
-                        id,
-                        version,
-                        state,
-                        healthy: i.healthy == Some(true),
-                        ready: self.readiness.ready.contains(&i.task_id),
-                        staged_at_ms: i.staged_ms(),
-                    })
+                    self.instance_view(i, version)
                 })
                 .collect();
             observation.instances.insert(view_id.clone(), views);
@@ -1185,6 +1193,25 @@ impl SchedulerCore {
             })
             .collect();
         Some(results)
+    }
+
+    /// An instance as deployments and kill orders see it.
+    fn instance_view(&self, i: &Instance, version: InstanceVersion) -> Option<InstanceView> {
+        let state = if i.killing {
+            InstanceState::Killing
+        } else if i.is_running() {
+            InstanceState::Running
+        } else {
+            InstanceState::Staged
+        };
+        Some(InstanceView {
+            id: InstanceId::new(i.task_id.clone()).ok()?,
+            version,
+            state,
+            healthy: i.healthy == Some(true),
+            ready: self.readiness.ready.contains(&i.task_id),
+            staged_at_ms: i.staged_ms(),
+        })
     }
 
     fn kill_instance(&mut self, task_id: &str) -> Option<Effect> {

@@ -637,3 +637,34 @@ fn a_kill_that_does_not_end_its_task_is_sent_again_until_it_does() {
     assert!(tick_after(&mut h, DEFAULT_KILL_RETRY_TIMEOUT_MS).is_empty(), "an ended task is not killed again");
     assert!(h.deployments().is_empty());
 }
+
+#[test]
+fn an_unreachable_instance_that_comes_back_after_its_replacement_leaves_the_count_exceeded_no_longer() {
+    let mut h = Harness::new();
+    let mut app = web_app(1);
+    app["unreachableStrategy"] = json!({ "inactiveAfterSeconds": 1, "expungeAfterSeconds": 3600 });
+    h.request("POST", "/v2/apps", app);
+    let original = h.offer("a1");
+    h.run_all(&original);
+    h.status(&original[0].task_id, TaskState::Unreachable, None);
+    // Past inactiveAfterSeconds the instance no longer counts: a replacement launches.
+    let now = h.tick();
+    let effects = h.core.tick(now);
+    h.effects.extend(effects);
+    let replacement = h.offer("a2");
+    assert_eq!(replacement.len(), 1, "one replacement");
+    h.run_all(&replacement);
+    assert!(h.kills().is_empty());
+    // The original comes back: two run for a count of one, and the youngest goes.
+    h.status(&original[0].task_id, TaskState::Running, None);
+    let now = h.tick();
+    let effects = h.core.tick(now);
+    h.effects.extend(effects);
+    assert_eq!(h.kills(), vec![replacement[0].task_id.clone()]);
+    h.status(&replacement[0].task_id, TaskState::Killed, None);
+    assert_eq!(h.app("/prod/web")["tasksRunning"], 1);
+    let now = h.tick();
+    let effects = h.core.tick(now);
+    h.effects.extend(effects);
+    assert!(h.kills().is_empty(), "at its count: nothing more is killed");
+}

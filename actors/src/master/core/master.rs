@@ -259,8 +259,10 @@ impl MasterCore {
             });
             task.state = state;
             task.agent = agent.to_owned();
-            if previous == Some(TaskState::Unreachable) {
-                // Back from a partition: tell the framework its task runs again.
+            // Back from a partition, or unknown until now (an agent re-registering after
+            // this leader's recovery, or reporting a launch its earlier report missed): tell
+            // the framework its task runs, so that it can kill one it does not know.
+            if previous == Some(TaskState::Unreachable) || (previous.is_none() && self.recovering.is_none()) {
                 let mut status = report.status.clone();
                 status.uuid = None;
                 status.source = UpdateSource::Master;
@@ -275,14 +277,20 @@ impl MasterCore {
             .filter(|(id, t)| t.agent == agent && !reported.contains(*id) && t.state != TaskState::Staging)
             .map(|(id, _)| id.clone())
             .collect();
-        for task_id in lost {
+        for task_id in &lost {
             self.master_update(
-                &task_id,
+                task_id,
                 TaskState::Lost,
                 UpdateReason::TaskUnknown,
                 "The agent does not hold the task",
                 actions,
             );
+        }
+        // The report may be older than a launch the agent received since (a registration
+        // delayed or repeated by the network): the framework now replaces these tasks, so the
+        // agent must not run them on. Killing a task it never held does nothing.
+        if !lost.is_empty() {
+            actions.push(Action::ToAgent { agent: agent.to_owned(), command: Command::KillUnknown { task_ids: lost } });
         }
     }
 
@@ -334,6 +342,15 @@ impl MasterCore {
             // stream moves on (the task is reported again on re-registration).
             if let Some(uuid) = status.uuid {
                 let command = Command::Acknowledge { task_id: status.task_id.clone(), uuid };
+                actions.push(Action::ToAgent { agent: from.to_owned(), command });
+            }
+            // A live task this master does not hold, on an agent registered with it, once every
+            // agent has re-registered: an orphan. Either this master ended it (lost, dropped)
+            // and its framework has replaced it, or an earlier leader launched it after the
+            // agent's report was written; nothing will ever answer for it, so it must not run.
+            let registered = self.agents.get(from).is_some_and(|agent| agent.active);
+            if !status.state.is_terminal() && registered && self.recovering.is_none() {
+                let command = Command::KillUnknown { task_ids: vec![status.task_id.clone()] };
                 actions.push(Action::ToAgent { agent: from.to_owned(), command });
             }
             return actions;

@@ -214,6 +214,57 @@ fn tasks_the_master_placed_but_the_agent_no_longer_holds_are_lost() {
     assert_eq!(lost.len(), 1);
     assert_eq!((lost[0].state, lost[0].reason), (TaskState::Lost, Some(UpdateReason::TaskUnknown)));
     assert!(core.state().tasks.is_empty());
+    // The report may have been stale (sent before the launch arrived): the agent is told to
+    // kill the task, so that it cannot run on beside its replacement.
+    assert!(kills_unknown(&actions, "a1").contains(&"t1".to_owned()));
+}
+
+#[test]
+fn a_task_reported_running_after_the_master_ended_it_is_killed_not_left_an_orphan() {
+    let (mut core, fw, offer) = with_offer();
+    launch(&mut core, &fw, &offer, vec![task("t1", 1.0)]);
+    core.agent_update("a1", running("t1", "a1", 1));
+    core.register_agent("a1", agent_info("a1"), Vec::new(), 100);
+    assert_eq!(core.state().completed_tasks[0].state, TaskState::Lost);
+    let actions = core.agent_update("a1", running("t1", "a1", 5));
+    assert_eq!(kills_unknown(&actions, "a1"), vec!["t1".to_owned()]);
+    // A terminal update for it is only acknowledged; an agent not registered here kills nothing
+    // (it reports its tasks when it registers).
+    let mut killed = running("t1", "a1", 6);
+    killed.state = TaskState::Killed;
+    assert!(kills_unknown(&core.agent_update("a1", killed), "a1").is_empty());
+    assert!(kills_unknown(&core.agent_update("a2", running("t1", "a2", 7)), "a2").is_empty());
+}
+
+#[test]
+fn a_running_task_the_master_never_knew_is_killed_once_recovery_is_over() {
+    let (mut core, _, _) = with_offer();
+    // Launched by an earlier leader after the agent's registration report was written.
+    let actions = core.agent_update("a1", running("from-an-old-leader", "a1", 3));
+    assert_eq!(kills_unknown(&actions, "a1"), vec!["from-an-old-leader".to_owned()]);
+    // A new leader still waiting for some agents kills nothing: reports are still to come.
+    let known = ["a1", "a2"].map(|id| AgentRecord {
+        info: agent_info(id),
+        reserved: RoleResources::new(),
+        unreachable_since_ms: None,
+    });
+    let mut recovering = MasterCore::new(config(), "m2", 2, 0, 0, known.to_vec());
+    recovering.register_agent("a1", agent_info("a1"), Vec::new(), 0);
+    assert!(recovering.is_recovering());
+    assert!(kills_unknown(&recovering.agent_update("a1", running("t9", "a1", 4)), "a1").is_empty());
+}
+
+fn kills_unknown(actions: &[Action], to: &str) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToAgent { agent, command: Command::KillUnknown { task_ids } } if agent == to => {
+                Some(task_ids.clone())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 #[test]
