@@ -54,6 +54,9 @@ use crate::control_plane::CurrentTransport;
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long after answering a `CrashNode` the node crashes.
 pub const CRASH_DELAY: Duration = Duration::from_millis(200);
+/// How long after answering another node a link fault (or a pause) asked by it is applied:
+/// the fault may cut or clog the very link the answer travels on.
+pub const FORWARDED_APPLY_DELAY: Duration = Duration::from_millis(200);
 /// Events buffered for slow subscribers (older ones are skipped).
 const EVENT_BUFFER: usize = 1_024;
 
@@ -93,6 +96,8 @@ pub enum ChaosMsg {
     HealDue,
     MonkeyDue,
     Crash,
+    /// Carry out held fault `id`, recorded when another node asked for it.
+    Apply(u64),
 }
 
 /// The chaos actor as a permanent child of a node's root tree.
@@ -177,7 +182,7 @@ impl Actor for ChaosActor {
             ChaosMsg::Request { from, request, reply } => {
                 let answer = match refusal(from.as_ref()) {
                     Some(refused) => refused,
-                    None => state.request(&myself, request).await,
+                    None => state.request(&myself, request, from.is_some()).await,
                 };
                 reply.send(answer);
             }
@@ -186,6 +191,7 @@ impl Actor for ChaosActor {
             }
             ChaosMsg::HealDue => state.heal_due(&myself),
             ChaosMsg::MonkeyDue => state.monkey_due(&myself).await,
+            ChaosMsg::Apply(id) => state.apply_deferred(&myself, id),
             ChaosMsg::Crash => {
                 tracing::error!(node = %state.me, "chaos: crashing this node (CrashNode)");
                 (state.plan.crash)();
@@ -237,9 +243,10 @@ impl ChaosState {
         Time::from_duration(self.origin.elapsed())
     }
 
-    async fn request(&mut self, myself: &ActorRef<ChaosMsg>, request: ChaosRequest) -> ChaosReply {
+    /// Answers a request; `remote` when another node (or an operator's client) sent it.
+    async fn request(&mut self, myself: &ActorRef<ChaosMsg>, request: ChaosRequest, remote: bool) -> ChaosReply {
         match request {
-            ChaosRequest::Inject(injection) => self.inject(myself, injection).await,
+            ChaosRequest::Inject(injection) => self.inject(myself, injection, remote).await,
             ChaosRequest::List { node } => match node.filter(|node| *node != self.me) {
                 Some(other) => self.forward(&other, ChaosRequest::List { node: Some(other.clone()) }).await,
                 None => ChaosReply::Faults { faults: self.table.list(self.now()), failed: Vec::new() },
@@ -260,7 +267,7 @@ impl ChaosState {
     }
 
     /// Checks an injection, carries out this node's part and forwards the others'.
-    async fn inject(&mut self, myself: &ActorRef<ChaosMsg>, injection: Injection) -> ChaosReply {
+    async fn inject(&mut self, myself: &ActorRef<ChaosMsg>, injection: Injection, remote: bool) -> ChaosReply {
         let Injection { fault, duration, node } = injection;
         let duration = match check_request(&fault, duration) {
             Ok(duration) => duration,
@@ -270,7 +277,7 @@ impl ChaosState {
         if let [only] = targets.as_slice()
             && *only == self.me
         {
-            return match self.inject_here(myself, fault, duration) {
+            return match self.inject_here(myself, fault, duration, remote) {
                 Ok(view) => ChaosReply::Faults { faults: vec![view], failed: Vec::new() },
                 Err(error) => error.into_reply(),
             };
@@ -278,7 +285,7 @@ impl ChaosState {
         let (mut faults, mut failed) = (Vec::new(), Vec::new());
         for target in targets {
             if target == self.me {
-                match self.inject_here(myself, fault.clone(), duration) {
+                match self.inject_here(myself, fault.clone(), duration, false) {
                     Ok(view) => faults.push(view),
                     Err(error) => failed.push(NodeFailure { node: target, error: error.message().to_owned() }),
                 }
@@ -300,20 +307,50 @@ impl ChaosState {
         ChaosReply::Faults { faults, failed }
     }
 
-    /// Carries out a fault on this node and records it.
+    /// Carries out a fault on this node and records it. A link fault or a pause asked by
+    /// another node is checked and recorded now, and carried out after the answer has left.
     fn inject_here(
         &mut self,
         myself: &ActorRef<ChaosMsg>,
         fault: Fault,
         duration: Option<Duration>,
+        remote: bool,
     ) -> Result<FaultView, LocalError> {
         self.table.check_room()?;
-        let effect = self.carry_out(myself, &fault)?;
+        let defer = remote && (fault.is_link_fault() || matches!(fault, Fault::PauseNode { .. }));
+        if defer && fault.is_link_fault() && !touches(&fault, &self.me) {
+            return Err(ChaosError::TouchesNoLink { node: self.me.clone() }.into());
+        }
+        let effect = if defer && !matches!(fault, Fault::Heal) {
+            Effect::Links(Vec::new())
+        } else {
+            self.carry_out(myself, &fault)?
+        };
         let view = self.table.record(fault, effect, self.now(), duration);
         tracing::warn!(node = %self.me, id = view.id, fault = ?view.fault, heals_in_ms = ?view.heals_in_ms, "chaos: fault injected");
         self.publish(FAULT_INJECTED, &view);
         self.arm_heal_timer(myself);
+        if defer && view.active {
+            let id = view.id;
+            myself.send_after(FORWARDED_APPLY_DELAY, move || ChaosMsg::Apply(id));
+        }
         Ok(view)
+    }
+
+    /// Carries out a fault recorded earlier, unless it was healed in the meantime.
+    fn apply_deferred(&mut self, myself: &ActorRef<ChaosMsg>, id: u64) {
+        let Some(fault) = self.table.get(id).map(|held| held.fault.clone()) else { return };
+        match self.carry_out(myself, &fault) {
+            Ok(effect) => {
+                self.table.set_effect(id, effect);
+            }
+            Err(error) => {
+                tracing::warn!(node = %self.me, id, ?fault, error = error.message(), "chaos: fault could not be applied");
+                if let Ok(held) = self.table.heal(id) {
+                    self.healed(&held);
+                }
+            }
+        }
     }
 
     fn carry_out(&mut self, myself: &ActorRef<ChaosMsg>, fault: &Fault) -> Result<Effect, LocalError> {
@@ -525,7 +562,7 @@ impl ChaosState {
         for scheduled in due {
             let duration = monkey_duration(&scheduled);
             let injection = Injection { fault: scheduled.fault.clone(), duration, node: None };
-            let ok = match self.inject(myself, injection).await {
+            let ok = match self.inject(myself, injection, false).await {
                 ChaosReply::Faults { failed, .. } if failed.is_empty() => true,
                 other => {
                     tracing::warn!(node = %self.me, fault = ?scheduled.fault, outcome = reply_message(&other), "chaos monkey: fault not injected");

@@ -198,6 +198,16 @@ impl FaultTable {
         view
     }
 
+    /// The fault held under `id`.
+    pub fn get(&self, id: u64) -> Option<&Held> {
+        self.held.get(&id)
+    }
+
+    /// Sets what a held fault did (carried out after it was recorded); false if it is gone.
+    pub fn set_effect(&mut self, id: u64, effect: Effect) -> bool {
+        self.held.get_mut(&id).map(|held| held.effect = effect).is_some()
+    }
+
     /// Removes one fault, to be undone by the caller.
     pub fn heal(&mut self, id: u64) -> Result<Held, ChaosError> {
         self.held.remove(&id).ok_or_else(|| ChaosError::UnknownFault { node: self.node.clone(), id })
