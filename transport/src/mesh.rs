@@ -610,7 +610,9 @@ impl Transport {
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
-            faults: LinkFaults::new(node.fork_rng()),
+            // Seeded from the boot id, not drawn from the node's RNG: a transport without
+            // faults must leave every seeded simulation's draws exactly as they were.
+            faults: LinkFaults::new(Rng::seeded(boot_id.rotate_left(17) ^ 0x6c69_6e6b)),
         });
         let endpoint = Endpoint { shared: Arc::clone(&shared) };
         let (actor, _) = match supervisor {
@@ -1599,7 +1601,9 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>,
     let mut heals = faults.heals();
     loop {
         let due = stage.next_due();
+        // Biased: polled in a fixed order, so a simulation stays deterministic.
         tokio::select! {
+            biased;
             taken = peer.queue.take(std::mem::take(&mut batch)) => {
                 batch = taken;
                 if !stage.is_empty() || faults.affects(&shared.local.node, &peer.node) {
@@ -1652,6 +1656,7 @@ async fn read_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, 
         }
         let due = stage.next_due();
         tokio::select! {
+            biased;
             filled = reader.fill() => if let Err(err) = filled {
                 return lost(&shared, &peer, &session, &err.to_string());
             },
