@@ -928,7 +928,10 @@ async fn api(apps: usize, instances: usize, agents: usize, duration: Duration) {
     let http = HttpApi::serve(
         bound,
         cluster.masters[leader].node.clone(),
-        cluster.masters[leader].transport.clone(),
+        {
+            let transport = cluster.masters[leader].transport.clone();
+            std::sync::Arc::new(move || Some(transport.clone()))
+        },
         cluster.master_ids.clone(),
     )
     .expect("the HTTP API");

@@ -61,6 +61,9 @@ pub struct AgentFile {
     pub dns: crate::discovery_config::DnsSection,
     #[serde(default)]
     pub l4lb: crate::discovery_config::L4lbSection,
+    /// Whether the agent runs the chaos actor (off by default; see `config::ChaosSection`).
+    #[serde(default)]
+    pub chaos: crate::config::ChaosSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -139,6 +142,7 @@ impl AgentFile {
                 ..crate::discovery_config::DnsSection::default()
             },
             l4lb: crate::discovery_config::L4lbSection::default(),
+            chaos: crate::config::ChaosSection::default(),
         }
     }
 

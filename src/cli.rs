@@ -50,6 +50,10 @@ pub enum Command {
         /// else a free port; printed at start].
         #[arg(long)]
         dns_listen: Option<SocketAddr>,
+        /// Run the chaos actor on both nodes, so faults can be injected on purpose
+        /// (`/chaos/v1`, `flotilla chaos`).
+        #[arg(long)]
+        chaos: bool,
     },
     /// Run a master: elect a leader with the other masters and keep the replicated registry.
     Master {
@@ -104,6 +108,14 @@ pub enum Command {
         connection: ClusterConnection,
         #[command(subcommand)]
         command: MembersCommand,
+    },
+    /// Inject faults on purpose, list and heal them, run the chaos monkey (as an operator;
+    /// the nodes must run with chaos enabled).
+    Chaos {
+        #[command(flatten)]
+        connection: ClusterConnection,
+        #[command(subcommand)]
+        command: ChaosCommand,
     },
     /// Manage the cluster's certificate authority and node certificates.
     Cert {
@@ -168,6 +180,83 @@ fn parse_master(text: &str) -> Result<(String, SocketAddr), String> {
     let (id, address) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
     let address = address.parse().map_err(|e| format!("{address:?}: {e}"))?;
     Ok((id.to_owned(), address))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// Inject a fault: its JSON (a Fault, or {"fault": ..., "durationMs": ..., "node": ...}),
+    /// `-` to read that JSON from standard input, or a shorthand: heal | partition A B |
+    /// partition-one-way A B | drop FROM TO P | duplicate FROM TO P | delay FROM TO BASE_MS
+    /// [JITTER_MS] | reorder FROM TO P WINDOW_MS | clog FROM TO | kill NODE ACTOR | crash NODE |
+    /// restart NODE | pause NODE MS | skew NODE MS (node sets: `*` or ids separated by commas).
+    /// Options go before the fault (its words may start with `-`, as a negative skew).
+    Inject {
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        fault: Vec<String>,
+        /// Heal it after this many seconds (a pause takes its own length).
+        #[arg(long = "for")]
+        for_secs: Option<f64>,
+        /// Hold it on exactly this node [default: the nodes the fault names].
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The faults a node holds.
+    List {
+        /// The node [default: the master asked].
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Heal one fault by its id, or every fault with --all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Heal {
+        id: Option<u64>,
+        #[arg(long)]
+        all: bool,
+        /// The node holding it [default: the master asked].
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The chaos monkey: faults drawn from a seed at a rate (never a majority of masters down).
+    Monkey {
+        #[command(subcommand)]
+        command: MonkeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonkeyCommand {
+    /// Start drawing faults (replacing a running monkey).
+    Start {
+        #[arg(long)]
+        seed: u64,
+        /// Faults per minute, on average.
+        #[arg(long, default_value_t = 30.0)]
+        rate: f64,
+        /// Stop by itself after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        span_secs: u64,
+        /// An actor the monkey may kill by name on any node; repeat for more [default: none].
+        #[arg(long = "actor")]
+        actors: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop drawing faults (those injected heal at their time).
+    Stop {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether the monkey runs, and what it did.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

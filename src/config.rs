@@ -32,6 +32,10 @@
 //! [dns]                             # optional; off on masters unless enabled (see
 //! [l4lb]                            # `discovery_config` for both sections' keys)
 //!
+//! [chaos]                           # optional; off unless enabled
+//! enabled = true                    # run the chaos actor: faults may be injected on purpose
+//!                                   # (`/chaos/v1`, `flotilla chaos`); never in production
+//!
 //! [raft]                            # optional; the defaults suit a LAN
 //! election_timeout_min_ms = 150
 //! election_timeout_max_ms = 300
@@ -75,6 +79,16 @@ pub struct MasterConfig {
     pub dns: crate::discovery_config::DnsSection,
     #[serde(default)]
     pub l4lb: crate::discovery_config::L4lbSection,
+    #[serde(default)]
+    pub chaos: ChaosSection,
+}
+
+/// `[chaos]` of a master's or an agent's file: whether the node runs the chaos actor. Off by
+/// default: a node injects faults on purpose only when its operator asked for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosSection {
+    pub enabled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

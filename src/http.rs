@@ -15,6 +15,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
+use flotilla_actors::control_plane::CurrentTransport;
 use flotilla_actors::marathon::actor::{SCHEDULER_ACTOR, SchedulerMsg};
 use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, strip_prefix};
 use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
@@ -27,21 +28,27 @@ use crate::state_json::master_state_json;
 
 /// What the handlers reach the cluster through.
 #[derive(Clone)]
-struct Api {
-    node: Node,
-    transport: Transport,
+pub(crate) struct Api {
+    pub(crate) node: Node,
+    /// The node's transport as it is at each request (a crashed node restarts it).
+    pub(crate) transport: CurrentTransport,
     masters: Vec<String>,
 }
 
 impl Api {
+    fn transport(&self) -> Result<Transport, String> {
+        (self.transport)().ok_or_else(|| "the node's transport is not running (restarting?)".to_owned())
+    }
+
     /// The leading master's state: this node's master actor if it leads, else the leader's.
     async fn master_state(&self) -> Result<MasterState, String> {
         if let Some(master) = self.node.whereis_ref::<MasterMsg>(MASTER_ACTOR) {
             return ractor::call_t!(master, MasterMsg::State, 5_000).map_err(|e| e.to_string());
         }
+        let transport = self.transport()?;
         let mut last = "no other master is known".to_owned();
-        for master in self.masters.iter().filter(|m| *m != self.transport.node()) {
-            match self.transport.call(master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
+        for master in self.masters.iter().filter(|m| *m != transport.node()) {
+            match transport.call(master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
                 Ok(state) => return Ok(state),
                 Err(error) => last = format!("{master}: {error}"),
             }
@@ -60,10 +67,14 @@ impl Api {
                 Err(error) => RestResponse::message(503, &format!("the scheduler did not answer: {error}")),
             };
         }
+        let transport = match self.transport() {
+            Ok(transport) => transport,
+            Err(error) => return RestResponse::message(503, &error),
+        };
         let call = MarathonCall(request);
         let mut last = "no other master is known".to_owned();
-        for master in self.masters.iter().filter(|m| *m != self.transport.node()) {
-            match self.transport.call(master, MARATHON_NAME, &call, Duration::from_secs(30)).await {
+        for master in self.masters.iter().filter(|m| *m != transport.node()) {
+            match transport.call(master, MARATHON_NAME, &call, Duration::from_secs(30)).await {
                 Ok(response) => return response,
                 Err(error) => last = format!("{master}: {error}"),
             }
@@ -110,6 +121,9 @@ async fn events(api: &Api, request: &HttpRequest) -> HttpResponse {
     };
     let query = flotilla_actors::marathon::core::rest::Query::parse(request.query_string());
     let wanted: Vec<String> = query.all("event_type").map(str::to_owned).collect();
+    // This node's chaos events, when it runs the chaos actor, join the scheduler's.
+    let chaos = crate::chaos_http::event_stream(&api.node).await;
+    let receiver = crate::chaos_http::merge_events(receiver, chaos);
     let attached = format!(
         "event: event_stream_attached\ndata: {}\n\n",
         serde_json::json!({ "eventType": "event_stream_attached", "remoteAddress": request.peer_addr().map(|a| a.to_string()) })
@@ -117,13 +131,10 @@ async fn events(api: &Api, request: &HttpRequest) -> HttpResponse {
     let first = futures::stream::iter([Ok::<_, actix_web::Error>(web::Bytes::from(attached))]);
     let rest = futures::stream::unfold((receiver, wanted), |(mut receiver, wanted)| async move {
         loop {
-            match receiver.recv().await {
-                Ok(event) if wanted.is_empty() || wanted.contains(&event.event_type) => {
-                    let frame = format!("event: {}\ndata: {}\n\n", event.event_type, event.json);
-                    return Some((Ok(web::Bytes::from(frame)), (receiver, wanted)));
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            let (event_type, json) = receiver.recv().await?;
+            if wanted.is_empty() || wanted.contains(&event_type) {
+                let frame = format!("event: {event_type}\ndata: {json}\n\n");
+                return Some((Ok(web::Bytes::from(frame)), (receiver, wanted)));
             }
         }
     });
@@ -191,20 +202,26 @@ impl HttpApi {
     pub fn start(
         listen: SocketAddr,
         node: Node,
-        transport: Transport,
+        transport: CurrentTransport,
         masters: Vec<String>,
     ) -> anyhow::Result<HttpApi> {
         HttpApi::serve(BoundApi::bind(listen)?, node, transport, masters)
     }
 
     /// Serves on an already bound socket.
-    pub fn serve(bound: BoundApi, node: Node, transport: Transport, masters: Vec<String>) -> anyhow::Result<HttpApi> {
+    pub fn serve(
+        bound: BoundApi,
+        node: Node,
+        transport: CurrentTransport,
+        masters: Vec<String>,
+    ) -> anyhow::Result<HttpApi> {
         let api = web::Data::new(Api { node, transport, masters });
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(api.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .route("/health", web::get().to(health));
+            app = app.service(crate::chaos_http::scope());
             for path in ["/master/state", "/master/state.json", "/state", "/state.json"] {
                 app = app.route(path, web::get().to(state));
             }

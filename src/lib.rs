@@ -7,6 +7,8 @@
 
 pub mod agent_config;
 pub mod apps;
+pub mod chaos_cli;
+pub mod chaos_http;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -13,7 +13,7 @@ use flotilla::client::{ClusterClient, NoAnswer, quic_plan};
 use flotilla::config::MasterConfig;
 use flotilla::dns_http::DnsHttp;
 use flotilla::http::{BoundApi, HttpApi};
-use flotilla::node::{AgentPlan, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
+use flotilla::node::{AgentPlan, ChaosSettings, NodePlan, Role, RunningNode, TransportPlan, master_plan, task_driver};
 use flotilla::operator;
 use flotilla::pki;
 use flotilla_actors::agent::driver::isolation;
@@ -31,6 +31,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The exit status when no master answered in time (see `flotilla --help`).
 const EXIT_NO_ANSWER: u8 = 3;
+
+/// The exit status of a usage error (clap's own, and a fault that does not parse).
+const EXIT_USAGE: u8 = 2;
 
 /// A client error, with [`NoAnswer`] for the one whose outcome is unknown.
 fn client_error(error: ClientError) -> anyhow::Error {
@@ -62,7 +65,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {error:?}");
-            if error.downcast_ref::<NoAnswer>().is_some() { ExitCode::from(EXIT_NO_ANSWER) } else { ExitCode::FAILURE }
+            if error.downcast_ref::<NoAnswer>().is_some() {
+                ExitCode::from(EXIT_NO_ANSWER)
+            } else if error.downcast_ref::<flotilla::chaos_cli::Usage>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -82,7 +91,9 @@ fn init_logging(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cert { command } => cert(command),
-        Command::Dev { node_id, data_dir, listen, dns_listen } => dev(node_id, data_dir, listen, dns_listen).await,
+        Command::Dev { node_id, data_dir, listen, dns_listen, chaos } => {
+            dev(node_id, data_dir, listen, dns_listen, chaos).await
+        }
         Command::Master { config } => master(&config).await,
         Command::Agent { config } => agent(&config).await,
         Command::Node { connection, command } => operator::node(connection, command).await,
@@ -91,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployment { connection, command } => flotilla::apps::deployment(connection, command).await,
         Command::Registry { connection, command } => registry(connection, command).await,
         Command::Members { connection, command } => members(connection, command).await,
+        Command::Chaos { connection, command } => flotilla::chaos_cli::chaos(connection, command).await,
     }
 }
 
@@ -101,6 +113,7 @@ async fn dev(
     data_dir: Option<std::path::PathBuf>,
     listen: SocketAddr,
     dns_listen: Option<SocketAddr>,
+    chaos: bool,
 ) -> anyhow::Result<()> {
     let id = NodeId::new(node_id)?;
     let agent_id = NodeId::new(format!("{id}-agent"))?;
@@ -119,6 +132,7 @@ async fn dev(
         transport: Some(plan),
         control_plane: Some(control_plane),
         marathon: Some(marathon_server(bound.address)),
+        chaos: chaos.then(|| ChaosSettings { masters: vec![id.to_string()] }),
         ..NodePlan::default()
     };
     let master = RunningNode::start_with(id.clone(), Role::Master, plan).await.context("starting the dev master")?;
@@ -127,6 +141,7 @@ async fn dev(
     if dns_listen.is_some() {
         agent_file.dns.listen = dns_listen;
     }
+    agent_file.chaos.enabled = chaos;
     let peers = vec![(id.to_string(), Address::Udp(master_addr))];
     let agent_plan = quic_plan(&pki_dir, agent_id.as_str(), SocketAddr::from(([127, 0, 0, 1], 0)), peers)?;
     let (agent_node, tasks, dns_http) = start_agent_node(agent_id.clone(), &agent_file, agent_plan).await?;
@@ -140,6 +155,9 @@ async fn dev(
     println!("marathon: http://{}", api.address);
     println!("data: {}", data_dir.display());
     println!("cli: flotilla task list --pki-dir {} --master {id}={master_addr}", pki_dir.display());
+    if chaos {
+        println!("chaos: enabled on {id} and {agent_id} (http://{}/chaos/v1/faults, flotilla chaos)", api.address);
+    }
     println!("flotilla dev: ready (Ctrl-C to stop)");
     wait_for_stop_signal().await?;
     println!("flotilla dev: stopping");
@@ -175,6 +193,10 @@ async fn start_agent_node(
         agent: Some(agent),
         dns: Some(file.dns.config(true)?),
         l4lb: Some(file.l4lb.config(true)),
+        chaos: file
+            .chaos
+            .enabled
+            .then(|| ChaosSettings { masters: file.masters.iter().map(|m| m.id.clone()).collect() }),
         ..NodePlan::default()
     };
     let node = RunningNode::start_with(id, Role::Agent, plan).await.context("starting the agent")?;
@@ -236,6 +258,10 @@ async fn master(path: &std::path::Path) -> anyhow::Result<()> {
         agent: None,
         dns: Some(config.dns.config(false)?),
         l4lb: Some(config.l4lb.config(false)),
+        chaos: config
+            .chaos
+            .enabled
+            .then(|| ChaosSettings { masters: config.masters.iter().map(|m| m.id.clone()).collect() }),
         ..NodePlan::default()
     };
     let node = RunningNode::start_with(id, Role::Master, plan).await.context("starting the master")?;
@@ -263,8 +289,8 @@ async fn dns_address(node: &RunningNode) -> Option<SocketAddr> {
 
 /// Starts a master's HTTP API on its bound socket.
 fn start_api(node: &RunningNode, bound: BoundApi, masters: Vec<String>) -> anyhow::Result<HttpApi> {
-    let transport = node.transport().context("the master has no transport")?;
-    HttpApi::serve(bound, node.node.clone(), transport, masters)
+    node.transport().context("the master has no transport")?;
+    HttpApi::serve(bound, node.node.clone(), node.current_transport(), masters)
 }
 
 /// What the service scheduler reports of a master whose HTTP API is at `address`.

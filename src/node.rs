@@ -13,6 +13,7 @@ use crate::files::files_relay_child;
 use flotilla_actors::agent::actor::AgentConfig;
 use flotilla_actors::agent::agent_child;
 use flotilla_actors::agent::driver::TaskDriver;
+use flotilla_actors::chaos::actor::{ChaosPlan, CrashHook, chaos_child};
 use flotilla_actors::control_plane::leadership::{LeaderContext, LeaderTree};
 use flotilla_actors::control_plane::{ControlPlanePlan, CurrentTransport, control_plane_spec};
 use flotilla_actors::discovery::feed::feed_child;
@@ -29,7 +30,7 @@ use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
 use flotilla_supervisors::{
     ChildKind, ChildSpec, Clock, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags,
-    SupervisorRef, SupervisorSpec,
+    SupervisorRef, SupervisorSpec, TokioClock,
 };
 use flotilla_transport::{Address, Network, PeerIdentity, Transport, TransportConfig};
 
@@ -66,11 +67,17 @@ pub struct TransportPlan {
 /// The running transport, once its endpoint has started (replaced on every restart).
 pub type TransportSlot = Arc<Mutex<Option<Transport>>>;
 
+/// The name the transport's subtree is registered under (a node crash kills it).
+pub const TRANSPORT_SUBTREE: &str = "transport";
+
 /// A one_for_one subtree with these children (later components fill the empty ones).
 fn subtree(name: &str, children: Vec<ChildSpec>) -> ChildSpec {
+    ChildSpec::supervisor(name, subtree_spec(children))
+}
+
+fn subtree_spec(children: Vec<ChildSpec>) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::OneForOne).with_intensity(10, Duration::from_secs(10));
-    let spec = children.into_iter().fold(SupervisorSpec::new(flags), SupervisorSpec::child);
-    ChildSpec::supervisor(name, spec)
+    children.into_iter().fold(SupervisorSpec::new(flags), SupervisorSpec::child)
 }
 
 /// The transport's endpoint as a supervised worker.
@@ -130,6 +137,15 @@ pub struct NodePlan {
     /// The node's clock; `None`: tokio's with the real wall time. Simulations give each node
     /// its own (virtual time, a fixed wall origin, skew as a fault).
     pub clock: Option<Arc<dyn Clock>>,
+    /// Runs the chaos actor (last child of the root) when set; needs a transport.
+    pub chaos: Option<ChaosSettings>,
+}
+
+/// What a node's chaos actor needs from its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ChaosSettings {
+    /// The cluster's masters, for the monkey's exclusions.
+    pub masters: Vec<String>,
 }
 
 /// The root supervision tree of a node with this role; the transport subtree runs the
@@ -141,10 +157,12 @@ pub fn root_spec(
     agent: Option<ChildSpec>,
     discovery: Vec<ChildSpec>,
     api: Vec<ChildSpec>,
+    chaos: Option<ChildSpec>,
 ) -> SupervisorSpec {
     let flags = SupervisorFlags::strategy(Strategy::RestForOne).with_intensity(3, Duration::from_secs(30));
     let endpoint = transport.map(|(plan, slot)| endpoint_child(plan, slot)).into_iter().collect();
-    let mut spec = SupervisorSpec::new(flags).named("node").child(subtree("transport", endpoint));
+    let transport = ChildSpec::supervisor("transport", subtree_spec(endpoint).named(TRANSPORT_SUBTREE));
+    let mut spec = SupervisorSpec::new(flags).named("node").child(transport);
     if role.runs_master() {
         spec = spec.child(match control_plane {
             Some(plan) => ChildSpec::supervisor("control-plane", control_plane_spec(plan)),
@@ -154,7 +172,10 @@ pub fn root_spec(
     if role.runs_agent() {
         spec = spec.child(subtree("agent", agent.into_iter().collect()));
     }
-    spec.child(discovery_subtree(discovery)).child(subtree("api", api))
+    let spec = spec.child(discovery_subtree(discovery)).child(subtree("api", api));
+    // Permanent (DESIGN.md §3 has it temporary): a CrashNode restarts the tree, and a node
+    // started with chaos enabled keeps its chaos actor across that restart.
+    chaos.into_iter().fold(spec, SupervisorSpec::child)
 }
 
 /// Discovery's subtree: the feed first, then its consumers (DNS, load balancer), which
@@ -215,8 +236,15 @@ impl RunningNode {
     /// (the cluster manager) and the agent are wired to the node's own transport slot.
     pub async fn start_with(id: NodeId, role: Role, plan: NodePlan) -> anyhow::Result<Self> {
         let mut builder = Node::builder(id).seed(plan.seed.unwrap_or_else(entropy_seed));
-        if let Some(clock) = plan.clock.clone() {
-            builder = builder.clock(clock);
+        // A node whose clock is ours can have it skewed by the chaos actor.
+        let mut skewable = None;
+        match plan.clock.clone() {
+            Some(clock) => builder = builder.clock(clock),
+            None => {
+                let clock = Arc::new(TokioClock::new());
+                builder = builder.clock(Arc::clone(&clock) as Arc<dyn Clock>);
+                skewable = Some(clock);
+            }
         }
         let node = builder.start().await?;
         let slot = TransportSlot::default();
@@ -246,10 +274,25 @@ impl RunningNode {
             (true, Some(_)) => vec![files_relay_child(Arc::clone(&current))],
             _ => Vec::new(),
         };
+        let chaos = match (plan.chaos, &plan.transport) {
+            (Some(settings), Some(_)) => Some(chaos_child(ChaosPlan {
+                masters: settings.masters,
+                transport: Arc::clone(&current),
+                clock: skewable,
+                crash: crash_hook(&node, &slot),
+            })),
+            _ => None,
+        };
         let transport = plan.transport.map(|plan| (plan, Arc::clone(&slot)));
-        let spec = root_spec(role, transport, control_plane, agent, discovery, api);
+        let spec = root_spec(role, transport, control_plane, agent, discovery, api, chaos);
         let root = Supervisor::spawn(node.clone(), spec, None).await?;
         Ok(RunningNode { node, root, transport: slot })
+    }
+
+    /// The node's transport as it is now and after restarts, for servers that outlive them.
+    pub fn current_transport(&self) -> CurrentTransport {
+        let slot = Arc::clone(&self.transport);
+        Arc::new(move || slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// The node's transport, if it runs one.
@@ -268,6 +311,23 @@ impl RunningNode {
         self.node.shutdown();
         Ok(())
     }
+}
+
+/// How a real node crashes in place (the chaos actor's `CrashNode`): the transport ends
+/// abruptly — no goodbye, nothing drained, peers find out through their failure detectors —
+/// and its subtree is killed, so the root (`rest_for_one`) restarts the transport and every
+/// subtree after it: every actor's volatile state is lost, disks keep what they synced. The
+/// process, its HTTP API and the OS's buffers survive; for a crash of the process, kill -9 it.
+fn crash_hook(node: &Node, slot: &TransportSlot) -> CrashHook {
+    let (node, slot) = (node.clone(), Arc::clone(slot));
+    Arc::new(move || {
+        if let Some(transport) = slot.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            transport.abort();
+        }
+        if let Some(subtree) = node.whereis(TRANSPORT_SUBTREE) {
+            subtree.kill();
+        }
+    })
 }
 
 /// The task driver an agent's configuration asks for: `auto` picks the isolating driver when
@@ -293,7 +353,11 @@ mod tests {
     use super::*;
 
     fn child_ids(role: Role) -> Vec<String> {
-        root_spec(role, None, None, None, Vec::new(), Vec::new()).children.iter().map(|c| c.id.to_string()).collect()
+        root_spec(role, None, None, None, Vec::new(), Vec::new(), None)
+            .children
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect()
     }
 
     #[test]

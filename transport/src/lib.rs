@@ -8,6 +8,8 @@
 //!   transfers, graceful shutdown.
 //! - [`remote`]: [`RemoteMessage`], [`RemoteCall`], [`RemoteRef`], [`ReplyPort`].
 //! - [`quic`] and [`sim`]: the two networks behind the same [`mesh::Network`] seam.
+//! - `link_faults`: link faults on a live transport ([`Transport::inject_fault`]), the same
+//!   model SimNet applies, carried out at the node's own edges.
 //!
 //! Guarantees: messages from one node to one actor arrive in the order they were sent while
 //! a session lasts (one ordered stream per pair; SimNet breaks this only under an explicit
@@ -18,6 +20,7 @@
 pub mod core;
 pub mod identity;
 mod link;
+mod link_faults;
 pub mod mesh;
 mod queue;
 pub mod quic;
@@ -25,7 +28,7 @@ pub mod remote;
 pub mod sim;
 pub mod tls;
 
-pub use crate::core::fault::{Fault, FaultId, NodeSet};
+pub use crate::core::fault::{Fault, FaultError, FaultId, Links, NodeSet};
 pub use crate::core::identity::{AdmissionPolicy, ClusterId, PeerIdentity, Refusal, Role};
 pub use crate::mesh::{
     Address, BulkError, BulkTransfer, CallError, Network, PeerStats, RemoteDown, RemoteLink, RemoteMonitor,

@@ -152,6 +152,20 @@ impl FrameReader {
         }
     }
 
+    /// The next whole frame already buffered, as its raw bytes (header included), for a
+    /// fault stage that keeps it before it is decoded and dispatched.
+    pub(crate) fn buffered_raw(&mut self) -> Result<Option<Bytes>, WireError> {
+        let rest = &self.buf[self.start..];
+        match wire::frame_len(rest, self.max_body)? {
+            Some(len) if len <= rest.len() => {
+                let frame = Bytes::copy_from_slice(&rest[..len]);
+                self.start += len;
+                Ok(Some(frame))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The next frame already buffered, borrowed from the buffer where it can be.
     pub(crate) fn buffered_borrowed(&mut self) -> Result<Option<Borrowed<'_>>, WireError> {
         let rest = &self.buf[self.start..];

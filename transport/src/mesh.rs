@@ -23,10 +23,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::core::detector::{DetectorConfig, FailureDetector};
+use crate::core::fault::{Fault, FaultError, FaultId};
 use crate::core::identity::{PeerIdentity, Refusal, Role};
+use crate::core::link_stage::LinkStage;
 use crate::core::session::{self, Origin, Replaces, Verdict, View};
 use crate::core::wire::{self, Borrowed, DEFAULT_MAX_BODY, Envelope, RemoteError};
 use crate::link::{Conn, FrameReader, Tx, close_code};
+use crate::link_faults::{LinkFaults, next_heal, until_due};
 use crate::queue::{Class, PushError, QueueDepth, QueueLimits, SendQueue};
 use crate::remote::{RemoteCall, RemoteMessage, RemoteRef, ReplyPort};
 use crate::{quic, sim};
@@ -201,6 +204,8 @@ pub struct TransportStats {
     pub links_in: u64,
     /// Monitors peers hold on local actors, now (links included).
     pub watched: u64,
+    /// Frames lost to this node's link faults (chaos), sent or received.
+    pub fault_dropped: u64,
 }
 
 type Notifier = Arc<dyn Fn(RemoteDown) + Send + Sync>;
@@ -385,6 +390,8 @@ pub(crate) struct Shared {
     counters: Counters,
     tasks: Mutex<Vec<AbortHandle>>,
     closing: AtomicBool,
+    /// Link faults injected on this node (chaos), applied by the session tasks.
+    faults: LinkFaults,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -603,6 +610,9 @@ impl Transport {
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            // Seeded from the boot id, not drawn from the node's RNG: a transport without
+            // faults must leave every seeded simulation's draws exactly as they were.
+            faults: LinkFaults::new(Rng::seeded(boot_id.rotate_left(17) ^ 0x6c69_6e6b)),
         });
         let endpoint = Endpoint { shared: Arc::clone(&shared) };
         let (actor, _) = match supervisor {
@@ -709,6 +719,7 @@ impl Transport {
             links_out: c.links_out.load(Ordering::Relaxed),
             links_in: c.links_in.load(Ordering::Relaxed),
             watched: c.watched.load(Ordering::Relaxed),
+            fault_dropped: self.shared.faults.dropped(),
         }
     }
 
@@ -972,6 +983,35 @@ impl Transport {
         Ok(())
     }
 
+    /// Injects a link fault on this node's links (see `link_faults`: the node judges the
+    /// frames it sends and receives; links between other nodes are untouched). `Fault::Heal`
+    /// heals every link fault; node faults are refused with `FaultError::NotALinkFault`.
+    pub fn inject_fault(&self, fault: Fault) -> Result<FaultId, FaultError> {
+        let id = self.shared.faults.inject(fault.clone())?;
+        tracing::info!(node = %self.shared.local.node, %id, ?fault, "link fault injected");
+        Ok(id)
+    }
+
+    /// Heals one link fault: held frames move on. False if it was not active.
+    pub fn heal_fault(&self, id: FaultId) -> bool {
+        let healed = self.shared.faults.heal(id);
+        if healed {
+            tracing::info!(node = %self.shared.local.node, %id, "link fault healed");
+        }
+        healed
+    }
+
+    /// Heals every link fault of this node.
+    pub fn heal_all_faults(&self) {
+        self.shared.faults.heal_all();
+        tracing::info!(node = %self.shared.local.node, "every link fault healed");
+    }
+
+    /// The active link faults, in injection order.
+    pub fn active_faults(&self) -> Vec<(FaultId, Fault)> {
+        self.shared.faults.active()
+    }
+
     /// Closes every session gracefully: queued frames are written (for at most the drain
     /// timeout), peers are told goodbye, and the endpoint stops. The same happens when the
     /// endpoint actor is stopped by its supervisor.
@@ -1226,6 +1266,11 @@ impl Endpoint {
 
     fn install(&self, myself: &ActorRef<EndpointMsg>, state: &mut EndpointState, link: Handshaken) {
         let node = link.identity.node.clone();
+        if link.origin == Origin::Accepted && !self.shared.faults.reachable(&node, self.me()) {
+            tracing::debug!(node = %self.me(), peer = node, "connection refused: a chaos partition cuts the link");
+            link.conn.close(close_code::REFUSED, "partitioned");
+            return;
+        }
         let peer = self.shared.peer_or_insert(&node);
         let view = peer.view();
         let verdict = match link.origin {
@@ -1385,6 +1430,9 @@ impl Endpoint {
         let node = node.to_owned();
         let task = tokio::spawn(async move {
             let outcome = match shared.net() {
+                _ if !shared.faults.reachable(&shared.local.node, &node) => {
+                    Err("a chaos partition cuts the link".to_owned())
+                }
                 Some(NetHandle::Quic(endpoint)) => quic::dial(&shared, endpoint, &node, &address).await,
                 Some(NetHandle::Sim(endpoint)) => sim::dial(&shared, endpoint, &node).await,
                 None => Err("the network is not started".to_owned()),
@@ -1537,7 +1585,10 @@ fn session_address(session: &Session) -> Option<Address> {
     }
 }
 
-/// Writes the peer's queue to the session's ordered stream, one batch per write.
+/// Writes the peer's queue to the session's ordered stream, one batch per write. While a
+/// link fault acts on the link to the peer (or frames it delayed or held still wait), each
+/// frame goes through the link's stage first, and the writer also wakes when one is due or
+/// a fault is healed.
 async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, mut tx: Tx, first: Option<Envelope>) {
     let mut batch = Vec::with_capacity(64 * 1024);
     if let Some(welcome) = first
@@ -1545,11 +1596,34 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>,
     {
         return lost(&shared, &peer, &session, "could not send welcome");
     }
+    let faults = &shared.faults;
+    let mut stage = LinkStage::new(shared.local.node.clone(), peer.node.clone());
+    let mut heals = faults.heals();
     loop {
-        batch = peer.queue.take(batch).await;
+        let due = stage.next_due();
+        // Biased: polled in a fixed order, so a simulation stays deterministic.
+        tokio::select! {
+            biased;
+            taken = peer.queue.take(std::mem::take(&mut batch)) => {
+                batch = taken;
+                if !stage.is_empty() || faults.affects(&shared.local.node, &peer.node) {
+                    faults.offer_frames(&mut stage, &batch);
+                    batch.clear();
+                }
+            }
+            () = until_due(faults, due) => {}
+            () = next_heal(&mut heals) => faults.release(&mut stage),
+        }
+        for frame in stage.take_due(faults.now()) {
+            batch.extend_from_slice(&frame);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         if let Err(err) = tx.write_all(&batch).await {
             return lost(&shared, &peer, &session, &format!("write failed: {err}"));
         }
+        batch.clear();
         if shared.closing.load(Ordering::Relaxed) && peer.queue.depth().frames == 0 {
             tx.finish();
             session.drained.notify_waiters();
@@ -1557,38 +1631,93 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>,
     }
 }
 
-/// Reads frames from the session's ordered stream and dispatches them.
+/// Reads frames from the session's ordered stream and dispatches them. While a link fault
+/// acts on the link from the peer (or frames it delayed or held still wait), each frame goes
+/// through the link's stage before it is dispatched; only dispatched frames count as signs of
+/// life, so a partition or a clog of incoming frames lets the failure detector fire.
 async fn read_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>, mut reader: FrameReader) {
+    let faults = &shared.faults;
+    let mut stage = LinkStage::new(peer.node.clone(), shared.local.node.clone());
+    let mut heals = faults.heals();
     loop {
-        let mut frames = 0u64;
-        loop {
-            match reader.buffered_borrowed() {
-                Ok(Some(frame)) => {
-                    frames += 1;
-                    shared.dispatch(&peer, &session, frame);
-                }
-                Ok(None) => break,
-                Err(err) => return lost(&shared, &peer, &session, &format!("corrupt frame: {err}")),
-            }
-        }
+        let staged = !stage.is_empty() || faults.affects(&peer.node, &shared.local.node);
+        let outcome = if staged {
+            stage_incoming(&shared, &peer, &session, &mut reader, &mut stage)
+        } else {
+            dispatch_buffered(&shared, &peer, &session, &mut reader)
+        };
+        let frames = match outcome {
+            Ok(frames) => frames,
+            Err(err) => return lost(&shared, &peer, &session, &format!("corrupt frame: {err}")),
+        };
         if frames > 0 {
             peer.received.fetch_add(frames, Ordering::Relaxed);
             lock(&session.detector).heartbeat(shared.node.now());
         }
-        if let Err(err) = reader.fill().await {
-            return lost(&shared, &peer, &session, &err.to_string());
+        let due = stage.next_due();
+        tokio::select! {
+            biased;
+            filled = reader.fill() => if let Err(err) = filled {
+                return lost(&shared, &peer, &session, &err.to_string());
+            },
+            () = until_due(faults, due) => {}
+            () = next_heal(&mut heals) => faults.release(&mut stage),
         }
     }
+}
+
+/// Dispatches every whole frame buffered; returns how many.
+fn dispatch_buffered(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    session: &Session,
+    reader: &mut FrameReader,
+) -> Result<u64, wire::WireError> {
+    let mut frames = 0u64;
+    while let Some(frame) = reader.buffered_borrowed()? {
+        frames += 1;
+        shared.dispatch(peer, session, frame);
+    }
+    Ok(frames)
+}
+
+/// Routes every whole frame buffered through the incoming stage, then dispatches the frames
+/// due; returns how many were dispatched.
+fn stage_incoming(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    session: &Session,
+    reader: &mut FrameReader,
+    stage: &mut LinkStage,
+) -> Result<u64, wire::WireError> {
+    while let Some(frame) = reader.buffered_raw()? {
+        shared.faults.offer(stage, frame);
+    }
+    let mut frames = 0u64;
+    for raw in stage.take_due(shared.faults.now()) {
+        // The frame decoded once already (its header); a copy that fails now is a bug, never
+        // a reason to drop the session.
+        if let Ok(Some((frame, _))) = wire::decode_borrowed(&raw, shared.config.max_frame_body) {
+            frames += 1;
+            shared.dispatch(peer, session, frame);
+        }
+    }
+    Ok(frames)
 }
 
 /// Answers heartbeats and measures round trips.
 async fn datagram_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Session>) {
     while let Some(datagram) = session.conn.read_datagram().await {
+        if !shared.faults.datagram_passes(&peer.node, &shared.local.node) {
+            continue;
+        }
         match wire::decode_datagram(&datagram, shared.config.max_frame_body) {
             Ok(Envelope::Ping { seq, sent_nanos }) => {
                 lock(&session.detector).heartbeat(shared.node.now());
                 let mut pong = Vec::with_capacity(32);
-                if wire::encode(&Envelope::Pong { seq, sent_nanos }, &mut pong).is_ok() {
+                if wire::encode(&Envelope::Pong { seq, sent_nanos }, &mut pong).is_ok()
+                    && shared.faults.datagram_passes(&shared.local.node, &peer.node)
+                {
                     session.conn.send_datagram(Bytes::from(pong));
                 }
             }
@@ -1621,7 +1750,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, peer: Arc<Peer>, session: Arc<Sessi
         seq += 1;
         let mut ping = Vec::with_capacity(32);
         let sent_nanos = now.since_origin().as_nanos() as u64;
-        if wire::encode(&Envelope::Ping { seq, sent_nanos }, &mut ping).is_ok() {
+        if wire::encode(&Envelope::Ping { seq, sent_nanos }, &mut ping).is_ok()
+            && shared.faults.datagram_passes(&shared.local.node, &peer.node)
+        {
             session.conn.send_datagram(Bytes::from(ping));
         }
     }

@@ -415,6 +415,21 @@ impl NetModel {
         self.matching(from, to).any(|fault| matches!(fault, Fault::Clog { .. }))
     }
 
+    /// Whether any active fault acts on the link from `from` to `to` (a partition that cuts
+    /// it, or a fault made of links that match it). False means [`Self::route`] would deliver
+    /// at once: a shell can skip the model for that link.
+    pub fn affects(&self, from: &str, to: &str) -> bool {
+        !self.reachable(from, to) || self.matching(from, to).next().is_some()
+    }
+
+    /// Whether an unreliable datagram (a heartbeat) from `from` to `to` gets through: not if
+    /// the link is cut or clogged (holding a heartbeat is pointless; a paused node sends none),
+    /// nor if a Drop fires. Delays, duplicates and reorders do not apply to datagrams, and the
+    /// link's FIFO memory is left alone.
+    pub fn datagram_passes(&self, from: &str, to: &str, rng: &mut Rng) -> bool {
+        self.reachable(from, to) && !self.clogged(from, to) && !self.dropped(from, to, rng)
+    }
+
     /// What happens to a message sent from `from` to `to` at `now` (the rules are in the
     /// module documentation).
     pub fn route(&mut self, from: &str, to: &str, now: Time, rng: &mut Rng) -> Route {
@@ -674,6 +689,29 @@ mod tests {
         // The other direction keeps FIFO.
         let back: Vec<Time> = (0..200).map(|i| delivered(net.route("b", "a", at(ms(i)), &mut rng))[0]).collect();
         assert!(back.is_sorted());
+    }
+
+    #[test]
+    fn affects_names_exactly_the_links_a_fault_touches() {
+        let mut net = NetModel::new(Duration::ZERO, Duration::ZERO);
+        assert!(!net.affects("a", "b"));
+        net.inject(Fault::Delay { links: Links::one("a", "b"), base: MS, jitter: Duration::ZERO }).unwrap();
+        net.inject(Fault::Partition { a: NodeSet::one("c"), b: NodeSet::one("d"), one_way: true }).unwrap();
+        assert!(net.affects("a", "b") && !net.affects("b", "a"));
+        assert!(net.affects("c", "d") && !net.affects("d", "c"));
+    }
+
+    #[test]
+    fn datagrams_pass_unless_cut_clogged_or_dropped() {
+        let mut net = NetModel::new(Duration::ZERO, Duration::ZERO);
+        let mut rng = Rng::seeded(3);
+        net.inject(Fault::Delay { links: Links::all(), base: ms(500), jitter: Duration::ZERO }).unwrap();
+        assert!(net.datagram_passes("a", "b", &mut rng), "delays do not hold datagrams");
+        let clog = net.inject(Fault::Clog { links: Links::one("a", "b") }).unwrap();
+        assert!(!net.datagram_passes("a", "b", &mut rng) && net.datagram_passes("b", "a", &mut rng));
+        net.heal(clog);
+        net.inject(drop_all(1.0)).unwrap();
+        assert!(!net.datagram_passes("b", "a", &mut rng));
     }
 
     #[test]
