@@ -2,10 +2,11 @@
 //! healed over HTTP (`/chaos/v1`) and with `flotilla chaos`, bad faults refused with their
 //! reason, and the events on `/v2/events`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use flotilla::local_cluster::http_request;
@@ -36,22 +37,7 @@ fn start_dev() -> Dev {
         .stderr(Stdio::null())
         .spawn()
         .expect("flotilla runs");
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = lines.recv_timeout(BOUND).expect("flotilla dev --chaos reports ready within the bound");
-        let ready = line.starts_with("flotilla dev: ready");
-        seen.push(line);
-        if ready {
-            break;
-        }
-    }
+    let seen = support::lines_until_ready(&support::stdout_lines(&mut child), BOUND);
     assert!(seen.iter().any(|l| l.starts_with("chaos: enabled on dev and dev-agent")), "{seen:?}");
     assert!(
         seen.iter().any(|l| l.trim_start() == "chaos (worker, running)"),

@@ -1,6 +1,8 @@
 //! The first command of the README: `flotilla dev` starts, prints its tree, and stops
 //! cleanly on SIGTERM (here with JSON logs, as a log collector would ask for them).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -37,22 +39,8 @@ fn flotilla_dev_starts_prints_its_tree_and_stops_on_sigterm() {
         .expect("flotilla runs");
     let stderr = child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = lines.recv_timeout(BOUND).expect("flotilla dev reports ready within the bound");
-        let ready = line.starts_with("flotilla dev: ready");
-        seen.push(line);
-        if ready {
-            break;
-        }
-    }
+    let lines = support::stdout_lines(&mut child);
+    let seen = support::lines_until_ready(&lines, BOUND);
     assert_eq!(seen[0], "node dev (rest_for_one)");
     assert!(seen.iter().any(|l| l == "node dev-agent (rest_for_one)"), "{seen:?}");
     for subtree in ["transport", "control-plane", "agent", "discovery", "api"] {

@@ -3,10 +3,11 @@
 //! UDP and TCP and through Mesos-DNS's HTTP API, the records follow scaling and removal, and — as root, where the VIP's
 //! address can be put on `lo` — an HTTP request through the VIP reaches a task.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use flotilla::local_cluster::http_request;
@@ -17,7 +18,6 @@ const BOUND: Duration = Duration::from_secs(60);
 
 struct Dev {
     child: Child,
-    lines: mpsc::Receiver<String>,
     data_dir: std::path::PathBuf,
 }
 
@@ -48,17 +48,11 @@ fn start_dev() -> (Dev, SocketAddr, SocketAddr, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .expect("flotilla runs");
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let dev = Dev { child, lines, data_dir };
+    let lines = support::stdout_lines(&mut child);
+    let seen = support::lines_until_ready(&lines, BOUND);
+    let dev = Dev { child, data_dir };
     let (mut dns, mut marathon, mut mesos_dns) = (None, None, None);
-    loop {
-        let line = dev.lines.recv_timeout(BOUND).expect("flotilla dev reports ready within the bound");
+    for line in &seen {
         if let Some(rest) = line.strip_prefix("dns: ") {
             dns = rest.split_whitespace().next().and_then(|a| a.parse().ok());
         }
@@ -67,9 +61,6 @@ fn start_dev() -> (Dev, SocketAddr, SocketAddr, SocketAddr) {
         }
         if let Some(rest) = line.strip_prefix("mesos-dns: http://") {
             mesos_dns = rest.split('/').next().and_then(|a| a.parse().ok());
-        }
-        if line.starts_with("flotilla dev: ready") {
-            break;
         }
     }
     let dns = dns.expect("dev prints its DNS address");
