@@ -14,12 +14,17 @@ use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
 use flotilla_actors::mesos::protocol::{FILES_RELAY_NAME, FileReply, MASTER_NAME, MasterQuery, MasterState, ReadFile};
 use flotilla_actors::registry::client::RegistryClient;
 use flotilla_supervisors::{Node, NodeId};
+use flotilla_transport::core::wire::RemoteError;
 use flotilla_transport::identity::{NodeCredentials, load_ca_cert};
 use flotilla_transport::quic::QuicSetup;
 use flotilla_transport::tls::QuicTuning;
-use flotilla_transport::{Address, AdmissionPolicy, Network, Transport, TransportConfig};
+use flotilla_transport::{Address, AdmissionPolicy, CallError, Network, RemoteCall, Transport, TransportConfig};
 
 use crate::node::{TransportPlan, entropy_seed};
+
+/// How long a call waits before asking a just-elected leader again for an actor it has not
+/// started yet.
+const LEADER_RETRY: Duration = Duration::from_millis(200);
 
 /// A QUIC transport plan for node `name` with the credentials in `pki_dir`, listening on
 /// `listen`, keeping sessions with `peers`.
@@ -118,20 +123,37 @@ impl ClusterClient {
 
     /// Sends a request to the launcher on the leading master.
     pub async fn launcher(&self, request: &LauncherRequest, deadline: Duration) -> anyhow::Result<LauncherReply> {
-        let leader = self.master_state(deadline).await?.leader;
-        self.transport
-            .call(&leader, LAUNCHER_NAME, request, deadline)
-            .await
-            .with_context(|| format!("asking the launcher on {leader}"))
+        self.call_leader(LAUNCHER_NAME, "the launcher", request, deadline).await
     }
 
     /// A Marathon REST request answered by the service scheduler on the leading master.
     pub async fn marathon(&self, request: RestRequest, deadline: Duration) -> anyhow::Result<RestResponse> {
-        let leader = self.master_state(deadline).await?.leader;
-        self.transport
-            .call(&leader, MARATHON_NAME, &MarathonCall(request), deadline)
-            .await
-            .with_context(|| format!("asking the service scheduler on {leader}"))
+        self.call_leader(MARATHON_NAME, "the service scheduler", &MarathonCall(request), deadline).await
+    }
+
+    /// Calls the leader-only actor `name` on the leading master. A leader just elected answers
+    /// its state before its leader-only actors have started (the call finds no such actor):
+    /// the call is tried again until `deadline`, as a user retrying by hand would.
+    async fn call_leader<Q: RemoteCall>(
+        &self,
+        name: &str,
+        what: &str,
+        request: &Q,
+        deadline: Duration,
+    ) -> anyhow::Result<Q::Reply> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let leader = self.master_state(left).await?.leader;
+            match self.transport.call(&leader, name, request, left).await {
+                Err(CallError::Remote(RemoteError::UnknownActor { .. }))
+                    if tokio::time::Instant::now() + LEADER_RETRY < until =>
+                {
+                    tokio::time::sleep(LEADER_RETRY).await;
+                }
+                answer => return answer.with_context(|| format!("asking {what} on {leader}")),
+            }
+        }
     }
 
     /// Part of a task's sandbox file, read through `master`'s files relay: the bytes and the
