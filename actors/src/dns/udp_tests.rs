@@ -160,8 +160,12 @@ fn a_reply_the_kernel_refuses_does_not_cost_the_rest_of_its_batch() {
 #[test]
 fn idle_threads_stop_promptly_and_release_the_port() {
     let Server { mut loops, address, mut deferred } = serve(2, |_| {});
-    // Let both threads block in their receive.
-    std::thread::sleep(Duration::from_millis(100));
+    // A query answered (within the client's bound) shows the threads serving; they are back
+    // in their blocking receive when they are stopped.
+    let client = client();
+    client.send_to(&query(0x2000, "app1.marathon.mesos."), address).unwrap();
+    let mut buffer = [0u8; 512];
+    client.recv(&mut buffer).expect("the threads answer before they are stopped");
     let (done, stopped) = std::sync::mpsc::channel();
     let stopper = std::thread::spawn(move || {
         loops.stop();

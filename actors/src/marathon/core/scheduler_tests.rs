@@ -112,6 +112,13 @@ impl Harness {
         self.effects.extend(effects);
     }
 
+    /// The actor's periodic tick, one harness step later.
+    fn core_tick(&mut self) {
+        let now = self.tick();
+        let effects = self.core.tick(now);
+        self.effects.extend(effects);
+    }
+
     fn run_all(&mut self, tasks: &[TaskInfo]) {
         for task in tasks {
             self.status(&task.task_id, TaskState::Running, None);
@@ -648,23 +655,17 @@ fn an_unreachable_instance_that_comes_back_after_its_replacement_leaves_the_coun
     h.run_all(&original);
     h.status(&original[0].task_id, TaskState::Unreachable, None);
     // Past inactiveAfterSeconds the instance no longer counts: a replacement launches.
-    let now = h.tick();
-    let effects = h.core.tick(now);
-    h.effects.extend(effects);
+    h.core_tick();
     let replacement = h.offer("a2");
     assert_eq!(replacement.len(), 1, "one replacement");
     h.run_all(&replacement);
     assert!(h.kills().is_empty());
     // The original comes back: two run for a count of one, and the youngest goes.
     h.status(&original[0].task_id, TaskState::Running, None);
-    let now = h.tick();
-    let effects = h.core.tick(now);
-    h.effects.extend(effects);
+    h.core_tick();
     assert_eq!(h.kills(), vec![replacement[0].task_id.clone()]);
     h.status(&replacement[0].task_id, TaskState::Killed, None);
     assert_eq!(h.app("/prod/web")["tasksRunning"], 1);
-    let now = h.tick();
-    let effects = h.core.tick(now);
-    h.effects.extend(effects);
+    h.core_tick();
     assert!(h.kills().is_empty(), "at its count: nothing more is killed");
 }
