@@ -23,8 +23,8 @@ use flotilla_actors::election::core::{PeerId, RaftConfig};
 use flotilla_actors::l4lb::{L4lbConfig, l4lb_child};
 use flotilla_actors::marathon::core::rest::ServerInfo;
 use flotilla_actors::marathon::scheduler_child;
-use flotilla_actors::master::cluster_manager_tree;
 pub use flotilla_actors::master::core::MasterConfig as ClusterManagerConfig;
+use flotilla_actors::master::{Framework, cluster_manager_tree};
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
@@ -253,7 +253,7 @@ impl RunningNode {
             Arc::new(move || slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
         };
         let manager = plan.cluster_manager.clone();
-        let frameworks: Vec<ChildSpec> =
+        let frameworks: Vec<Framework> =
             plan.marathon.iter().map(|server| scheduler_child(Arc::clone(&current), server.clone())).collect();
         let control_plane = plan.control_plane.map(|control| ControlPlanePlan {
             transport: Arc::clone(&current),

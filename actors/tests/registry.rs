@@ -14,7 +14,7 @@ use flotilla_actors::election::core::{MembershipChange, MembershipError, PeerId,
 use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::registry::actor::RegistryMsg;
 use flotilla_actors::registry::client::{ClientError, RegistryClient};
-use flotilla_actors::registry::core::{EventKind, Txn};
+use flotilla_actors::registry::core::{Command, EventKind, RegistryError, Txn};
 use flotilla_actors::registry::protocol::{
     REGISTRY_NAME, RegistryFailure, RegistryReply, RegistryRequest, WatchBody, WatchNotice,
 };
@@ -303,6 +303,56 @@ async fn a_partitioned_leader_loses_its_subtree_and_a_new_leader_takes_writes() 
     cluster.net.heal(cut);
     let (_, kv) = client.get("/k", LONG).await.expect("read");
     assert_eq!(kv.map(|kv| kv.value), Some(b"during".to_vec()));
+}
+
+/// Writes `value` to `key` from `node`'s own leader-only subtree, fenced to `term`.
+async fn fenced_put(cluster: &Cluster, node: &str, term: u64, key: &str, value: &[u8]) -> RegistryReply {
+    let master = cluster.masters.iter().flatten().find(|master| master.id == node).expect("a running master");
+    let registry = master.node.whereis_ref::<RegistryMsg>(REGISTRY_NAME).expect("its registry");
+    let command = Command { id: None, txn: Txn::put(key, value.to_vec()), leader_term: Some(term) };
+    let (port, answer) = ReplyPort::local();
+    registry.send_message(RegistryMsg::Request(RegistryRequest::Write(command), port)).expect("sent");
+    tokio::time::timeout(LONG, answer).await.expect("answered in time").expect("answered")
+}
+
+fn leader_term(cluster: &Cluster, node: &str) -> u64 {
+    let log = cluster.log.lock().unwrap();
+    log.iter().rev().find(|(id, _, started)| id == node && *started).map(|(_, term, _)| *term).expect("it led")
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_deposed_leaders_fenced_write_is_refused_and_its_successors_write_stands() {
+    let cluster = Cluster::start(4).await;
+    let (_transport, mut client) = cluster.client("c1", &MASTERS).await;
+    let old = wait_until("a leader", LONG, async || cluster.agreed_leader(&client).await).await;
+    let old_term = wait_until("its subtree starts", LONG, async || {
+        let log = cluster.log.lock().unwrap();
+        log.iter().find(|(id, _, started)| *id == old && *started).map(|(_, term, _)| *term)
+    })
+    .await;
+    let written = fenced_put(&cluster, &old, old_term, "/app", b"v1").await;
+    assert!(matches!(written, RegistryReply::Written(_)), "the leader's own term: {written:?}");
+
+    let cut = cluster
+        .net
+        .inject(Fault::Partition { a: NodeSet::one(old.as_str()), b: NodeSet::All, one_way: false })
+        .unwrap();
+    client.put("/app", b"v2", LONG).await.expect("the new leader acknowledges");
+    cluster.net.heal(cut);
+    let new = wait_until("the old leader follows", LONG, async || {
+        cluster.agreed_leader_locally().await.filter(|leader| *leader != old)
+    })
+    .await;
+
+    let stale = fenced_put(&cluster, &old, old_term, "/app", b"v1 again").await;
+    assert!(
+        matches!(stale, RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::StaleLeader { fenced, .. })) if fenced == old_term),
+        "the deposed leader's write must be refused: {stale:?}"
+    );
+    let (_, kv) = client.get("/app", LONG).await.expect("read");
+    assert_eq!(kv.map(|kv| kv.value), Some(b"v2".to_vec()), "the acknowledged write stands");
+    let newer = fenced_put(&cluster, &new, leader_term(&cluster, &new), "/app", b"v3").await;
+    assert!(matches!(newer, RegistryReply::Written(_)), "the new leader's fenced write: {newer:?}");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

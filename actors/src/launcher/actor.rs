@@ -31,6 +31,8 @@ pub struct LauncherArgs {
     pub node: Node,
     pub registry: ActorRef<RegistryMsg>,
     pub master: ActorRef<MasterMsg>,
+    /// The leader term this launcher runs for: its registry writes are fenced to it.
+    pub term: u64,
 }
 
 pub enum LauncherMsg {
@@ -52,6 +54,7 @@ pub struct LauncherState {
     node: Node,
     registry: ActorRef<RegistryMsg>,
     master: ActorRef<MasterMsg>,
+    term: u64,
     records: BTreeMap<String, LaunchRecord>,
     suppressed: bool,
 }
@@ -69,7 +72,7 @@ impl Actor for Launcher {
         myself: ActorRef<LauncherMsg>,
         args: LauncherArgs,
     ) -> Result<LauncherState, ActorProcessingErr> {
-        let LauncherArgs { transport, node, registry, master } = args;
+        let LauncherArgs { transport, node, registry, master, term } = args;
         let records: BTreeMap<String, LaunchRecord> =
             list_with(&registry, LAUNCHER_PREFIX, WRITE_TIMEOUT, LaunchRecord::decode)
                 .await?
@@ -97,7 +100,7 @@ impl Actor for Launcher {
         }
         transport.export_call_from::<LauncherRequest, LauncherMsg>(LAUNCHER_NAME, &myself, LauncherMsg::Request);
         info!(tasks = records.len(), "launcher subscribed");
-        Ok(LauncherState { transport, node, registry, master, records, suppressed: false })
+        Ok(LauncherState { transport, node, registry, master, term, records, suppressed: false })
     }
 
     async fn post_stop(&self, _: ActorRef<LauncherMsg>, state: &mut LauncherState) -> Result<(), ActorProcessingErr> {
@@ -165,7 +168,13 @@ impl LauncherState {
             .collect();
         let txn = Txn { compare: Vec::new(), success, failure: Vec::new() };
         let id = Some(RequestId { client: self.node.random_u64(), seq: 1 });
-        local_request(&self.registry, RegistryRequest::Write(Command { id, txn }), WRITE_TIMEOUT).await.map(|_| ())
+        local_request(
+            &self.registry,
+            RegistryRequest::Write(Command { id, txn, leader_term: Some(self.term) }),
+            WRITE_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn request(&mut self, request: LauncherRequest) -> LauncherReply {

@@ -56,6 +56,8 @@ pub struct SchedulerArgs {
     /// What `/v2/info` and `/v2/leader` report.
     pub server: ServerInfo,
     pub config: SchedulerConfig,
+    /// The leader term this scheduler runs for: its registry writes are fenced to it.
+    pub term: u64,
 }
 
 pub enum SchedulerMsg {
@@ -94,6 +96,7 @@ pub struct SchedulerState {
     registry: ActorRef<RegistryMsg>,
     master: ActorRef<MasterMsg>,
     server: ServerInfo,
+    term: u64,
     core: SchedulerCore,
     events: broadcast::Sender<Arc<MarathonEvent>>,
     /// The last timestamp handed out: versions must be unique and increasing.
@@ -115,7 +118,7 @@ impl Actor for Scheduler {
         myself: ActorRef<SchedulerMsg>,
         args: SchedulerArgs,
     ) -> Result<SchedulerState, ActorProcessingErr> {
-        let SchedulerArgs { transport, node, registry, master, server, config } = args;
+        let SchedulerArgs { transport, node, registry, master, server, config, term } = args;
         let apps: Vec<AppRecord> = list_json(&registry, &format!("{APPS_PREFIX}/"), REGISTRY_TIMEOUT).await?;
         let instances: Vec<Instance> = list_json(&registry, INSTANCES_PREFIX, REGISTRY_TIMEOUT).await?;
         let deployments: Vec<DeploymentRecord> = list_json(&registry, DEPLOYMENTS_PREFIX, REGISTRY_TIMEOUT).await?;
@@ -134,7 +137,8 @@ impl Actor for Scheduler {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (prober, _) = Actor::spawn_linked(None, ReadinessProber, myself.clone(), myself.get_cell()).await?;
         let last_now = now.millis();
-        let mut state = SchedulerState { transport, node, registry, master, server, core, events, last_now, prober };
+        let mut state =
+            SchedulerState { transport, node, registry, master, server, term, core, events, last_now, prober };
         state.flush(effects).await?;
         state.node.register(SCHEDULER_ACTOR, myself.get_cell())?;
         state.transport.export_call_from::<MarathonCall, SchedulerMsg>(MARATHON_NAME, &myself, SchedulerMsg::Remote);
@@ -268,7 +272,8 @@ impl SchedulerState {
         ops.chunks(MAX_TXN_ITEMS)
             .map(|chunk| {
                 let txn = Txn { compare: Vec::new(), success: chunk.to_vec(), failure: Vec::new() };
-                Command { id: Some(RequestId { client: self.node.random_u64(), seq: 1 }), txn }
+                let id = Some(RequestId { client: self.node.random_u64(), seq: 1 });
+                Command { id, txn, leader_term: Some(self.term) }
             })
             .collect()
     }

@@ -299,7 +299,7 @@ impl MasterActorState {
         while let Some(chunk) = chunks.next() {
             let txn = Txn { compare: Vec::new(), success: chunk.to_vec(), failure: Vec::new() };
             let (port, answer) = ReplyPort::local();
-            let request = RegistryRequest::Write(crate::registry::core::Command { id: None, txn });
+            let request = RegistryRequest::Write(self.fenced(txn));
             if self.registry.send_message(RegistryMsg::Request(request, port)).is_err() {
                 warn!("the registry is gone; discovery entries were not written");
                 return;
@@ -310,13 +310,18 @@ impl MasterActorState {
         }
     }
 
+    /// A registry command fenced to this master's term: refused once a newer leader exists.
+    fn fenced(&self, txn: Txn) -> crate::registry::core::Command {
+        crate::registry::core::Command { id: None, txn, leader_term: Some(self.core.term()) }
+    }
+
     /// Writes the agent's record; the answer is not awaited (a lost write is redone on the
     /// agent's next registration, and the record only matters to the next leader).
     fn persist(&self, record: &AgentRecord) {
         let key = format!("{AGENTS_PREFIX}{}", record.info.id);
         let value = postcard::to_stdvec(record).expect("agent records serialize");
         let (port, _) = ReplyPort::local();
-        let request = RegistryRequest::Write(crate::registry::core::Command { id: None, txn: Txn::put(key, value) });
+        let request = RegistryRequest::Write(self.fenced(Txn::put(key, value)));
         if self.registry.send_message(RegistryMsg::Request(request, port)).is_err() {
             warn!("the registry is gone; an agent record was not written");
         }

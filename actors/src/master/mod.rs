@@ -49,10 +49,14 @@ pub(crate) fn framework_context(
     Ok((registry, transport, master))
 }
 
+/// A framework that runs on the leader, as a child of the leader-only subtree built for a
+/// term (its registry writes are fenced to that term).
+pub type Framework = Arc<dyn Fn(&LeaderContext) -> ChildSpec + Send + Sync>;
+
 /// The leader-only subtree of the cluster manager (one_for_all, per term): the master actor,
-/// then the frameworks that run on the leader (the launcher); `extra` adds more children
-/// after them (tests add their own frameworks).
-pub fn cluster_manager_tree(config: MasterConfig, transport: CurrentTransport, extra: Vec<ChildSpec>) -> LeaderTree {
+/// then the frameworks that run on the leader (the launcher); `extra` adds more frameworks
+/// after them (the service scheduler; tests add their own).
+pub fn cluster_manager_tree(config: MasterConfig, transport: CurrentTransport, extra: Vec<Framework>) -> LeaderTree {
     Arc::new(move |context: LeaderContext| {
         let term = context.term.0;
         let master = {
@@ -74,12 +78,13 @@ pub fn cluster_manager_tree(config: MasterConfig, transport: CurrentTransport, e
                 let transport = Arc::clone(&transport);
                 async move {
                     let (registry, transport, master) = framework_context(&ctx, &transport)?;
-                    spawn(Launcher, LauncherArgs { transport, node: ctx.node.clone(), registry, master }, &ctx).await
+                    let args = LauncherArgs { transport, node: ctx.node.clone(), registry, master, term };
+                    spawn(Launcher, args, &ctx).await
                 }
             })
         };
         let flags = SupervisorFlags::strategy(Strategy::OneForAll).with_intensity(3, Duration::from_secs(30));
         let spec = SupervisorSpec::new(flags).named("leader").child(master).child(launcher);
-        extra.iter().cloned().fold(spec, SupervisorSpec::child)
+        extra.iter().map(|framework| framework(&context)).fold(spec, SupervisorSpec::child)
     })
 }

@@ -368,6 +368,10 @@ impl RegistryState {
         self.status.as_ref().is_some_and(Status::leads)
     }
 
+    fn leads_in(&self, term: u64) -> bool {
+        self.status.as_ref().is_some_and(|status| status.leads() && status.term.0 == term)
+    }
+
     fn leader(&self) -> Option<String> {
         let status = self.status.as_ref()?;
         status.leader.as_ref().filter(|leader| **leader != status.me).map(|leader| leader.0.clone())
@@ -426,6 +430,13 @@ impl RegistryState {
     fn write(&mut self, mut command: Command, reply: ReplyPort<RegistryReply>) {
         if let Err(error) = command.txn.validate() {
             reply.send(RegistryReply::Failed(RegistryFailure::Rejected(error)));
+            return;
+        }
+        // A writer fenced to a term this master no longer leads in is refused before anything
+        // is proposed (the entry's term decides again when it is applied, on every master).
+        if let Some(fenced) = command.leader_term.filter(|fenced| !self.leads_in(*fenced)) {
+            let term = self.status.as_ref().map_or(0, |status| status.term.0);
+            reply.send(RegistryReply::Failed(RegistryFailure::Rejected(RegistryError::StaleLeader { fenced, term })));
             return;
         }
         let id = match &command.id {
@@ -891,7 +902,7 @@ impl RegistryState {
 
     fn apply_command(&mut self, entry: &Entry) {
         let id = Command::decode(&entry.data).ok().and_then(|command| command.id);
-        let outcome = self.store.apply(entry.index.0, &entry.data);
+        let outcome = self.store.apply(entry.index.0, entry.term.0, &entry.data);
         let Some(write) = id.and_then(|id| self.writes.remove(&id)) else { return };
         let answer = match outcome {
             Ok(response) => RegistryReply::Written(response),

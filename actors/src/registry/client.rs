@@ -57,7 +57,7 @@ impl RegistryClient {
     /// Applies `txn` once, acknowledged when it is committed on a quorum.
     pub async fn write(&mut self, txn: Txn, deadline: Duration) -> Result<TxnResponse, ClientError> {
         self.seq += 1;
-        let command = Command { id: Some(RequestId { client: self.client, seq: self.seq }), txn };
+        let command = Command { id: Some(RequestId { client: self.client, seq: self.seq }), txn, leader_term: None };
         match self.request(&RegistryRequest::Write(command), deadline).await? {
             RegistryReply::Written(response) => Ok(response),
             other => Err(ClientError::Protocol(format!("{other:?}"))),

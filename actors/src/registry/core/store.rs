@@ -96,11 +96,16 @@ impl Store {
     /// is refused with [`RegistryError::Invalid`] and changes nothing, so a replay is harmless.
     /// Then: decode, validate (an invalid command changes nothing else), and if the command
     /// carries a [`RequestId`], answer a retry of the client's last request from the record
-    /// instead of applying it twice, and refuse an older one.
-    pub fn apply(&mut self, index: u64, command_bytes: &[u8]) -> Result<TxnResponse, RegistryError> {
+    /// instead of applying it twice, and refuse an older one. A command fenced to a leader term
+    /// other than the entry's `term` is refused ([`RegistryError::StaleLeader`]) and not
+    /// recorded: every replica sees the same entry term, so all refuse it alike.
+    pub fn apply(&mut self, index: u64, term: u64, command_bytes: &[u8]) -> Result<TxnResponse, RegistryError> {
         self.advance(index)?;
         let command = Command::decode(command_bytes)?;
         command.txn.validate()?;
+        if let Some(fenced) = command.leader_term.filter(|fenced| *fenced != term) {
+            return Err(RegistryError::StaleLeader { fenced, term });
+        }
         let Some(id) = command.id else {
             return Ok(self.execute(&command.txn));
         };

@@ -10,19 +10,19 @@ fn store() -> Store {
 }
 
 fn bytes_of(txn: Txn, id: Option<RequestId>) -> Vec<u8> {
-    Command { id, txn }.encode()
+    Command { id, txn, leader_term: None }.encode()
 }
 
 /// Applies `txn` at the next index; the command must be valid.
 fn apply(store: &mut Store, txn: Txn) -> TxnResponse {
     let index = store.applied_index() + 1;
-    store.apply(index, &bytes_of(txn, None)).expect("valid command")
+    store.apply(index, 1, &bytes_of(txn, None)).expect("valid command")
 }
 
 /// Applies `txn` as request `seq` of `client` at the next index.
 fn apply_as(store: &mut Store, client: u64, seq: u64, txn: Txn) -> Result<TxnResponse, RegistryError> {
     let index = store.applied_index() + 1;
-    store.apply(index, &bytes_of(txn, Some(RequestId { client, seq })))
+    store.apply(index, 1, &bytes_of(txn, Some(RequestId { client, seq })))
 }
 
 fn put(store: &mut Store, key: &str, value: &str) -> TxnResponse {
@@ -345,7 +345,7 @@ fn invalid_commands_are_refused_precisely_and_change_only_the_applied_index() {
     for (txn, needle) in cases {
         let before = store.clone();
         let index = store.applied_index() + 1;
-        assert_invalid(store.apply(index, &bytes_of(txn, Some(RequestId { client: 1, seq: index }))), needle);
+        assert_invalid(store.apply(index, 1, &bytes_of(txn, Some(RequestId { client: 1, seq: index }))), needle);
         let mut expected = before;
         expected.apply_noop(index);
         assert_eq!(store, expected, "{needle}");
@@ -369,11 +369,11 @@ fn undecodable_bytes_are_refused_and_consume_the_entry() {
     let mut store = store();
     put(&mut store, "a", "1");
     let before = store.clone();
-    assert!(matches!(store.apply(2, &[0xFF, 0xFF, 0xFF]), Err(RegistryError::Decode(_))));
-    assert!(matches!(store.apply(3, &[]), Err(RegistryError::Decode(_))));
+    assert!(matches!(store.apply(2, 1, &[0xFF, 0xFF, 0xFF]), Err(RegistryError::Decode(_))));
+    assert!(matches!(store.apply(3, 1, &[]), Err(RegistryError::Decode(_))));
     let mut trailing = bytes_of(Txn::put("b", "1"), None);
     trailing.push(0);
-    match store.apply(4, &trailing) {
+    match store.apply(4, 1, &trailing) {
         Err(RegistryError::Decode(message)) => assert!(message.contains("1 trailing bytes"), "{message}"),
         other => panic!("expected a decode error, got {other:?}"),
     }
@@ -385,11 +385,11 @@ fn undecodable_bytes_are_refused_and_consume_the_entry() {
 #[test]
 fn an_index_at_or_below_the_applied_one_changes_nothing() {
     let mut store = store();
-    store.apply(5, &bytes_of(Txn::put("a", "1"), Some(RequestId { client: 1, seq: 1 }))).expect("applied");
+    store.apply(5, 1, &bytes_of(Txn::put("a", "1"), Some(RequestId { client: 1, seq: 1 }))).expect("applied");
     let before = store.clone();
     for index in [0, 3, 5] {
-        assert_invalid(store.apply(index, &bytes_of(Txn::put("a", "2"), None)), "already applied");
-        assert_invalid(store.apply(index, b"garbage"), "already applied");
+        assert_invalid(store.apply(index, 1, &bytes_of(Txn::put("a", "2"), None)), "already applied");
+        assert_invalid(store.apply(index, 1, b"garbage"), "already applied");
     }
     assert_eq!(store, before);
 }
@@ -404,7 +404,7 @@ fn a_noop_entry_only_moves_the_applied_index() {
     store.apply_noop(4);
     assert_eq!(store.applied_index(), 9, "a lower index is ignored");
     assert_eq!((store.revision(), store.get("a")), (before.revision(), before.get("a")));
-    assert_invalid(store.apply(9, &bytes_of(Txn::put("b", "1"), None)), "already applied");
+    assert_invalid(store.apply(9, 1, &bytes_of(Txn::put("b", "1"), None)), "already applied");
 }
 
 #[test]
@@ -416,8 +416,49 @@ fn commands_round_trip_through_their_encoding() {
             vec![put_op("a", "é"), Op::DeletePrefix { prefix: "p/".into() }],
             vec![Op::Delete { key: "c".into() }],
         ),
+        leader_term: Some(7),
     };
     assert_eq!(Command::decode(&command.encode()), Ok(command));
+}
+
+#[test]
+fn commands_encoded_before_leader_terms_still_decode_unfenced() {
+    #[derive(Serialize)]
+    struct Legacy {
+        id: Option<RequestId>,
+        txn: Txn,
+    }
+    let legacy = Legacy { id: Some(RequestId { client: 4, seq: 2 }), txn: Txn::put("a", "1") };
+    let bytes = postcard::to_allocvec(&legacy).expect("encodes");
+    let decoded = Command::decode(&bytes).expect("the older encoding decodes");
+    assert_eq!(decoded, Command { id: legacy.id, txn: legacy.txn, leader_term: None });
+    let mut longer = bytes.clone();
+    longer.extend([0, 0]);
+    assert!(matches!(Command::decode(&longer), Err(RegistryError::Decode(_))), "trailing bytes still refused");
+}
+
+#[test]
+fn a_command_fenced_to_its_entry_term_applies() {
+    let mut store = store();
+    let command = Command { id: None, txn: Txn::put("a", "1"), leader_term: Some(3) };
+    let response = store.apply(1, 3, &command.encode()).expect("the writer still leads");
+    assert!(response.succeeded);
+    assert_eq!(store.get("a").map(|kv| kv.value.clone()), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_command_fenced_to_another_term_writes_nothing_and_is_not_recorded() {
+    let mut store = store();
+    put(&mut store, "app", "v1");
+    let id = RequestId { client: 9, seq: 1 };
+    let stale = Command { id: Some(id.clone()), txn: Txn::put("app", "v0"), leader_term: Some(3) };
+    let outcome = store.apply(2, 4, &stale.encode());
+    assert_eq!(outcome, Err(RegistryError::StaleLeader { fenced: 3, term: 4 }));
+    assert_eq!(store.get("app").map(|kv| kv.value.clone()), Some(b"v1".to_vec()), "the newer write stands");
+    assert_eq!((store.revision(), store.applied_index()), (1, 2), "the entry is consumed, no revision made");
+    assert!(store.recorded(&id).is_none(), "a refused write is not answered as done on a retry");
+    let retried = store.apply(3, 4, &stale.encode());
+    assert_eq!(retried, Err(RegistryError::StaleLeader { fenced: 3, term: 4 }));
 }
 
 // --- Watch history ---------------------------------------------------------------------------
@@ -668,8 +709,12 @@ fn command() -> impl Strategy<Value = Command> {
     )
         .prop_map(|(compare, success, failure)| Txn { compare, success, failure });
     let id = prop::option::of((0u64..3, 0u64..4).prop_map(|(client, seq)| RequestId { client, seq }));
-    (id, txn).prop_map(|(id, txn)| Command { id, txn })
+    let leader_term = prop::option::of(PROPTEST_TERM - 1..=PROPTEST_TERM + 1);
+    (id, txn, leader_term).prop_map(|(id, txn, leader_term)| Command { id, txn, leader_term })
 }
+
+/// The term of every entry the property tests apply: commands fenced to another are refused.
+const PROPTEST_TERM: u64 = 2;
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
@@ -693,15 +738,15 @@ type Outcome = Option<Result<TxnResponse, RegistryError>>;
 fn run(store: &mut Store, step: &Step) -> Outcome {
     let next = store.applied_index() + 1;
     match step {
-        Step::Apply { gap, command } => Some(store.apply(next + gap, &command.encode())),
+        Step::Apply { gap, command } => Some(store.apply(next + gap, PROPTEST_TERM, &command.encode())),
         Step::Noop { gap } => {
             store.apply_noop(next + gap);
             None
         }
-        Step::Garbage { bytes } => Some(store.apply(next, bytes)),
+        Step::Garbage { bytes } => Some(store.apply(next, PROPTEST_TERM, bytes)),
         Step::Replay { command } => {
             let before = store.clone();
-            let outcome = store.apply(store.applied_index(), &command.encode());
+            let outcome = store.apply(store.applied_index(), PROPTEST_TERM, &command.encode());
             assert_eq!(*store, before, "a replayed index changed the store");
             Some(outcome)
         }
@@ -847,7 +892,7 @@ proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let mut store = store();
-        let outcome = store.apply(1, &bytes);
+        let outcome = store.apply(1, 1, &bytes);
         prop_assert_eq!(store.applied_index(), 1);
         if outcome.is_err() {
             prop_assert_eq!(store.revision(), 0);

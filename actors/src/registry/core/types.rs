@@ -178,12 +178,25 @@ pub(crate) fn validate_value(value: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// What one Raft entry carries: a transaction, and the request it answers if the client wants
-/// a retry to be applied only once.
+/// What one Raft entry carries: a transaction, the request it answers if the client wants a
+/// retry to be applied only once, and the leader term its writer is fenced to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub id: Option<RequestId>,
     pub txn: Txn,
+    /// The writer is a leader-only actor started for this term (a fencing token): the command
+    /// applies only from an entry of this very term. An entry of a later term was appended by
+    /// a newer leader, so the writer's leadership ended before its write reached the log — a
+    /// deposed leader's scheduler must not overwrite what its successor has acknowledged.
+    pub leader_term: Option<u64>,
+}
+
+/// A command as encoded before leader terms existed; entries already in a log or snapshot on
+/// disk decode through it.
+#[derive(Deserialize)]
+struct CommandWithoutTerm {
+    id: Option<RequestId>,
+    txn: Txn,
 }
 
 impl Command {
@@ -193,15 +206,26 @@ impl Command {
     }
 
     /// Decodes the bytes of a committed entry. Trailing bytes are refused so that one command
-    /// has exactly one encoding.
+    /// has exactly one encoding. Bytes of the older encoding (no leader term) are one field
+    /// short, so they never decode as the current one and are read as unfenced commands.
     pub fn decode(bytes: &[u8]) -> Result<Command, RegistryError> {
-        let (command, rest) =
-            postcard::take_from_bytes::<Command>(bytes).map_err(|error| RegistryError::Decode(error.to_string()))?;
-        if !rest.is_empty() {
-            return Err(RegistryError::Decode(format!("{} trailing bytes after the command", rest.len())));
+        match decode_exact::<Command>(bytes) {
+            Ok(command) => Ok(command),
+            Err(error) => match decode_exact::<CommandWithoutTerm>(bytes) {
+                Ok(CommandWithoutTerm { id, txn }) => Ok(Command { id, txn, leader_term: None }),
+                Err(_) => Err(error),
+            },
         }
-        Ok(command)
     }
+}
+
+fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RegistryError> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|error| RegistryError::Decode(error.to_string()))?;
+    if !rest.is_empty() {
+        return Err(RegistryError::Decode(format!("{} trailing bytes after the command", rest.len())));
+    }
+    Ok(value)
 }
 
 /// Postcard into a fresh buffer. Postcard's serializer into a `Vec` fails only for sequences of
@@ -258,6 +282,10 @@ pub enum RegistryError {
     /// The events after `requested` are no longer kept; the watcher must re-read the state.
     #[error("revision {requested} is compacted: history starts after revision {compacted}")]
     Compacted { requested: Revision, compacted: Revision },
+    /// The command was fenced to leader term `fenced` but reached the log in an entry of term
+    /// `term`: its writer no longer leads, and nothing was written.
+    #[error("the writer's leadership of term {fenced} is over (now term {term}); nothing was written")]
+    StaleLeader { fenced: u64, term: u64 },
     /// A snapshot could not be restored; the message says why.
     #[error("invalid snapshot: {0}")]
     Snapshot(String),
