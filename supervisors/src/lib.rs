@@ -14,12 +14,14 @@
 //! - [`clock`] and [`rng`]: the seams through which time and randomness enter.
 //! - [`call`]: request-reply that always carries a timeout.
 //! - [`tree`]: renders a live supervision tree.
+//! - [`planted`]: bugs planted on purpose (test-only feature) to prove the checkers catch them.
 
 pub mod call;
 pub mod clock;
 pub mod core;
 pub mod exit;
 pub mod node;
+pub mod planted;
 pub mod process;
 pub mod registry;
 pub mod rng;
@@ -34,7 +36,7 @@ pub use crate::core::spec::{AutoShutdown, ChildId, ChildKind, Restart, Shutdown,
 pub use crate::core::supervisor::{ChildCounts, ChildOpError, ChildStatus};
 pub use crate::core::time::Time;
 pub use crate::exit::{ExitReason, exit_error, stop_with};
-pub use crate::node::{Node, NodeId};
+pub use crate::node::{InvariantSink, Node, NodeId};
 pub use crate::process::{MonitorRef, Signal};
 pub use crate::rng::Rng;
 pub use crate::supervisor::{

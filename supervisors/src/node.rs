@@ -47,9 +47,14 @@ impl std::fmt::Display for NodeId {
     }
 }
 
+/// Where a node reports an invariant its code saw broken: a simulation collects these as
+/// violations of the seed (production nodes only log them).
+pub type InvariantSink = Arc<dyn Fn(&NodeId, &str) + Send + Sync>;
+
 struct NodeInner {
     id: NodeId,
     clock: Arc<dyn Clock>,
+    invariants: Option<InvariantSink>,
     rng: Mutex<Rng>,
     names: Registry,
     processes: Arc<Processes>,
@@ -70,6 +75,7 @@ pub struct NodeBuilder {
     id: NodeId,
     clock: Option<Arc<dyn Clock>>,
     seed: u64,
+    invariants: Option<InvariantSink>,
 }
 
 impl NodeBuilder {
@@ -83,6 +89,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Where [`Node::invariant_broken`] reports, besides the log.
+    pub fn invariants(mut self, sink: InvariantSink) -> Self {
+        self.invariants = Some(sink);
+        self
+    }
+
     /// Starts the node's runtime actors (the reaper behind links and monitors).
     pub async fn start(self) -> Result<Node, ractor::SpawnErr> {
         let processes = Arc::new(Processes::default());
@@ -90,6 +102,7 @@ impl NodeBuilder {
         Ok(Node(Arc::new(NodeInner {
             id: self.id,
             clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+            invariants: self.invariants,
             rng: Mutex::new(Rng::seeded(self.seed)),
             names: Registry::default(),
             processes,
@@ -99,7 +112,7 @@ impl NodeBuilder {
 
 impl Node {
     pub fn builder(id: NodeId) -> NodeBuilder {
-        NodeBuilder { id, clock: None, seed: 0 }
+        NodeBuilder { id, clock: None, seed: 0, invariants: None }
     }
 
     pub fn id(&self) -> &NodeId {
@@ -117,6 +130,15 @@ impl Node {
     /// The next value of the node's seeded generator.
     pub fn random_u64(&self) -> u64 {
         self.0.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+    }
+
+    /// Reports that an invariant the caller checks locally does not hold: a bug, never an
+    /// expected condition. Logged as an error, and a simulation counts it as a violation.
+    pub fn invariant_broken(&self, what: &str) {
+        tracing::error!(node = %self.0.id, "invariant broken: {what}");
+        if let Some(sink) = &self.0.invariants {
+            sink(&self.0.id, what);
+        }
     }
 
     /// A generator of its own for a component, derived from the node's seed.
