@@ -85,6 +85,11 @@ impl Events {
     /// Lets `quiet` of virtual time pass and returns what arrived meanwhile.
     pub async fn during(&mut self, quiet: Duration) -> Vec<Ev> {
         tokio::time::sleep(quiet).await;
+        self.drain()
+    }
+
+    /// What has arrived so far, without waiting.
+    pub fn drain(&mut self) -> Vec<Ev> {
         let mut seen = Vec::new();
         while let Ok(ev) = self.rx.try_recv() {
             seen.push(ev);

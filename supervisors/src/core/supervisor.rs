@@ -17,6 +17,7 @@ use super::spec::{
     AutoShutdown, ChildId, ChildKind, ChildMeta, Restart, SpecError, Strategy, SupervisorFlags, validate_child,
 };
 use super::time::Time;
+use crate::planted::{PlantedBug, planted};
 
 /// Where a child stands, as its supervisor sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +372,10 @@ impl SupervisorCore {
         // child cannot be the one restarting here, so dropping them keeps `i` meaningful only
         // up to this point; the group is rebuilt by id below.
         let group: Vec<ChildId> = self.children[group_start..].iter().map(|c| c.id.clone()).collect();
-        self.children.retain(|c| !(group.contains(&c.id) && c.meta.restart == Restart::Temporary));
+        // Planted bug (test-only): keep the group's temporary children, so they restart with it.
+        if !planted(PlantedBug::TemporaryChildRestarted) {
+            self.children.retain(|c| !(group.contains(&c.id) && c.meta.restart == Restart::Temporary));
+        }
         let mut start = Vec::new();
         for child in self.children.iter_mut().filter(|c| group.contains(&c.id)) {
             child.status = ChildStatus::Restarting;
