@@ -29,8 +29,8 @@ use flotilla_actors::registry::actor::RegistryConfig;
 use flotilla_actors::storage::{DiskStorage, RaftStorage, StorageError};
 use flotilla_supervisors::tree;
 use flotilla_supervisors::{
-    ChildKind, ChildSpec, Clock, Node, NodeId, StartError, Started, Strategy, Supervisor, SupervisorFlags,
-    SupervisorRef, SupervisorSpec, TokioClock,
+    ChildKind, ChildSpec, Clock, InvariantSink, Node, NodeId, StartError, Started, Strategy, Supervisor,
+    SupervisorFlags, SupervisorRef, SupervisorSpec, TokioClock,
 };
 use flotilla_transport::{Address, Network, PeerIdentity, Transport, TransportConfig};
 
@@ -139,6 +139,9 @@ pub struct NodePlan {
     pub clock: Option<Arc<dyn Clock>>,
     /// Runs the chaos actor (last child of the root) when set; needs a transport.
     pub chaos: Option<ChaosSettings>,
+    /// Where the node reports invariants its code sees broken, besides its log (simulations
+    /// collect them as violations).
+    pub invariants: Option<InvariantSink>,
 }
 
 /// What a node's chaos actor needs from its configuration.
@@ -236,6 +239,9 @@ impl RunningNode {
     /// (the cluster manager) and the agent are wired to the node's own transport slot.
     pub async fn start_with(id: NodeId, role: Role, plan: NodePlan) -> anyhow::Result<Self> {
         let mut builder = Node::builder(id).seed(plan.seed.unwrap_or_else(entropy_seed));
+        if let Some(sink) = plan.invariants.clone() {
+            builder = builder.invariants(sink);
+        }
         // A node whose clock is ours can have it skewed by the chaos actor.
         let mut skewable = None;
         match plan.clock.clone() {

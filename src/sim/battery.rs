@@ -10,6 +10,10 @@
 //! - at most one master claims leadership per term (every master's own status, sampled);
 //! - the revisions of one client's acknowledged writes only go up;
 //! - no task id is launched twice (every agent host's launches);
+//! - the leader records no status update twice (a duplicated or re-sent update changes nothing);
+//! - no invariant a node checks locally is reported broken ([`SimCluster::broken_invariants`]:
+//!   an agent admitting a command of a deposed leader's term, an agent's recovery killing a
+//!   task its checkpoint holds);
 //! - no acknowledged write is lost (checked once the cluster has healed).
 //!
 //! Liveness, after healing (simulated time): a leader within 10 s; every acknowledged write
@@ -17,8 +21,8 @@
 //! within 60 s, as the last acknowledged change left it; no host runs a task the leader does
 //! not know (no orphan after agent recovery).
 //!
-//! Not checked yet (reliability.md §3 lists them): linearizability of the whole registry
-//! history, agents refusing stale-term commands, duplicate status updates.
+//! Not checked yet (reliability.md §7.4 lists it): linearizability of the whole registry
+//! history here (the registry's own battery, `actors/tests/registry.rs`, checks it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -125,23 +129,25 @@ pub async fn run_seed(seed: u64, config: &BatteryConfig) -> anyhow::Result<SeedR
     let cluster = SimBuilder::new(seed).masters(config.masters).agents(config.agents).start().await?;
     let mut violations = Vec::new();
     let chaos_end = start + config.chaos;
-    let (chaos, writes, leaders, apps, launches) = tokio::join!(
+    let (chaos, writes, leaders, apps, tasks) = tokio::join!(
         run_schedule(&cluster, &faults, start),
         write_keys(&cluster, chaos_end),
         observe_leaders(&cluster, chaos_end),
         change_apps(&cluster, seed, chaos_end),
-        observe_launches(&cluster, chaos_end),
+        observe_tasks(&cluster, chaos_end),
     );
     chaos?;
     heal_everything(&cluster).await?;
     violations.extend(writes.violations.iter().cloned());
     violations.extend(leaders);
-    violations.extend(launches);
+    violations.extend(tasks);
     violations.extend(check_leader(&cluster).await);
     violations.extend(check_writes(&cluster, &writes).await);
     violations.extend(check_apps(&cluster, &apps.expected).await);
     violations.extend(relaunched_tasks(&cluster));
     violations.extend(check_orphans(&cluster).await);
+    violations.extend(cluster.master_state().await.map(|state| repeated_statuses(&state)).unwrap_or_default());
+    violations.extend(cluster.broken_invariants().into_iter().map(|report| format!("invariant broken on {report}")));
     let report = SeedReport {
         seed,
         schedule: faults,
@@ -319,16 +325,34 @@ async fn change_apps(cluster: &SimCluster, seed: u64, end: Instant) -> Apps {
     apps
 }
 
-/// Checks every 500 ms that no task id was launched twice on any host.
-async fn observe_launches(cluster: &SimCluster, end: Instant) -> Vec<String> {
+/// Checks every 500 ms that no task id was launched twice on any host and that the leader
+/// recorded no status update twice; stops at the first violation.
+async fn observe_tasks(cluster: &SimCluster, end: Instant) -> Vec<String> {
     while Instant::now() < end {
-        let twice = relaunched_tasks(cluster);
-        if !twice.is_empty() {
-            return twice;
+        let mut found = relaunched_tasks(cluster);
+        if let Some(state) = cluster.master_state().await {
+            found.extend(repeated_statuses(&state));
+        }
+        if !found.is_empty() {
+            return found;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Vec::new()
+}
+
+/// Status updates the leader recorded twice in one task's history: a re-sent or duplicated
+/// update (same uuid) must change nothing.
+fn repeated_statuses(state: &MasterState) -> Vec<String> {
+    let tasks = state.tasks.iter().chain(&state.completed_tasks);
+    tasks
+        .filter_map(|task| {
+            let mut seen = BTreeSet::new();
+            let twice = task.statuses.iter().filter_map(|s| s.uuid).find(|uuid| !seen.insert(*uuid))?;
+            let id = &task.task.task_id;
+            Some(format!("the leader (term {}) recorded status update {twice:x} of task {id} twice", state.term))
+        })
+        .collect()
 }
 
 fn relaunched_tasks(cluster: &SimCluster) -> Vec<String> {

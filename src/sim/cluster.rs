@@ -17,7 +17,7 @@ use flotilla_actors::mesos::core::{Ranges, Resources, RoleResources, UNRESERVED}
 use flotilla_actors::mesos::protocol::{AgentInfo, MASTER_NAME, MasterQuery, MasterState};
 use flotilla_actors::registry::client::RegistryClient;
 use flotilla_actors::storage::{RaftStorage, SharedSimDisk, SimDisk, StorageError};
-use flotilla_supervisors::{Node, NodeId, Rng, TokioClock};
+use flotilla_supervisors::{InvariantSink, Node, NodeId, Rng, TokioClock};
 use flotilla_transport::{Address, ClusterId, Network, PeerIdentity, Role, SimNet, Transport, TransportConfig};
 
 use super::WALL_ORIGIN_MILLIS;
@@ -120,7 +120,13 @@ impl SimBuilder {
         for id in &master_ids {
             operator.connect(id, Address::Sim);
         }
-        let cluster = SimCluster { seed: self.seed, net, masters, agents, operator, operator_node, work };
+        let invariants = BrokenInvariants::new();
+        let mut cluster =
+            SimCluster { seed: self.seed, net, masters, agents, operator, operator_node, work, invariants };
+        let sink = cluster.invariants.sink();
+        for slot in cluster.masters.iter_mut().chain(cluster.agents.iter_mut()) {
+            slot.plan.invariants = Some(Arc::clone(&sink));
+        }
         for slot in cluster.masters.iter().chain(cluster.agents.iter()) {
             slot.start(cluster.seed).await?;
         }
@@ -301,9 +307,38 @@ pub struct SimCluster {
     operator: Transport,
     operator_node: Node,
     work: PathBuf,
+    invariants: BrokenInvariants,
+}
+
+/// The invariants nodes reported broken ([`Node::invariant_broken`]), in order, each with its
+/// node and the simulated time since the cluster started.
+struct BrokenInvariants {
+    reports: Arc<Mutex<Vec<String>>>,
+    start: tokio::time::Instant,
+}
+
+impl BrokenInvariants {
+    fn new() -> BrokenInvariants {
+        BrokenInvariants { reports: Arc::default(), start: tokio::time::Instant::now() }
+    }
+
+    fn sink(&self) -> InvariantSink {
+        let (reports, start) = (Arc::clone(&self.reports), self.start);
+        Arc::new(move |node, what| {
+            let at = start.elapsed().as_secs_f64();
+            let report = format!("{node} at {at:.3} s: {what}");
+            reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+        })
+    }
 }
 
 impl SimCluster {
+    /// Every invariant a node reported broken so far (each a bug: the battery counts them as
+    /// violations).
+    pub fn broken_invariants(&self) -> Vec<String> {
+        self.invariants.reports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn seed(&self) -> u64 {
         self.seed
     }

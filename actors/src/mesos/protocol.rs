@@ -154,6 +154,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Registered => "Registered",
+            Command::Launch(_) => "Launch",
+            Command::Kill { .. } => "Kill",
+            Command::Acknowledge { .. } => "Acknowledge",
+            Command::Ping => "Ping",
+            Command::KillUnknown { .. } => "KillUnknown",
+            Command::Reconcile { .. } => "Reconcile",
+        }
+    }
+}
+
 /// An operator's question to the leading master (the CLI and the HTTP API ask it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MasterQuery {

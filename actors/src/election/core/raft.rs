@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use flotilla_supervisors::Rng;
 use flotilla_supervisors::core::time::Time;
+use flotilla_supervisors::planted::{PlantedBug, planted};
 
 use super::log::RaftLog;
 use super::membership::{MAX_VOTERS, Membership, decode_voters, encode_voters, validate_voters};
@@ -964,7 +965,7 @@ impl Raft {
     fn handle_request_vote(&mut self, from: &PeerId, last_index: Index, last_term: Term) {
         // Reached with the request's term equal to ours.
         let free = match &self.voted_for {
-            Some(voted) => voted == from,
+            Some(voted) => voted == from || planted(PlantedBug::DoubleVote),
             None => self.leader.is_none(),
         };
         let granted = free && self.log_up_to_date(last_index, last_term);
@@ -1300,7 +1301,8 @@ impl Raft {
             matches.push(self.log.last_index());
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&candidate) = matches.get(self.quorum() - 1) else { return };
+        let quorum = if planted(PlantedBug::AckBeforeQuorum) { 1 } else { self.quorum() };
+        let Some(&candidate) = matches.get(quorum - 1) else { return };
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
             if !self.voter && self.pending_configuration().is_none() {

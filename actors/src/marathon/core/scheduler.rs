@@ -19,6 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flotilla_supervisors::planted::{PlantedBug, planted};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -1245,7 +1247,13 @@ impl SchedulerCore {
     fn schedule(&mut self, app_id: &PathId, now: Timestamp) {
         let Some(record) = self.apps.get(app_id) else { return };
         let (version, config_key) = (record.version_info.version, record.config_key());
-        let task_id = format!("{}.{}", task_prefix(app_id), self.uuid());
+        let unique = if planted(PlantedBug::ReusedInstanceId) {
+            // The planted bug: ids numbered by the app's live instances repeat after one ends.
+            (self.instances.of_app(app_id).count() + 1).to_string()
+        } else {
+            self.uuid()
+        };
+        let task_id = format!("{}.{unique}", task_prefix(app_id));
         let instance = Instance {
             task_id: task_id.clone(),
             app_id: app_id.clone(),
