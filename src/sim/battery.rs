@@ -278,6 +278,12 @@ struct Apps {
     acknowledged: usize,
 }
 
+/// Every app's resources, in every request: a `PUT` to an app that is gone (or whose
+/// creation was not acknowledged) creates it, and without them Marathon's defaults (1 cpu)
+/// would fill the agents until instances wait for capacity that never comes.
+const APP_CPUS: f64 = 0.1;
+const APP_MEM: u64 = 16;
+
 /// One Marathon client changing apps every second until `end`.
 async fn change_apps(cluster: &SimCluster, seed: u64, end: Instant) -> Apps {
     let mut rng = Rng::seeded(seed ^ 0xa995);
@@ -290,7 +296,7 @@ async fn change_apps(cluster: &SimCluster, seed: u64, end: Instant) -> Apps {
             created += 1;
             let id = format!("/app{created}");
             let instances = 1 + rng.below(3);
-            let body = json!({"id": id, "cmd": "serve", "cpus": 0.1, "mem": 16, "instances": instances});
+            let body = json!({"id": id, "cmd": "serve", "cpus": APP_CPUS, "mem": APP_MEM, "instances": instances});
             (id, "POST", "/v2/apps".to_owned(), body, Expected::Instances(instances))
         } else {
             let id = live[usize::try_from(rng.below(live.len() as u64)).unwrap_or(0)].clone();
@@ -299,12 +305,14 @@ async fn change_apps(cluster: &SimCluster, seed: u64, end: Instant) -> Apps {
                 0 => (id, "DELETE", path, Value::Null, Expected::Deleted),
                 1 => {
                     let keep = apps.expected.get(&id).copied().unwrap_or(Expected::Unknown);
-                    let body = json!({"cmd": format!("serve --generation {}", rng.below(1_000))});
+                    let cmd = format!("serve --generation {}", rng.below(1_000));
+                    let body = json!({"cmd": cmd, "cpus": APP_CPUS, "mem": APP_MEM});
                     (id, "PUT", path, body, keep)
                 }
                 _ => {
                     let instances = rng.below(4);
-                    (id, "PUT", path, json!({"instances": instances}), Expected::Instances(instances))
+                    let body = json!({"instances": instances, "cpus": APP_CPUS, "mem": APP_MEM});
+                    (id, "PUT", path, body, Expected::Instances(instances))
                 }
             }
         };
