@@ -26,6 +26,9 @@ use crate::node::{TransportPlan, entropy_seed};
 /// started yet.
 const LEADER_RETRY: Duration = Duration::from_millis(200);
 
+/// How long one master is given to answer a request for the leading master's state.
+const STATE_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// A QUIC transport plan for node `name` with the credentials in `pki_dir`, listening on
 /// `listen`, keeping sessions with `peers`.
 pub fn quic_plan(
@@ -102,16 +105,29 @@ impl ClusterClient {
 }
 
 impl ClusterClient {
-    /// The leading master's state: asked of each master in turn until one (the leader, which
-    /// runs the master actor) answers, until `deadline`.
+    /// The leading master's state: asked of every master at once until one (the leader, which
+    /// runs the master actor) answers, until `deadline`. Not in turn: a call to a master that
+    /// is down waits out its whole attempt (the transport keeps it for a reconnection), and
+    /// a dead master listed before the leader would delay every answer by that much.
     pub async fn master_state(&self, deadline: Duration) -> anyhow::Result<MasterState> {
         let until = tokio::time::Instant::now() + deadline;
         let mut last = String::from("no master listed");
         loop {
-            for master in self.registry.masters() {
-                match self.transport.call(master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
-                    Ok(state) => return Ok(state),
-                    Err(error) => last = format!("{master}: {error}"),
+            let asks: Vec<_> = self
+                .registry
+                .masters()
+                .iter()
+                .map(|master| {
+                    Box::pin(async move {
+                        let ask = self.transport.call(master, MASTER_NAME, &MasterQuery::State, STATE_ATTEMPT);
+                        ask.await.map_err(|error| format!("{master}: {error}"))
+                    })
+                })
+                .collect();
+            if !asks.is_empty() {
+                match futures::future::select_ok(asks).await {
+                    Ok((state, _)) => return Ok(state),
+                    Err(error) => last = error,
                 }
             }
             if tokio::time::Instant::now() >= until {

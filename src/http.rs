@@ -21,10 +21,15 @@ use flotilla_actors::marathon::core::rest::{RestRequest, RestResponse, strip_pre
 use flotilla_actors::marathon::protocol::{MARATHON_NAME, MarathonCall};
 use flotilla_actors::master::actor::{MASTER_ACTOR, MasterMsg};
 use flotilla_actors::mesos::protocol::{MASTER_NAME, MasterQuery, MasterState};
+use flotilla_actors::registry::actor::RegistryMsg;
+use flotilla_actors::registry::protocol::{REGISTRY_NAME, RegistryReply, RegistryRequest};
 use flotilla_supervisors::Node;
-use flotilla_transport::Transport;
+use flotilla_transport::{ReplyPort, Transport};
 
 use crate::state_json::master_state_json;
+
+/// How long a forwarded request waits for this master's registry to name the leader.
+const REGISTRY_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the handlers reach the cluster through.
 #[derive(Clone)]
@@ -40,6 +45,24 @@ impl Api {
         (self.transport)().ok_or_else(|| "the node's transport is not running (restarting?)".to_owned())
     }
 
+    /// The other masters in the order a follower forwards to them ([`forward_order`]), with the
+    /// leader this master's registry knows and the sessions up now.
+    async fn others_leader_first(&self, transport: &Transport) -> Vec<String> {
+        let leader = self.registry_leader().await;
+        forward_order(&self.masters, transport.node(), leader.as_deref(), |master| transport.is_connected(master))
+    }
+
+    /// The leader this master's registry follows, if it knows one.
+    async fn registry_leader(&self) -> Option<String> {
+        let registry = self.node.whereis_ref::<RegistryMsg>(REGISTRY_NAME)?;
+        let (port, answer) = ReplyPort::local();
+        registry.send_message(RegistryMsg::Request(RegistryRequest::Status, port)).ok()?;
+        match tokio::time::timeout(REGISTRY_STATUS_TIMEOUT, answer).await {
+            Ok(Ok(RegistryReply::Status(status))) => status.leader,
+            _ => None,
+        }
+    }
+
     /// The leading master's state: this node's master actor if it leads, else the leader's.
     async fn master_state(&self) -> Result<MasterState, String> {
         if let Some(master) = self.node.whereis_ref::<MasterMsg>(MASTER_ACTOR) {
@@ -47,8 +70,8 @@ impl Api {
         }
         let transport = self.transport()?;
         let mut last = "no other master is known".to_owned();
-        for master in self.masters.iter().filter(|m| *m != transport.node()) {
-            match transport.call(master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
+        for master in self.others_leader_first(&transport).await {
+            match transport.call(&master, MASTER_NAME, &MasterQuery::State, Duration::from_secs(2)).await {
                 Ok(state) => return Ok(state),
                 Err(error) => last = format!("{master}: {error}"),
             }
@@ -73,8 +96,8 @@ impl Api {
         };
         let call = MarathonCall(request);
         let mut last = "no other master is known".to_owned();
-        for master in self.masters.iter().filter(|m| *m != transport.node()) {
-            match transport.call(master, MARATHON_NAME, &call, Duration::from_secs(30)).await {
+        for master in self.others_leader_first(&transport).await {
+            match transport.call(&master, MARATHON_NAME, &call, Duration::from_secs(30)).await {
                 Ok(response) => return response,
                 Err(error) => last = format!("{master}: {error}"),
             }
@@ -253,3 +276,44 @@ impl HttpApi {
 
 /// The largest request body accepted (a group of many apps fits well within it).
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The masters other than `me`, in the order a follower forwards a request to them: the known
+/// `leader` first, then those `connected` (a session up), then the rest, each group in the
+/// configured order. A call to a master that is down waits out its whole timeout (the
+/// transport keeps it for a reconnection), so a dead master listed before the leader must not
+/// be asked first: after a failover that made every forwarded request wait 30 s.
+fn forward_order(masters: &[String], me: &str, leader: Option<&str>, connected: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut others: Vec<String> = masters.iter().filter(|master| *master != me).cloned().collect();
+    others.sort_by_key(|master| (leader != Some(master.as_str()), !connected(master)));
+    others
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forward_order;
+
+    fn masters() -> Vec<String> {
+        ["m1", "m2", "m3", "m4"].map(str::to_owned).to_vec()
+    }
+
+    #[test]
+    fn the_known_leader_is_asked_first_and_a_dead_master_last() {
+        // m1 died (no session) and m3 leads: m3, then m4 (connected), then m1.
+        let order = forward_order(&masters(), "m2", Some("m3"), |master| master != "m1");
+        assert_eq!(order, ["m3", "m4", "m1"]);
+    }
+
+    #[test]
+    fn without_a_known_leader_connected_masters_come_first_in_configured_order() {
+        let order = forward_order(&masters(), "m4", None, |master| master != "m2");
+        assert_eq!(order, ["m1", "m3", "m2"]);
+        let order = forward_order(&masters(), "m4", None, |_| false);
+        assert_eq!(order, ["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn this_master_is_never_asked_even_when_it_is_the_known_leader() {
+        let order = forward_order(&masters(), "m2", Some("m2"), |_| true);
+        assert_eq!(order, ["m1", "m3", "m4"]);
+    }
+}
